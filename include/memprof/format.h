@@ -1,0 +1,123 @@
+/* format.h - constants of the capture file format, version 1.0.
+ *
+ * These numbers are the format: they match docs/format.md exactly and are
+ * defined nowhere else. A change that an older reader could misread bumps
+ * MEMPROF_FORMAT_MAJOR; an addition an older reader must refuse bumps MINOR.
+ */
+#ifndef MEMPROF_FORMAT_H
+#define MEMPROF_FORMAT_H
+
+#define MEMPROF_FORMAT_MAJOR 1
+#define MEMPROF_FORMAT_MINOR 0
+
+/* File = header, one LZ4 frame of records, trailer. */
+#define MEMPROF_MAGIC "\x89MEMPROF"   /* 8 bytes, at offset 0 */
+#define MEMPROF_MAGIC_LEN 8
+#define MEMPROF_TRAILER_MAGIC "\x89MPTRAIL" /* 8 bytes, after the LZ4 end mark */
+#define MEMPROF_HEADER_FIXED 16       /* magic, u16 major, u16 minor, u32 tlv length */
+#define MEMPROF_TLV_MAX (1u << 20)    /* longest TLV area a reader accepts */
+
+/* LZ4 frame as memprof writes it: independent blocks, block checksums,
+ * 64 KiB blocks, no content size, no content checksum, no dictionary. */
+#define MEMPROF_LZ4F_MAGIC 0x184D2204u
+#define MEMPROF_LZ4F_FLG 0x70u        /* version 01, B.Indep, B.Checksum */
+#define MEMPROF_LZ4F_BD 0x40u         /* block max size 64 KiB */
+#define MEMPROF_BLOCK_MAX 65536u      /* largest decompressed block */
+#define MEMPROF_LZ4F_UNCOMPRESSED 0x80000000u
+
+/* Header TLV tags: u8 tag, varint length, bytes. Unknown tags are skipped. */
+enum memprof_header_tag {
+    MEMPROF_H_PID = 1,          /* varint */
+    MEMPROF_H_PPID = 2,         /* varint */
+    MEMPROF_H_START_REALTIME = 3, /* varint, ns since the Unix epoch */
+    MEMPROF_H_START_MONOTONIC = 4, /* varint, CLOCK_MONOTONIC ns */
+    MEMPROF_H_ARGV = 5,         /* NUL-terminated strings, one per argument */
+    MEMPROF_H_PYTHON_VERSION = 6, /* string, sys.version; absent without Python */
+    MEMPROF_H_PYTHON_HEXVERSION = 7, /* varint, sys.hexversion */
+    MEMPROF_H_OPTIONS = 8,      /* varint, MEMPROF_OPT_* bits */
+    MEMPROF_H_EXECUTABLE = 9,   /* string, /proc/self/exe */
+    MEMPROF_H_PAGE_SIZE = 10,   /* varint */
+    MEMPROF_H_TOOL_VERSION = 11, /* string, memprof's version */
+    MEMPROF_H_PYSTACK = 12,     /* varint, memprof_pystack_mode */
+};
+
+enum memprof_pystack_mode {
+    MEMPROF_PYSTACK_NONE = 0,        /* no Python in the process */
+    MEMPROF_PYSTACK_WALKER = 1,      /* frames read at allocation time */
+    MEMPROF_PYSTACK_UNSUPPORTED = 2, /* Python of a version this build cannot walk */
+};
+
+/* Option bits recorded in MEMPROF_H_OPTIONS. */
+#define MEMPROF_OPT_PYTHON_STACKS 0x1u
+
+/* Trailer TLV tags (after the trailer magic: u32 length, TLVs, u32 xxh32). */
+enum memprof_trailer_tag {
+    MEMPROF_T_END_REALTIME = 1,  /* varint ns */
+    MEMPROF_T_END_MONOTONIC = 2, /* varint ns */
+    MEMPROF_T_EVENTS = 3,        /* varint: allocation + free records */
+    MEMPROF_T_ALLOCS = 4,        /* varint */
+    MEMPROF_T_FREES = 5,         /* varint */
+    MEMPROF_T_BLOCKS = 6,        /* varint: LZ4 blocks in the frame */
+    MEMPROF_T_TRACKER_ALLOCS = 7, /* varint: allocator calls the recorder itself made (must be 0) */
+};
+
+/* Record types: the low 4 bits of a record's first byte; the high 4 bits
+ * carry a small type-specific field ("arg"). 0 is invalid on purpose. */
+enum memprof_record_type {
+    MEMPROF_R_ALLOC = 1,   /* arg=allocator; zz addr delta, size, zz stack delta */
+    MEMPROF_R_FREE = 2,    /* arg=deallocator; zz addr delta */
+    MEMPROF_R_THREAD = 3,  /* arg=0: varint thread index (switch); arg=1: new thread, varint tid */
+    MEMPROF_R_STRING = 4,  /* varint length, bytes (UTF-8) */
+    MEMPROF_R_CODE = 5,    /* arg=flags; filename sid, qualname sid, firstlineno, linetable */
+    MEMPROF_R_NODE = 6,    /* varint (new id - parent), code id, instruction offset */
+    MEMPROF_R_TIME = 7,    /* varint us since start, varint rss KiB */
+    MEMPROF_R_MARK = 8,    /* arg=mark kind; varint us since start */
+    MEMPROF_R_RESTORE = 9, /* zz addr delta: undo this thread's last FREE at addr */
+};
+
+#define MEMPROF_THREAD_SWITCH 0
+#define MEMPROF_THREAD_NEW 1
+
+/* Allocators (ALLOC arg). 12-14 are reserved for the PyMem domains. */
+enum memprof_allocator {
+    MEMPROF_A_MALLOC = 1,
+    MEMPROF_A_CALLOC = 2,
+    MEMPROF_A_REALLOC = 3,
+    MEMPROF_A_REALLOCARRAY = 4,
+    MEMPROF_A_POSIX_MEMALIGN = 5,
+    MEMPROF_A_ALIGNED_ALLOC = 6,
+    MEMPROF_A_MEMALIGN = 7,
+    MEMPROF_A_VALLOC = 8,
+    MEMPROF_A_PVALLOC = 9,
+    MEMPROF_A_MMAP = 10,
+    MEMPROF_A_MREMAP = 11,
+    MEMPROF_A_PYMEM_RAW = 12,
+    MEMPROF_A_PYMEM_MEM = 13,
+    MEMPROF_A_PYMEM_OBJ = 14,
+    MEMPROF_A_COUNT = 15,
+};
+
+/* Deallocators (FREE arg). */
+enum memprof_deallocator {
+    MEMPROF_D_FREE = 1,
+    MEMPROF_D_REALLOC = 2, /* the old block of a realloc, recorded before the call */
+    MEMPROF_D_MUNMAP = 3,
+    MEMPROF_D_MREMAP = 4,
+    MEMPROF_D_PYMEM_RAW = 5,
+    MEMPROF_D_PYMEM_MEM = 6,
+    MEMPROF_D_PYMEM_OBJ = 7,
+};
+
+/* Mark kinds (MARK arg). */
+enum memprof_mark {
+    MEMPROF_M_SCRIPT_END = 1, /* the script's own code finished (atexit time) */
+};
+
+/* CODE flags (CODE arg). */
+#define MEMPROF_CODE_PSEUDO 0x1u    /* not a Python code object: a named pseudo-frame */
+#define MEMPROF_CODE_LT_CUT 0x2u    /* line table was cut to fit a block */
+
+/* Pseudo-frames the recorder defines (their CODE records come first). */
+#define MEMPROF_PSEUDO_NO_PYTHON "[no Python frame]"
+
+#endif

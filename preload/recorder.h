@@ -1,0 +1,80 @@
+/* recorder.h - what the hooks, the Python stack walker and the writer of
+ * libmemprof.so share. Everything here runs inside the profiled process:
+ * no libc malloc on the recording path, no stdio, no Python C-API call
+ * except from the one pending call that registers the script-end mark. */
+#ifndef MP_RECORDER_H
+#define MP_RECORDER_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mp_common.h"
+
+#define MP_EXPORT __attribute__((visibility("default")))
+#define MP_TLS __attribute__((tls_model("initial-exec"))) __thread
+
+/* Recursion guard values: 0 outside the recorder; MP_GUARD_REC while the
+ * recorder runs (an allocation then is the recorder's own, and is counted
+ * as a bug); MP_GUARD_PYAPI while memprof itself calls into Python on
+ * purpose (not recorded, not counted). */
+enum { MP_GUARD_REC = 1, MP_GUARD_PYAPI = 2 };
+extern MP_TLS int mp_guard;
+
+/* Read on every hook: 1 while this process records. */
+extern atomic_int mp_active;
+
+/* One frame as walked (code object pointer, instruction offset in code
+ * units) and, in the per-thread cache, the trie node it interned to. */
+typedef struct {
+    const void *code;
+    uint32_t instr;
+    uint32_t node;
+} mp_frame_t;
+
+/* Per-thread state, in memory of its own (mmap), reached through mp_self. */
+typedef struct mp_thread_s {
+    uint32_t index;         /* 1-based thread index in the capture */
+    int is_main;
+    mp_frame_t *cur;        /* last walk, leaf first */
+    uint32_t cur_cap;
+    mp_frame_t *prev;       /* previous stack, root first, with node ids */
+    uint32_t prev_depth, prev_cap;
+    struct mp_thread_s *next_free;
+} mp_thread_t;
+
+/* ---- recorder.c: events (callable from the hooks) ---- */
+void mp_rec_alloc(unsigned allocator, const void *p, size_t size);
+void mp_rec_free(unsigned deallocator, const void *p);
+void mp_rec_restore(const void *p);
+void mp_rec_mark(unsigned kind);
+void mp_rec_finish(void);              /* trailer; the process is ending */
+
+/* ---- recorder.c: for pystack.c, with the writer lock held ---- */
+void mp_emit_string(const void *s, size_t n);
+void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno,
+                  const void *lt, size_t lt_len);
+void mp_emit_node(uint32_t id, uint32_t parent, uint32_t code, uint32_t instr);
+void mp_log(const char *msg, const char *detail);   /* one line to stderr, write(2) */
+int mp_mem_grow(void **p, uint32_t *cap, uint32_t need, size_t elem); /* mmap/mremap */
+
+/* ---- pystack.c ---- */
+/* Looks for a CPython this build can walk. Returns a memprof_pystack_mode. */
+unsigned mp_py_init(void);
+const char *mp_py_version(void);
+unsigned long mp_py_hexversion(void);
+/* Walks the calling thread's Python frames into t->cur (no lock needed:
+ * only this thread changes its own frame chain). Returns the depth. */
+uint32_t mp_py_walk(mp_thread_t *t);
+/* With the writer lock held: interns the walked stack, emitting any new
+ * strings, code objects and nodes; returns its node id. */
+uint32_t mp_py_intern(mp_thread_t *t, uint32_t depth);
+/* With the writer lock held, at start: the pseudo-frame for "no Python". */
+void mp_py_emit_pseudo(void);
+
+/* ---- stacks.c: interning tables (writer lock held) ---- */
+uint32_t mp_string_intern(const char *s, size_t n);    /* emits STRING when new */
+uint32_t mp_node_intern(uint32_t parent, uint32_t code, uint32_t instr); /* emits NODE */
+uint32_t mp_code_new_id(void);
+
+#endif

@@ -1,0 +1,191 @@
+/* summary.c - `memprof summary FILE [--json] [--top N]`: totals, the peak and
+ * when it happened, what was live when the script ended and at exit, and the
+ * locations holding the most bytes at the peak and at the end. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <locale.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis.h"
+#include "cli_common.h"
+#include "report.h"
+
+static const char usage[] =
+    "usage: memprof summary [--json] [--top N] FILE\n"
+    "\n"
+    "Totals, the peak heap and when it happened, what was still live when the\n"
+    "script ended (leaks) and at exit, and the top locations by bytes live at\n"
+    "the peak and at the end, each with its Python stack.\n"
+    "\n"
+    "options:\n"
+    "  --json      machine-readable output on stdout\n"
+    "  --top N     locations to list (default 10)\n"
+    "  -h, --help  show this help\n";
+
+static const char *prog = "memprof summary";
+
+static cJSON *amount_json(mp_amount_t a)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "bytes", (double)a.bytes);
+    cJSON_AddNumberToObject(o, "allocations", (double)a.count);
+    return o;
+}
+
+static cJSON *top_json(const mp_analysis_t *a, mp_when_t when, size_t top)
+{
+    mp_location_t *locs;
+    size_t n;
+    cJSON *arr = cJSON_CreateArray();
+    if (mp_top_locations(a, when, top, &locs, &n))
+        return arr;
+    for (size_t i = 0; i < n; i++)
+        cJSON_AddItemToArray(arr, mp_json_location(a, &locs[i]));
+    free(locs);
+    return arr;
+}
+
+static void print_json(const mp_analysis_t *a, const char *path, size_t top)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "capture", mp_json_capture(a->r, path));
+    cJSON *tot = cJSON_AddObjectToObject(root, "totals");
+    cJSON_AddNumberToObject(tot, "allocations", (double)a->allocated.count);
+    cJSON_AddNumberToObject(tot, "allocated_bytes", (double)a->allocated.bytes);
+    cJSON_AddNumberToObject(tot, "frees", (double)a->frees);
+    cJSON *peak = amount_json(a->peak);
+    cJSON_AddNumberToObject(peak, "time_s", (double)a->peak_time_us / 1e6);
+    cJSON_AddNumberToObject(peak, "event_index", (double)a->peak_index);
+    cJSON_AddItemToObject(root, "peak", peak);
+    cJSON *end = amount_json(a->at_end);
+    cJSON_AddBoolToObject(end, "script_end_marked", a->has_end);
+    cJSON_AddNumberToObject(end, "time_s", (double)a->end_time_us / 1e6);
+    cJSON_AddItemToObject(root, "leaked", end);
+    cJSON_AddItemToObject(root, "at_exit", amount_json(a->live));
+    cJSON_AddItemToObject(root, "top_at_peak", top_json(a, MP_AT_PEAK, top));
+    cJSON_AddItemToObject(root, "top_leaked", top_json(a, MP_AT_END, top));
+    char *s = cJSON_Print(root);
+    if (s)
+        puts(s);
+    free(s);
+    cJSON_Delete(root);
+}
+
+static void print_stack(const memprof_reader_t *r, uint32_t node, int max)
+{
+    for (int depth = 0; node && depth < max; depth++) {
+        mp_srcframe_t f;
+        uint32_t parent;
+        if (mp_node_frame(r, node, &f, &parent))
+            break;
+        if (f.line >= 0)
+            printf("         %s  %s:%d\n", f.function, f.file, f.line);
+        else
+            printf("         %s  %s\n", f.function, f.file);
+        node = parent;
+        if (node && depth + 1 == max)
+            printf("         ... (deeper frames not shown)\n");
+    }
+}
+
+static void print_top(const mp_analysis_t *a, mp_when_t when, size_t top, const char *title)
+{
+    mp_location_t *locs;
+    size_t n;
+    char b[32];
+    if (mp_top_locations(a, when, top, &locs, &n))
+        return;
+    printf("\n%s:\n", title);
+    if (n == 0)
+        printf("  (none)\n");
+    for (size_t i = 0; i < n; i++) {
+        mp_srcframe_t f;
+        uint32_t parent;
+        if (mp_node_frame(a->r, locs[i].stack, &f, &parent))
+            continue;
+        printf("%3zu. %10s in %'" PRIu64 " blocks  %s", i + 1, mp_human_bytes(locs[i].amount.bytes, b, sizeof b),
+               locs[i].amount.count, f.function);
+        if (locs[i].line >= 0)
+            printf(" (%s:%d)", f.file, locs[i].line);
+        if (locs[i].nstacks > 1)
+            printf("  [%u stacks; the largest:]", locs[i].nstacks);
+        printf("\n");
+        print_stack(a->r, locs[i].stack, 12);
+    }
+    free(locs);
+}
+
+static void print_text(const mp_analysis_t *a, const char *path, size_t top)
+{
+    const memprof_info_t *in = memprof_reader_info(a->r);
+    char b1[32], b2[32];
+    printf("capture  %s\n", path);
+    printf("program ");
+    for (size_t i = 0; i < in->argv_len; i += strlen(in->argv + i) + 1)
+        printf(" %s", in->argv + i);
+    printf("\n         pid %" PRIu64, in->pid);
+    if (*in->python_version)
+        printf(", Python %.*s", (int)strcspn(in->python_version, " "), in->python_version);
+    if (in->has_trailer)
+        printf(", ran %.2f s", (double)(in->end_monotonic_ns - in->start_monotonic_ns) / 1e9);
+    printf("\n\n");
+    printf("allocations      %'" PRIu64 " (%s), %'" PRIu64 " frees\n", a->allocated.count,
+           mp_human_bytes(a->allocated.bytes, b1, sizeof b1), a->frees);
+    printf("peak heap        %s in %'" PRIu64 " blocks, at %.3f s (event %'" PRIu64 ")\n",
+           mp_human_bytes(a->peak.bytes, b1, sizeof b1), a->peak.count, (double)a->peak_time_us / 1e6,
+           a->peak_index);
+    printf("leaked           %s in %'" PRIu64 " blocks %s\n", mp_human_bytes(a->at_end.bytes, b1, sizeof b1),
+           a->at_end.count,
+           a->has_end ? "(live when the script ended)" : "(live at exit: the script end was not marked)");
+    printf("live at exit     %s in %'" PRIu64 " blocks\n", mp_human_bytes(a->live.bytes, b2, sizeof b2),
+           a->live.count);
+    if (in->pystack_mode != 1)
+        printf("note             no Python stacks in this capture (%s)\n",
+               in->pystack_mode == 2 ? "this Python version is not supported" : "not a Python program");
+    print_top(a, MP_AT_PEAK, top, "top locations by bytes live at the peak");
+    print_top(a, MP_AT_END, top, "top locations by bytes leaked (live when the script ended)");
+}
+
+int main(int argc, char **argv)
+{
+    setlocale(LC_NUMERIC, "");
+    int json = 0;
+    size_t top = 10;
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            fputs(usage, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--json")) {
+            json = 1;
+        } else if (!strcmp(argv[i], "--top") || !strncmp(argv[i], "--top=", 6)) {
+            const char *v = argv[i][5] == '=' ? argv[i] + 6 : (i + 1 < argc ? argv[++i] : NULL);
+            if (mp_parse_count(v, &top))
+                mp_cli_die(prog, "--top needs a number from 1 to 1000, not '%s'", v ? v : "");
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            mp_cli_die(prog, "unknown option '%s'; see 'memprof summary --help'", argv[i]);
+        } else if (path) {
+            mp_cli_die(prog, "one capture at a time; see 'memprof summary --help'");
+        } else {
+            path = argv[i];
+        }
+    }
+    if (!path)
+        mp_cli_die(prog, "which capture? usage: memprof summary [--json] FILE");
+    mp_analysis_t a;
+    memprof_reader_t *r = mp_cli_open(prog, path);
+    int rc = mp_analysis_run(&a, r);
+    if (rc < 0)
+        mp_cli_fail(prog, path, r, rc);
+    mp_cli_warn_truncated(prog, path, r);
+    if (json)
+        print_json(&a, path, top);
+    else
+        print_text(&a, path, top);
+    mp_analysis_free(&a);
+    memprof_reader_close(r);
+    return 0;
+}

@@ -1,0 +1,55 @@
+/* analysis.h - replay a capture in order and aggregate it: totals, the heap's
+ * high-water mark and what was live then (per stack), what was live when
+ * the script ended and at exit. One pass, O(1) work per event. */
+#ifndef MP_ANALYSIS_H
+#define MP_ANALYSIS_H
+
+#include <stdint.h>
+
+#include "memprof/reader.h"
+
+typedef struct {
+    uint64_t bytes, count;
+} mp_amount_t;
+
+/* Per stack node. `at_peak` is valid after mp_analysis_run() returns. */
+typedef struct {
+    mp_amount_t cur, snap, at_peak, at_end, total;
+    uint64_t snap_epoch;
+} mp_stackstat_t;
+
+typedef struct {
+    uint64_t addr, size;
+    uint32_t stack, pad;
+} mp_live_t;
+
+typedef struct mp_analysis_s {
+    memprof_reader_t *r;
+    mp_amount_t allocated;      /* every allocation made */
+    uint64_t frees, unmatched_frees;
+    mp_amount_t live;           /* now (at the end of the replay: at exit) */
+    mp_amount_t peak;           /* heap bytes at the high-water mark, and blocks live then */
+    uint64_t peak_index, peak_time_us, peak_epoch;
+    int has_end;                /* the script-end mark was seen */
+    mp_amount_t at_end;         /* live at the mark (or at exit without one) */
+    uint64_t end_index, end_time_us;
+    uint64_t last_time_us;
+    mp_stackstat_t *st;         /* indexed by node id, 0 = none */
+    uint32_t nst;
+    /* live blocks: open addressing on the address */
+    mp_live_t *map;
+    uint64_t map_cap, map_n;
+    /* per thread: the block freed by its last realloc (for RESTORE) */
+    mp_live_t *last_realloc_free;
+    uint32_t nthreads;
+} mp_analysis_t;
+
+/* Reads every event of r. Returns 0 (also for a truncated capture: see
+ * memprof_reader_info(r)->truncated) or a reader error. */
+int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r);
+void mp_analysis_free(mp_analysis_t *a);
+
+/* Amount of stack `id` at the peak / at script end (0 for unknown ids). */
+mp_amount_t mp_analysis_stack_peak(const mp_analysis_t *a, uint32_t id);
+
+#endif

@@ -1,0 +1,107 @@
+/* cli_common.c - shared by the memprof programs: paths, opening captures,
+ * one-line errors. */
+#define _GNU_SOURCE
+#include "cli_common.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "memprof/format.h"
+
+int mp_self_dir(char *buf, size_t len)
+{
+    ssize_t n = readlink("/proc/self/exe", buf, len - 1);
+    if (n <= 0 || (size_t)n >= len - 1)
+        return -1;
+    buf[n] = '\0';
+    char *slash = strrchr(buf, '/');
+    if (!slash)
+        return -1;
+    *slash = '\0';
+    return 0;
+}
+
+int mp_preload_path(char *buf, size_t len)
+{
+    const char *env = getenv("MEMPROF_LIBRARY");
+    if (env && *env) {
+        int n = snprintf(buf, len, "%s", env);
+        return n > 0 && (size_t)n < len ? 0 : -1;
+    }
+    char dir[PATH_MAX];
+    if (mp_self_dir(dir, sizeof dir))
+        return -1;
+    int n = snprintf(buf, len, "%s/../%s/libmemprof.so", dir, MEMPROF_LIBDIR_REL);
+    if (n <= 0 || (size_t)n >= len)
+        return -1;
+    char real[PATH_MAX];
+    if (realpath(buf, real) && strlen(real) < len)
+        strcpy(buf, real);
+    return 0;
+}
+
+void mp_cli_die(const char *prog, const char *fmt, ...)
+{
+    va_list ap;
+    fprintf(stderr, "%s: ", prog);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    exit(2);
+}
+
+memprof_reader_t *mp_cli_open(const char *prog, const char *path)
+{
+    memprof_reader_t *r;
+    int rc = memprof_reader_open(path, &r);
+    if (rc == 0)
+        return r;
+    const char *why = r ? memprof_reader_error(r) : memprof_strerror(rc);
+    const char *hint = "";
+    if (rc == MEMPROF_ENOENT)
+        hint = "; check the path (memprof run prints where it wrote the capture)";
+    else if (rc == MEMPROF_EBADMAGIC)
+        hint = "; give a file written by memprof run";
+    else if (rc == MEMPROF_ETRUNCATED)
+        hint = "; the profiled process ended before anything was recorded";
+    fprintf(stderr, "%s: %s: %s%s\n", prog, path, why, hint);
+    exit(1);
+}
+
+void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r)
+{
+    const memprof_info_t *in = memprof_reader_info(r);
+    if (in->truncated)
+        fprintf(stderr,
+                "%s: warning: %s is truncated (the process was killed or crashed); "
+                "this report covers what was written before the cut\n",
+                prog, path);
+}
+
+void mp_cli_fail(const char *prog, const char *path, const memprof_reader_t *r, int rc)
+{
+    if (rc == MEMPROF_ENOMEM)
+        fprintf(stderr, "%s: %s: out of memory while reading the capture\n", prog, path);
+    else
+        fprintf(stderr, "%s: %s: %s\n", prog, path, memprof_reader_error(r));
+    exit(1);
+}
+
+int mp_parse_count(const char *s, size_t *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || *end || v < 1 || v > 1000 || s[0] == '-')
+        return -1;
+    *out = v;
+    return 0;
+}

@@ -1,0 +1,64 @@
+/* memprof.c - the `memprof` command: dispatches `memprof SUB args...` to the
+ * program memprof-SUB installed next to it (git-style). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "memprof/format.h"
+#include "memprof/memprof.h"
+#include "cli_common.h"
+
+static const char usage[] =
+    "usage: memprof COMMAND [ARGS...]\n"
+    "\n"
+    "Memory allocation profiler for CPython: every allocation, with the Python\n"
+    "stack that made it.\n"
+    "\n"
+    "commands:\n"
+    "  run       profile a Python program: memprof run [-o FILE] script.py [args]\n"
+    "  summary   totals, peak, what was live at the end, top locations\n"
+    "\n"
+    "  memprof COMMAND --help   shows a command's options\n"
+    "  memprof --version        shows the version\n";
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fputs(usage, stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
+        if (!strcmp(cmd, "help") && argc > 2) {
+            cmd = argv[2];
+            argv[2] = "--help";
+            argv++;
+            argc--;
+        } else {
+            fputs(usage, stdout);
+            return 0;
+        }
+    }
+    if (!strcmp(cmd, "-V") || !strcmp(cmd, "--version")) {
+        printf("memprof %s (capture format %d.%d)\n", MEMPROF_VERSION_STRING, MEMPROF_FORMAT_MAJOR,
+               MEMPROF_FORMAT_MINOR);
+        return 0;
+    }
+    if (cmd[0] == '-' || strchr(cmd, '/'))
+        mp_cli_die("memprof", "unknown option '%s'; see 'memprof --help'", cmd);
+    char dir[PATH_MAX], prog[PATH_MAX + 64];
+    if (mp_self_dir(dir, sizeof dir))
+        mp_cli_die("memprof", "cannot find the directory of the memprof programs");
+    snprintf(prog, sizeof prog, "%s/memprof-%s", dir, cmd);
+    if (access(prog, X_OK) != 0)
+        mp_cli_die("memprof", "'%s' is not a memprof command; see 'memprof --help'", cmd);
+    char name[128];
+    snprintf(name, sizeof name, "memprof-%s", cmd);
+    argv[1] = name;
+    execv(prog, argv + 1);
+    fprintf(stderr, "memprof: cannot run %s: %s\n", prog, strerror(errno));
+    return 126;
+}

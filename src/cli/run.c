@@ -1,0 +1,278 @@
+/* run.c - `memprof run`: start a Python program with libmemprof.so preloaded
+ * and a capture file open for it, wait for it, and exit as it exited.
+ *
+ * The capture is created here, before the program starts (O_EXCL unless
+ * --force, mode 0600, never through a symlink), so a bad path fails at once
+ * with one line instead of after a whole run. The child learns the
+ * descriptor from MEMPROF_FD; libmemprof.so takes MEMPROF_* and itself out
+ * of the environment before Python reads it.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "cli_common.h"
+#include "report.h"
+
+static const char usage[] =
+    "usage: memprof run [-o FILE] [--force] [--python PATH] [-q]\n"
+    "                   (script.py [args...] | -m module [args...] | -c code [args...])\n"
+    "\n"
+    "Runs a Python program and records every allocation it makes, with its\n"
+    "Python stack, into a capture file. The program's arguments, input,\n"
+    "output and exit status are its own; memprof exits with its status.\n"
+    "\n"
+    "options:\n"
+    "  -o, --output FILE   capture file (default: memprof-<script>.<pid>.memprof)\n"
+    "  -f, --force         overwrite FILE if it exists\n"
+    "  --python PATH       interpreter to run (default: " MEMPROF_DEFAULT_PYTHON ")\n"
+    "  -q, --quiet         do not print where the capture went\n"
+    "  -h, --help          show this help\n";
+
+static const char *prog = "memprof run";
+
+typedef struct {
+    const char *output, *python;
+    int force, quiet;
+    char **target;  /* what follows the python executable: script args / -m mod args / -c code args */
+    int ntarget;
+    const char *stem;
+} run_opts_t;
+
+static void parse(int argc, char **argv, run_opts_t *o)
+{
+    o->python = MEMPROF_DEFAULT_PYTHON;
+    int i = 1;
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
+            fputs(usage, stdout);
+            exit(0);
+        } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--python")) {
+            if (i + 1 >= argc)
+                mp_cli_die(prog, "%s needs a value; see 'memprof run --help'", a);
+            if (!strcmp(a, "--python"))
+                o->python = argv[++i];
+            else
+                o->output = argv[++i];
+        } else if (!strncmp(a, "--output=", 9)) {
+            o->output = a + 9;
+        } else if (!strncmp(a, "--python=", 9)) {
+            o->python = a + 9;
+        } else if (!strcmp(a, "-f") || !strcmp(a, "--force")) {
+            o->force = 1;
+        } else if (!strcmp(a, "-q") || !strcmp(a, "--quiet")) {
+            o->quiet = 1;
+        } else if (!strcmp(a, "-m") || !strcmp(a, "-c")) {
+            if (i + 1 >= argc)
+                mp_cli_die(prog, "%s needs a %s", a, a[1] == 'm' ? "module name" : "program string");
+            o->stem = a[1] == 'm' ? argv[i + 1] : "c";
+            break;
+        } else if (!strcmp(a, "--")) {
+            i++;
+            break;
+        } else if (a[0] == '-') {
+            mp_cli_die(prog, "unknown option '%s'; see 'memprof run --help'", a);
+        } else {
+            break;
+        }
+    }
+    if (i >= argc)
+        mp_cli_die(prog, "nothing to run: give a script, -m module or -c code; see 'memprof run --help'");
+    o->target = argv + i;
+    o->ntarget = argc - i;
+    if (!o->stem) {
+        const char *s = strrchr(argv[i], '/');
+        o->stem = s ? s + 1 : argv[i];
+        struct stat st;
+        if (stat(argv[i], &st) != 0)
+            mp_cli_die(prog, "cannot run %s: %s", argv[i], strerror(errno));
+    }
+}
+
+/* The interpreter as an ELF file: a script in its place (pyenv shims, say)
+ * would get libmemprof.so instead of Python. */
+static void resolve_python(const char *in, char *out, size_t len)
+{
+    char found[PATH_MAX];
+    if (!strchr(in, '/')) {
+        const char *path = getenv("PATH");
+        int ok = 0;
+        for (const char *p = path ? path : "/usr/bin:/bin"; *p && !ok;) {
+            size_t n = strcspn(p, ":");
+            snprintf(found, sizeof found, "%.*s/%s", (int)n, p, in);
+            ok = access(found, X_OK) == 0;
+            p += n + (p[n] == ':');
+        }
+        if (!ok)
+            mp_cli_die(prog, "cannot find '%s' on PATH; give --python a path", in);
+        in = found;
+    }
+    if (access(in, X_OK) != 0)
+        mp_cli_die(prog, "cannot run Python %s: %s; give --python an interpreter", in, strerror(errno));
+    char magic[4] = {0};
+    FILE *f = fopen(in, "rb");
+    size_t got = f ? fread(magic, 1, 4, f) : 0;
+    if (f)
+        fclose(f);
+    if (got == 4 && !memcmp(magic, "\x7f" "ELF", 4)) {
+        snprintf(out, len, "%s", in);
+        return;
+    }
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "'%s' -c 'import sys; print(sys.executable)' 2>/dev/null", in);
+    FILE *p = popen(cmd, "r");
+    if (!p || !fgets(out, (int)len, p) || (out[strcspn(out, "\n")] = '\0', out[0] != '/')) {
+        if (p)
+            pclose(p);
+        mp_cli_die(prog, "%s is not a Python interpreter", in);
+    }
+    pclose(p);
+}
+
+static void default_output(const run_opts_t *o, pid_t pid, char *buf, size_t len)
+{
+    if (o->output) {
+        snprintf(buf, len, "%s", o->output);
+        return;
+    }
+    char stem[256];
+    snprintf(stem, sizeof stem, "%s", o->stem);
+    size_t n = strlen(stem);
+    if (n > 3 && !strcmp(stem + n - 3, ".py"))
+        stem[n - 3] = '\0';
+    snprintf(buf, len, "memprof-%s.%d.memprof", stem, (int)pid);
+}
+
+/* In the child: report a failure to the parent through the pipe and stop. */
+static void child_fail(int pipefd, int code, const char *fmt, ...) __attribute__((noreturn, format(printf, 3, 4)));
+
+static void child_fail(int pipefd, int code, const char *fmt, ...)
+{
+    char msg[PATH_MAX * 2];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    (void)!write(pipefd, msg, n > 0 ? (size_t)n : 0);
+    _exit(code);
+}
+
+static void child(const run_opts_t *o, const char *python, const char *lib, int pipefd)
+{
+    char out[PATH_MAX];
+    default_output(o, getpid(), out, sizeof out);
+    int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (o->force ? O_TRUNC : O_EXCL);
+    int fd = open(out, flags, 0600);
+    if (fd < 0) {
+        int e = errno;
+        if (e == EEXIST)
+            child_fail(pipefd, 2, "%s already exists; use --force to overwrite it or -o to name another file",
+                       out);
+        if (e == ELOOP)
+            child_fail(pipefd, 2, "%s is a symbolic link; memprof does not write through one", out);
+        child_fail(pipefd, 2, "cannot create %s: %s", out, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        child_fail(pipefd, 2, "%s is not a regular file", out);
+    if (o->force)
+        (void)fchmod(fd, 0600);
+    int keep = fcntl(fd, F_DUPFD, 3); /* without O_CLOEXEC: Python inherits it */
+    char fdv[32], *pre;
+    snprintf(fdv, sizeof fdv, "%d", keep);
+    const char *old = getenv("LD_PRELOAD");
+    if (keep < 0 || asprintf(&pre, old && *old ? "%s:%s" : "%s", lib, old) < 0)
+        child_fail(pipefd, 2, "cannot set up the capture for %s", out);
+    close(fd);
+    setenv("MEMPROF_FD", fdv, 1);
+    setenv("LD_PRELOAD", pre, 1);
+    char **av = calloc((size_t)o->ntarget + 2, sizeof *av);
+    if (!av)
+        child_fail(pipefd, 2, "out of memory");
+    av[0] = (char *)python;
+    memcpy(av + 1, o->target, (size_t)o->ntarget * sizeof *av);
+    execv(python, av);
+    child_fail(pipefd, 127, "cannot run %s: %s", python, strerror(errno));
+}
+
+static pid_t child_pid;
+
+static void forward(int sig)
+{
+    if (child_pid > 0)
+        kill(child_pid, sig);
+}
+
+static void report(const run_opts_t *o, pid_t pid, int status)
+{
+    char out[PATH_MAX], size[32], why[64] = "";
+    default_output(o, pid, out, sizeof out);
+    struct stat st;
+    uint64_t bytes = stat(out, &st) == 0 ? (uint64_t)st.st_size : 0;
+    if (WIFSIGNALED(status))
+        snprintf(why, sizeof why, ", truncated: the program was killed by signal %d", WTERMSIG(status));
+    fprintf(stderr, "memprof: wrote %s (%s%s); see: memprof summary %s\n", out,
+            mp_human_bytes(bytes, size, sizeof size), why, out);
+}
+
+int main(int argc, char **argv)
+{
+    run_opts_t o = {0};
+    parse(argc, argv, &o);
+    char python[PATH_MAX], lib[PATH_MAX];
+    resolve_python(o.python, python, sizeof python);
+    if (mp_preload_path(lib, sizeof lib) || access(lib, R_OK) != 0)
+        mp_cli_die(prog, "cannot find libmemprof.so (looked for %s); is memprof installed whole?", lib);
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        mp_cli_die(prog, "cannot create a pipe: %s", strerror(errno));
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        mp_cli_die(prog, "cannot fork: %s", strerror(errno));
+    if (pid == 0) {
+        close(pfd[0]);
+        child(&o, python, lib, pfd[1]);
+    }
+    child_pid = pid;
+    close(pfd[1]);
+    /* The terminal's ^C and ^\ reach the program too; memprof outlives it. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGQUIT, SIG_IGN);
+    signal(SIGTERM, forward);
+    signal(SIGHUP, forward);
+    char msg[PATH_MAX * 2];
+    ssize_t n = read(pfd[0], msg, sizeof msg - 1);
+    close(pfd[0]);
+    int status;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    if (n > 0) {
+        msg[n] = '\0';
+        fprintf(stderr, "%s: %s\n", prog, msg);
+        return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
+    }
+    if (!o.quiet)
+        report(&o, pid, status);
+    if (WIFSIGNALED(status)) {
+        int sig = WTERMSIG(status);
+        signal(sig, SIG_DFL);
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        sigprocmask(SIG_UNBLOCK, &set, NULL);
+        raise(sig);
+        return 128 + sig;
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}

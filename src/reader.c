@@ -1,0 +1,602 @@
+/* reader.c - decode a capture: header, LZ4 blocks, records, trailer.
+ *
+ * The file is mapped read-only and decoded one block at a time into a 64 KiB
+ * buffer. Every length, id and offset read from the file is checked before
+ * use; an inconsistency gives MEMPROF_ECORRUPT with the file offset of the
+ * block, a file that stops early is "truncated" (whole blocks before the cut
+ * are still returned). Never prints, never exits.
+ */
+#include "memprof/reader.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <lz4.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "memprof/format.h"
+#include "encode.h"
+#include "mp_common.h"
+#include "xxhash32.h"
+
+typedef struct {
+    uint32_t *parent, *code, *instr;
+    uint32_t n, cap;
+} node_table_t;
+
+struct memprof_reader_s {
+    const uint8_t *data;
+    size_t len;
+    int mapped;
+    size_t pos;             /* file offset of the next block header */
+    int state;              /* 0 reading blocks, 1 done, < 0 sticky error */
+    memprof_info_t info;
+    char *strings_mem;      /* header strings, NUL-terminated copies */
+    char err[256];
+
+    /* current block */
+    uint8_t block[MEMPROF_BLOCK_MAX];
+    size_t blen, bpos;
+    size_t block_off;       /* file offset of the current block */
+    uint64_t prev_addr;
+    uint32_t prev_stack, thread;
+
+    uint64_t index, time_us;
+
+    /* tables */
+    char **str;
+    uint32_t nstr, capstr;
+    memprof_code_t *codes;
+    uint32_t ncode, capcode;
+    node_table_t nodes;
+    uint64_t *tids;
+    uint32_t nthread, capthread;
+};
+
+static int fail(memprof_reader_t *r, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static int fail(memprof_reader_t *r, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(r->err, sizeof r->err, fmt, ap);
+    va_end(ap);
+    r->state = code;
+    return code;
+}
+
+/* Grows *arr (of elem-sized items) so that index `need` fits. */
+static int grow(void **arr, uint32_t *cap, uint32_t need, size_t elem)
+{
+    if (need < *cap)
+        return 0;
+    uint64_t ncap = *cap ? (uint64_t)*cap * 2 : 64;
+    while (ncap <= need)
+        ncap *= 2;
+    if (ncap > UINT32_MAX)
+        return MEMPROF_ELIMIT;
+    void *p = realloc(*arr, ncap * elem);
+    if (!p)
+        return MEMPROF_ENOMEM;
+    *arr = p;
+    *cap = (uint32_t)ncap;
+    return 0;
+}
+
+/* ---- header ---------------------------------------------------------------- */
+
+static const char *keep_string(memprof_reader_t *r, const uint8_t *s, size_t n, size_t *used)
+{
+    char *dst = r->strings_mem + *used;
+    memcpy(dst, s, n);
+    dst[n] = '\0';
+    *used += n + 1;
+    return dst;
+}
+
+static int parse_tlv_varint(const uint8_t *v, size_t n, uint64_t *out)
+{
+    const uint8_t *p = v;
+    return mp_varint_get(&p, v + n, out) == 0 && p == v + n ? 0 : -1;
+}
+
+static int parse_header_tlvs(memprof_reader_t *r, const uint8_t *p, const uint8_t *end)
+{
+    memprof_info_t *in = &r->info;
+    size_t used = 0;
+    r->strings_mem = malloc((size_t)(end - p) + 8);
+    if (!r->strings_mem)
+        return fail(r, MEMPROF_ENOMEM, "out of memory reading the header");
+    in->python_version = in->executable = in->tool_version = in->argv = "";
+    while (p < end) {
+        unsigned tag = *p++;
+        uint64_t n;
+        if (mp_varint_get(&p, end, &n) || n > (uint64_t)(end - p))
+            return fail(r, MEMPROF_ECORRUPT, "corrupted header: bad field length");
+        const uint8_t *v = p;
+        p += n;
+        uint64_t x = 0;
+        int is_int = tag != MEMPROF_H_ARGV && tag != MEMPROF_H_PYTHON_VERSION &&
+                     tag != MEMPROF_H_EXECUTABLE && tag != MEMPROF_H_TOOL_VERSION;
+        if (is_int && tag <= MEMPROF_H_PYSTACK && parse_tlv_varint(v, n, &x))
+            return fail(r, MEMPROF_ECORRUPT, "corrupted header: bad value for field %u", tag);
+        switch (tag) {
+        case MEMPROF_H_PID: in->pid = x; break;
+        case MEMPROF_H_PPID: in->ppid = x; break;
+        case MEMPROF_H_START_REALTIME: in->start_realtime_ns = x; break;
+        case MEMPROF_H_START_MONOTONIC: in->start_monotonic_ns = x; break;
+        case MEMPROF_H_PYTHON_HEXVERSION: in->python_hexversion = x; break;
+        case MEMPROF_H_OPTIONS: in->options = x; break;
+        case MEMPROF_H_PAGE_SIZE: in->page_size = x; break;
+        case MEMPROF_H_PYSTACK: in->pystack_mode = (unsigned)x; break;
+        case MEMPROF_H_ARGV:
+            in->argv = keep_string(r, v, n, &used);
+            in->argv_len = n;
+            break;
+        case MEMPROF_H_PYTHON_VERSION: in->python_version = keep_string(r, v, n, &used); break;
+        case MEMPROF_H_EXECUTABLE: in->executable = keep_string(r, v, n, &used); break;
+        case MEMPROF_H_TOOL_VERSION: in->tool_version = keep_string(r, v, n, &used); break;
+        default: break; /* unknown tags of this major version are skipped */
+        }
+    }
+    return 0;
+}
+
+static int parse_header(memprof_reader_t *r)
+{
+    const uint8_t *d = r->data;
+    size_t len = r->len;
+    if (len == 0)
+        return fail(r, MEMPROF_ETRUNCATED, "capture is empty (the process ended before memprof wrote its header)");
+    size_t m = len < MEMPROF_MAGIC_LEN ? len : MEMPROF_MAGIC_LEN;
+    if (memcmp(d, MEMPROF_MAGIC, m) != 0)
+        return fail(r, MEMPROF_EBADMAGIC, "not a memprof capture (bad magic)");
+    if (len < MEMPROF_HEADER_FIXED)
+        return fail(r, MEMPROF_ETRUNCATED, "capture is truncated inside its header");
+    unsigned major = mp_get_le16(d + 8), minor = mp_get_le16(d + 10);
+    r->info.version_major = major;
+    r->info.version_minor = minor;
+    if (major > MEMPROF_FORMAT_MAJOR || (major == MEMPROF_FORMAT_MAJOR && minor > MEMPROF_FORMAT_MINOR))
+        return fail(r, MEMPROF_EVERSION,
+                    "capture format %u.%u is newer than this memprof reads (%u.%u): upgrade memprof",
+                    major, minor, MEMPROF_FORMAT_MAJOR, MEMPROF_FORMAT_MINOR);
+    if (major < MEMPROF_FORMAT_MAJOR)
+        return fail(r, MEMPROF_EVERSION, "capture format %u.%u is older than this memprof reads (%u.x)",
+                    major, minor, MEMPROF_FORMAT_MAJOR);
+    uint32_t tlv = mp_get_le32(d + 12);
+    if (tlv > MEMPROF_TLV_MAX)
+        return fail(r, MEMPROF_ECORRUPT, "corrupted header: length %u", tlv);
+    size_t hend = MEMPROF_HEADER_FIXED + (size_t)tlv;
+    if (len < hend + 4)
+        return fail(r, MEMPROF_ETRUNCATED, "capture is truncated inside its header");
+    if (mp_xxh32(d, hend, 0) != mp_get_le32(d + hend))
+        return fail(r, MEMPROF_ECORRUPT, "corrupted header: checksum mismatch");
+    int rc = parse_header_tlvs(r, d + MEMPROF_HEADER_FIXED, d + hend);
+    if (rc)
+        return rc;
+    r->pos = hend + 4;
+    if (len < r->pos + MP_LZ4F_HEADER_LEN) {
+        r->info.truncated = 1;
+        r->state = 1;
+        r->pos = len;
+        return 0;
+    }
+    const uint8_t *f = d + r->pos;
+    if (mp_get_le32(f) != MEMPROF_LZ4F_MAGIC || f[4] != MEMPROF_LZ4F_FLG || f[5] != MEMPROF_LZ4F_BD ||
+        f[6] != (uint8_t)(mp_xxh32(f + 4, 2, 0) >> 8))
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: bad LZ4 frame header at offset %zu", r->pos);
+    r->pos += MP_LZ4F_HEADER_LEN;
+    return 0;
+}
+
+static int open_common(memprof_reader_t *r, memprof_reader_t **out)
+{
+    *out = r;
+    return parse_header(r);
+}
+
+int memprof_reader_open_mem(const void *data, size_t len, memprof_reader_t **out)
+{
+    memprof_reader_t *r = calloc(1, sizeof *r);
+    *out = NULL;
+    if (!r)
+        return MEMPROF_ENOMEM;
+    r->data = data;
+    r->len = len;
+    return open_common(r, out);
+}
+
+int memprof_reader_open(const char *path, memprof_reader_t **out)
+{
+    memprof_reader_t *r = calloc(1, sizeof *r);
+    *out = NULL;
+    if (!r)
+        return MEMPROF_ENOMEM;
+    *out = r;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        int e = errno;
+        return fail(r, e == ENOENT ? MEMPROF_ENOENT : e == EACCES ? MEMPROF_EACCES : MEMPROF_EIO,
+                    "cannot open %s: %s", path, strerror(e));
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return fail(r, MEMPROF_EINVAL, "%s is not a regular file", path);
+    }
+    r->len = (size_t)st.st_size;
+    if (r->len > 0) {
+        void *m = mmap(NULL, r->len, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            close(fd);
+            return fail(r, MEMPROF_EIO, "cannot map %s: %s", path, strerror(errno));
+        }
+        madvise(m, r->len, MADV_SEQUENTIAL);
+        r->data = m;
+        r->mapped = 1;
+    } else {
+        r->data = (const uint8_t *)"";
+    }
+    close(fd);
+    return open_common(r, out);
+}
+
+void memprof_reader_close(memprof_reader_t *r)
+{
+    if (!r)
+        return;
+    if (r->mapped)
+        munmap((void *)r->data, r->len);
+    for (uint32_t i = 0; i < r->nstr; i++)
+        free(r->str[i]);
+    free(r->str);
+    for (uint32_t i = 0; i < r->ncode; i++)
+        free((void *)r->codes[i].linetable);
+    free(r->codes);
+    free(r->nodes.parent);
+    free(r->nodes.code);
+    free(r->nodes.instr);
+    free(r->tids);
+    free(r->strings_mem);
+    free(r);
+}
+
+const memprof_info_t *memprof_reader_info(const memprof_reader_t *r) { return &r->info; }
+
+const char *memprof_reader_error(const memprof_reader_t *r)
+{
+    return r->err[0] ? r->err : "no error";
+}
+
+/* ---- trailer and blocks ---------------------------------------------------- */
+
+static int parse_trailer(memprof_reader_t *r)
+{
+    const uint8_t *d = r->data + r->pos;
+    size_t left = r->len - r->pos;
+    memprof_info_t *in = &r->info;
+    if (left == 0) { /* end mark written, trailer not: cut right there */
+        in->truncated = 1;
+        return 0;
+    }
+    size_t m = left < MEMPROF_MAGIC_LEN ? left : MEMPROF_MAGIC_LEN;
+    if (memcmp(d, MEMPROF_TRAILER_MAGIC, m) != 0)
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: bad trailer at offset %zu", r->pos);
+    if (left < MP_TRAILER_FIXED || left < MP_TRAILER_FIXED + (size_t)mp_get_le32(d + 8) + 4) {
+        uint32_t tl = left >= MP_TRAILER_FIXED ? mp_get_le32(d + 8) : 0;
+        if (tl > MEMPROF_TLV_MAX)
+            return fail(r, MEMPROF_ECORRUPT, "corrupted trailer: length %u", tl);
+        in->truncated = 1;
+        return 0;
+    }
+    size_t tl = mp_get_le32(d + 8), tend = MP_TRAILER_FIXED + tl;
+    if (left != tend + 4)
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: %zu unexpected bytes after the trailer",
+                    left - tend - 4);
+    if (mp_xxh32(d, tend, 0) != mp_get_le32(d + tend))
+        return fail(r, MEMPROF_ECORRUPT, "corrupted trailer: checksum mismatch");
+    const uint8_t *p = d + MP_TRAILER_FIXED, *end = d + tend;
+    while (p < end) {
+        unsigned tag = *p++;
+        uint64_t n, x = 0;
+        if (mp_varint_get(&p, end, &n) || n > (uint64_t)(end - p))
+            return fail(r, MEMPROF_ECORRUPT, "corrupted trailer: bad field length");
+        if (tag <= MEMPROF_T_TRACKER_ALLOCS && parse_tlv_varint(p, n, &x))
+            return fail(r, MEMPROF_ECORRUPT, "corrupted trailer: bad value for field %u", tag);
+        p += n;
+        switch (tag) {
+        case MEMPROF_T_END_REALTIME: in->end_realtime_ns = x; break;
+        case MEMPROF_T_END_MONOTONIC: in->end_monotonic_ns = x; break;
+        case MEMPROF_T_EVENTS: in->events = x; break;
+        case MEMPROF_T_ALLOCS: in->allocs = x; break;
+        case MEMPROF_T_FREES: in->frees = x; break;
+        case MEMPROF_T_BLOCKS: in->blocks = x; break;
+        case MEMPROF_T_TRACKER_ALLOCS: in->tracker_allocs = x; break;
+        default: break;
+        }
+    }
+    if (in->events != r->index)
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: trailer counts %llu events, blocks hold %llu",
+                    (unsigned long long)in->events, (unsigned long long)r->index);
+    in->has_trailer = 1;
+    return 0;
+}
+
+/* Loads the next block; 1 loaded, 0 end of records (trailer handled). */
+static int next_block(memprof_reader_t *r)
+{
+    size_t left = r->len - r->pos;
+    if (left < 4) {
+        r->info.truncated = 1;
+        return 0;
+    }
+    const uint8_t *d = r->data + r->pos;
+    uint32_t word = mp_get_le32(d), size = word & ~MEMPROF_LZ4F_UNCOMPRESSED;
+    if (word == 0) {
+        r->pos += 4;
+        int rc = parse_trailer(r);
+        return rc < 0 ? rc : 0;
+    }
+    if (size > MEMPROF_BLOCK_MAX)
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: block of %u bytes at offset %zu", size, r->pos);
+    if (left < 8 + (size_t)size) {
+        r->info.truncated = 1;
+        return 0;
+    }
+    if (mp_xxh32(d + 4, size, 0) != mp_get_le32(d + 4 + size))
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: checksum mismatch in block at offset %zu", r->pos);
+    if (word & MEMPROF_LZ4F_UNCOMPRESSED) {
+        memcpy(r->block, d + 4, size);
+        r->blen = size;
+    } else {
+        int n = LZ4_decompress_safe((const char *)d + 4, (char *)r->block, (int)size, MEMPROF_BLOCK_MAX);
+        if (n <= 0)
+            return fail(r, MEMPROF_ECORRUPT, "corrupted capture: block at offset %zu does not decompress", r->pos);
+        r->blen = (size_t)n;
+    }
+    r->block_off = r->pos;
+    r->pos += 8 + size;
+    r->bpos = 0;
+    r->prev_addr = 0;
+    r->prev_stack = 0;
+    r->thread = 0;
+    return 1;
+}
+
+/* ---- records --------------------------------------------------------------- */
+
+static int corrupt_record(memprof_reader_t *r, const char *what)
+{
+    return fail(r, MEMPROF_ECORRUPT, "corrupted capture: %s in block at offset %zu (record at byte %zu)", what,
+                r->block_off, r->bpos);
+}
+
+static int add_string(memprof_reader_t *r, const uint8_t *s, size_t n)
+{
+    int rc = grow((void **)&r->str, &r->capstr, r->nstr, sizeof *r->str);
+    if (rc)
+        return fail(r, rc, "too many strings in capture");
+    char *c = malloc(n + 1);
+    if (!c)
+        return fail(r, MEMPROF_ENOMEM, "out of memory");
+    memcpy(c, s, n);
+    c[n] = '\0';
+    r->str[r->nstr++] = c;
+    return 0;
+}
+
+static int add_code(memprof_reader_t *r, unsigned flags, uint64_t fn, uint64_t qn, uint64_t line,
+                    const uint8_t *lt, size_t ltn)
+{
+    if (fn == 0 || fn > r->nstr || qn == 0 || qn > r->nstr || line > INT32_MAX)
+        return corrupt_record(r, "code record names an unknown string");
+    int rc = grow((void **)&r->codes, &r->capcode, r->ncode, sizeof *r->codes);
+    if (rc)
+        return fail(r, rc, "too many code objects in capture");
+    uint8_t *copy = malloc(ltn ? ltn : 1);
+    if (!copy)
+        return fail(r, MEMPROF_ENOMEM, "out of memory");
+    if (ltn)
+        memcpy(copy, lt, ltn);
+    r->codes[r->ncode++] = (memprof_code_t){(uint32_t)fn, (uint32_t)qn, (uint32_t)line, flags, copy, ltn};
+    return 0;
+}
+
+static int add_node(memprof_reader_t *r, uint64_t delta, uint64_t code, uint64_t instr)
+{
+    node_table_t *t = &r->nodes;
+    uint64_t id = (uint64_t)t->n + 1;
+    if (delta == 0 || delta > id || code == 0 || code > r->ncode || instr > UINT32_MAX)
+        return corrupt_record(r, "bad stack node");
+    uint32_t cap = t->cap;
+    int rc = grow((void **)&t->parent, &cap, t->n, sizeof *t->parent);
+    if (!rc) {
+        cap = t->cap;
+        rc = grow((void **)&t->code, &cap, t->n, sizeof *t->code);
+    }
+    if (!rc) {
+        cap = t->cap;
+        rc = grow((void **)&t->instr, &cap, t->n, sizeof *t->instr);
+    }
+    if (rc)
+        return fail(r, rc, "too many stack nodes in capture");
+    t->cap = cap;
+    t->parent[t->n] = (uint32_t)(id - delta);
+    t->code[t->n] = (uint32_t)code;
+    t->instr[t->n] = (uint32_t)instr;
+    t->n++;
+    return 0;
+}
+
+static int add_thread(memprof_reader_t *r, uint64_t tid)
+{
+    int rc = grow((void **)&r->tids, &r->capthread, r->nthread, sizeof *r->tids);
+    if (rc)
+        return fail(r, rc, "too many threads in capture");
+    r->tids[r->nthread++] = tid;
+    r->thread = r->nthread;
+    return 0;
+}
+
+#define GET(v)                                     \
+    do {                                           \
+        if (mp_varint_get(&p, end, &(v)))          \
+            return corrupt_record(r, "cut record"); \
+    } while (0)
+
+/* Decodes one record at r->bpos. Returns 1 with *ev filled for an event,
+ * 0 for a table record, < 0 on corruption. */
+static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
+{
+    const uint8_t *p = r->block + r->bpos, *end = r->block + r->blen;
+    unsigned type = *p & 15, arg = *p >> 4;
+    uint64_t a, b, c, d;
+    p++;
+    int is_event = 0;
+    switch (type) {
+    case MEMPROF_R_ALLOC:
+        GET(a); GET(b); GET(c);
+        if (arg == 0 || arg >= MEMPROF_A_COUNT || r->thread == 0)
+            return corrupt_record(r, "bad allocation record");
+        int64_t stack = (int64_t)r->prev_stack + mp_unzigzag(c);
+        if (stack < 0 || stack > (int64_t)r->nodes.n)
+            return corrupt_record(r, "allocation names an unknown stack");
+        r->prev_addr += (uint64_t)mp_unzigzag(a);
+        r->prev_stack = (uint32_t)stack;
+        *ev = (memprof_event_t){MEMPROF_EV_ALLOC, arg, r->thread, (uint32_t)stack, r->prev_addr, b,
+                                r->index++, r->time_us, 0};
+        is_event = 1;
+        break;
+    case MEMPROF_R_FREE:
+    case MEMPROF_R_RESTORE:
+        GET(a);
+        /* a plain free names no thread; a realloc's free and a restore do */
+        if ((type == MEMPROF_R_FREE ? arg == 0 || arg > MEMPROF_D_PYMEM_OBJ : arg != 0) ||
+            (r->thread == 0 && (type == MEMPROF_R_RESTORE || arg == MEMPROF_D_REALLOC)))
+            return corrupt_record(r, "bad free record");
+        r->prev_addr += (uint64_t)mp_unzigzag(a);
+        *ev = (memprof_event_t){type == MEMPROF_R_FREE ? MEMPROF_EV_FREE : MEMPROF_EV_RESTORE, arg, r->thread,
+                                0, r->prev_addr, 0, type == MEMPROF_R_FREE ? r->index++ : r->index,
+                                r->time_us, 0};
+        is_event = 1;
+        break;
+    case MEMPROF_R_THREAD:
+        GET(a);
+        if (arg == MEMPROF_THREAD_NEW) {
+            int rc = add_thread(r, a);
+            if (rc)
+                return rc;
+        } else if (arg == MEMPROF_THREAD_SWITCH && a >= 1 && a <= r->nthread) {
+            r->thread = (uint32_t)a;
+        } else {
+            return corrupt_record(r, "bad thread record");
+        }
+        break;
+    case MEMPROF_R_STRING:
+        GET(a);
+        if (arg != 0 || a > (uint64_t)(end - p))
+            return corrupt_record(r, "bad string record");
+        if (add_string(r, p, (size_t)a))
+            return r->state;
+        p += a;
+        break;
+    case MEMPROF_R_CODE:
+        GET(a); GET(b); GET(c); GET(d);
+        if (arg > (MEMPROF_CODE_PSEUDO | MEMPROF_CODE_LT_CUT) || d > (uint64_t)(end - p))
+            return corrupt_record(r, "bad code record");
+        if (add_code(r, arg, a, b, c, p, (size_t)d))
+            return r->state;
+        p += d;
+        break;
+    case MEMPROF_R_NODE:
+        GET(a); GET(b); GET(c);
+        if (arg != 0)
+            return corrupt_record(r, "bad node record");
+        if (add_node(r, a, b, c))
+            return r->state;
+        break;
+    case MEMPROF_R_TIME:
+        GET(a); GET(b);
+        if (arg != 0 || a < r->time_us)
+            return corrupt_record(r, "bad time record");
+        r->time_us = a;
+        *ev = (memprof_event_t){MEMPROF_EV_TIME, 0, r->thread, 0, 0, 0, r->index, a, b};
+        is_event = 1;
+        break;
+    case MEMPROF_R_MARK:
+        GET(a);
+        if (arg != MEMPROF_M_SCRIPT_END)
+            return corrupt_record(r, "bad mark record");
+        if (a > r->time_us)
+            r->time_us = a;
+        *ev = (memprof_event_t){MEMPROF_EV_MARK, arg, r->thread, 0, 0, 0, r->index, a, 0};
+        is_event = 1;
+        break;
+    default:
+        return corrupt_record(r, "unknown record type");
+    }
+    r->bpos = (size_t)(p - r->block);
+    return is_event;
+}
+#undef GET
+
+int memprof_reader_next(memprof_reader_t *r, memprof_event_t *ev)
+{
+    for (;;) {
+        if (r->state != 0)
+            return r->state < 0 ? r->state : 0;
+        if (r->bpos >= r->blen) {
+            int rc = next_block(r);
+            if (rc < 0)
+                return rc;
+            if (rc == 0) {
+                r->state = 1;
+                return 0;
+            }
+            continue;
+        }
+        int rc = decode_record(r, ev);
+        if (rc != 0)
+            return rc;
+    }
+}
+
+/* ---- tables ---------------------------------------------------------------- */
+
+uint32_t memprof_reader_node_count(const memprof_reader_t *r) { return r->nodes.n; }
+uint32_t memprof_reader_code_count(const memprof_reader_t *r) { return r->ncode; }
+uint32_t memprof_reader_thread_count(const memprof_reader_t *r) { return r->nthread; }
+
+int memprof_reader_node(const memprof_reader_t *r, uint32_t id, uint32_t *parent, uint32_t *code,
+                        uint32_t *instr)
+{
+    if (id == 0 || id > r->nodes.n)
+        return MEMPROF_EINVAL;
+    *parent = r->nodes.parent[id - 1];
+    *code = r->nodes.code[id - 1];
+    *instr = r->nodes.instr[id - 1];
+    return 0;
+}
+
+int memprof_reader_code(const memprof_reader_t *r, uint32_t id, memprof_code_t *out)
+{
+    if (id == 0 || id > r->ncode)
+        return MEMPROF_EINVAL;
+    *out = r->codes[id - 1];
+    return 0;
+}
+
+const char *memprof_reader_string(const memprof_reader_t *r, uint32_t id)
+{
+    return id == 0 || id > r->nstr ? NULL : r->str[id - 1];
+}
+
+uint64_t memprof_reader_thread_tid(const memprof_reader_t *r, uint32_t index)
+{
+    return index == 0 || index > r->nthread ? 0 : r->tids[index - 1];
+}
