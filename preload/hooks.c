@@ -27,7 +27,6 @@ typedef struct {
     void (*free)(void *);
     void *(*calloc)(size_t, size_t);
     void *(*realloc)(void *, size_t);
-    void *(*reallocarray)(void *, size_t, size_t);
     int (*posix_memalign)(void **, size_t, size_t);
     void *(*aligned_alloc)(size_t, size_t);
     void *(*memalign)(size_t, size_t);
@@ -84,7 +83,6 @@ static MP_COLD MP_NOINLINE void resolve(void)
     r.free = dlsym(RTLD_NEXT, "free");
     r.calloc = dlsym(RTLD_NEXT, "calloc");
     r.realloc = dlsym(RTLD_NEXT, "realloc");
-    r.reallocarray = dlsym(RTLD_NEXT, "reallocarray");
     r.posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
     r.aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
     r.memalign = dlsym(RTLD_NEXT, "memalign");
@@ -208,12 +206,13 @@ MP_EXPORT void *reallocarray(void *p, size_t n, size_t size)
         return boot_realloc(p, total);
     if (MP_UNLIKELY(!ready()))
         return p ? NULL : boot_alloc(total, 16);
-    void *(*fn)(void *, size_t) = real.realloc;
+    /* Not the real reallocarray: glibc's calls realloc through the PLT,
+     * which would record the block twice. */
     if (!recording())
-        return real.reallocarray ? real.reallocarray(p, n, size) : fn(p, total);
+        return real.realloc(p, total);
     if (p)
         mp_rec_free(MEMPROF_D_REALLOC, p);
-    void *q = real.reallocarray ? real.reallocarray(p, n, size) : fn(p, total);
+    void *q = real.realloc(p, total);
     if (q)
         mp_rec_alloc(MEMPROF_A_REALLOCARRAY, q, total);
     else if (p && total)

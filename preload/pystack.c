@@ -7,8 +7,11 @@
  * keyed by address and checked against a fingerprint of the object (a dead
  * code object's address can be reused by a new one); a new code object's
  * file name, qualified name, first line and line table are written once.
- * Each thread keeps its previous stack with the trie node of every frame,
- * so only the frames below the first difference are interned again.
+ * A stack is interned by prefix hashes taken from the root: a stack equal to
+ * the thread's previous one costs one comparison; otherwise the prefixes it
+ * shares with the previous one are known, the longest interned prefix is
+ * found by binary search (every prefix of an interned stack is interned),
+ * and only the frames below it get new nodes.
  *
  * CPython is reached through dlsym only: libmemprof.so links no libpython
  * and loads into any program. The one call into the C-API is a pending call
@@ -165,8 +168,10 @@ static uint32_t code_emit(PyCodeObject *co)
 
 static uint32_t code_id(PyCodeObject *co)
 {
-    if ((C.n + 1) * 2 > C.cap && code_grow())
+    if ((C.n + 1) * 2 > C.cap && code_grow()) {
+        mp_stop_recording("memprof: out of memory for the code table, recording stopped", 0);
         return 0;
+    }
     size_t j = ptr_hash(co) & (C.cap - 1);
     for (; C.slots[j].ptr; j = (j + 1) & (C.cap - 1))
         if (C.slots[j].ptr == co)
@@ -256,36 +261,81 @@ uint32_t mp_py_walk(mp_thread_t *t)
         _Py_CODEUNIT *first = _PyCode_CODE(co);
         if (f->owner != FRAME_OWNED_BY_GENERATOR && f->prev_instr < first + co->_co_firsttraceable)
             continue; /* not started yet: CPython's tracebacks skip it too */
-        if (MP_UNLIKELY(n == t->cur_cap) && (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
+        if (MP_UNLIKELY(n == t->cur_cap) &&
+            (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
             break;
         t->cur[n].code = co;
+        t->cur[n].fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
         t->cur[n].instr = (uint32_t)(f->prev_instr - first);
         n++;
     }
     return n;
 }
 
-uint32_t mp_py_intern(mp_thread_t *t, uint32_t depth)
+static inline uint64_t frame_hash(uint64_t h, const mp_frame_t *f)
 {
-    if (depth == 0)
+    h ^= (uint64_t)(uintptr_t)f->code + (f->fp << 17 | f->fp >> 47) + ((uint64_t)f->instr << 40);
+    h *= 0x9e3779b97f4a7c15ull;
+    return h ^ (h >> 29);
+}
+
+uint32_t mp_py_intern(mp_thread_t *t, uint32_t n)
+{
+    if (n == 0)
         return pseudo_node;
-    if (mp_mem_grow((void **)&t->prev, &t->prev_cap, depth, sizeof *t->prev)) {
+    if (mp_mem_grow((void **)&t->prefix, &t->prefix_cap, n, sizeof *t->prefix) ||
+        mp_mem_grow((void **)&t->prev, &t->prev_cap, n, sizeof *t->prev)) {
         t->prev_depth = 0;
         return pseudo_node;
     }
-    uint32_t k = 0, m = depth < t->prev_depth ? depth : t->prev_depth;
-    const mp_frame_t *cur = t->cur + depth - 1; /* root of the walk */
-    while (k < m && t->prev[k].code == cur[-(int64_t)k].code && t->prev[k].instr == cur[-(int64_t)k].instr)
-        k++;
-    uint32_t node = k ? t->prev[k - 1].node : 0;
-    for (uint32_t i = k; i < depth; i++) {
-        const mp_frame_t *f = &cur[-(int64_t)i];
-        uint32_t code = code_id((PyCodeObject *)f->code);
-        node = code ? mp_node_intern(node, code, f->instr) : node;
-        t->prev[i] = (mp_frame_t){f->code, f->instr, node};
+    const mp_frame_t *root = t->cur + n - 1; /* t->cur is leaf first */
+    mp_prefix_t *pre = t->prefix;
+    uint64_t h = 0x6a09e667f3bcc908ull;
+    for (uint32_t i = 0; i < n; i++) {
+        h = frame_hash(h, root - i);
+        pre[i].hash = h;
+        pre[i].node = 0;
     }
-    t->prev_depth = depth;
-    return node;
+    /* the same stack as this thread's last allocation: the common case */
+    if (n == t->prev_depth && t->prev[n - 1].hash == h)
+        return t->prev[n - 1].node;
+    /* prefixes shared with the last stack are known, with their nodes */
+    uint32_t k = 0, m = n < t->prev_depth ? n : t->prev_depth;
+    while (k < m && t->prev[k].hash == pre[k].hash) {
+        pre[k].node = t->prev[k].node;
+        k++;
+    }
+    /* binary search for the first prefix never interned */
+    uint32_t lo = k, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        uint32_t node = mp_prefix_find(pre[mid].hash, root[-(int64_t)mid].code, root[-(int64_t)mid].instr);
+        if (node) {
+            pre[mid].node = node;
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    /* intern the rest, each under its parent. Nodes of prefixes the search
+     * skipped stay 0 ("known, look up when needed"): only the parent is. */
+    if (lo > 0 && !pre[lo - 1].node)
+        pre[lo - 1].node = mp_prefix_find(pre[lo - 1].hash, root[-(int64_t)(lo - 1)].code, root[-(int64_t)(lo - 1)].instr);
+    for (uint32_t i = lo; i < n; i++) {
+        const mp_frame_t *f = root - i;
+        uint32_t parent = i ? pre[i - 1].node : 0;
+        uint32_t code = code_id((PyCodeObject *)f->code);
+        pre[i].node = code ? mp_prefix_add(pre[i].hash, f->code, f->instr, parent, code) : parent;
+    }
+    /* this stack becomes the thread's previous one */
+    mp_prefix_t *tmp = t->prev;
+    uint32_t tcap = t->prev_cap;
+    t->prev = t->prefix;
+    t->prev_cap = t->prefix_cap;
+    t->prefix = tmp;
+    t->prefix_cap = tcap;
+    t->prev_depth = n;
+    return t->prev[n - 1].node;
 }
 
 void mp_py_emit_pseudo(void)
@@ -295,7 +345,7 @@ void mp_py_emit_pseudo(void)
     uint32_t qn = mp_string_intern(MEMPROF_PSEUDO_NO_PYTHON, strlen(MEMPROF_PSEUDO_NO_PYTHON));
     uint32_t id = mp_code_new_id();
     mp_emit_code(MEMPROF_CODE_PSEUDO, fn, qn, 0, NULL, 0);
-    pseudo_node = mp_node_intern(0, id, 0);
+    pseudo_node = mp_prefix_add(0, NULL, 0, 0, id);
 }
 
 /* ---- start ---- */

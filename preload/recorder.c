@@ -4,8 +4,8 @@
  * the one block buffer, so the file order is the global order and the reader
  * needs no merge. A full block is compressed (LZ4, caller-provided state) and
  * written at once, so a killed process loses at most the block in progress
- * (and at most about a second of events: a block is also flushed when it is
- * older than that). Memory for tables comes from mmap, never from malloc;
+ * (a block is also written when an event comes more than a second after the
+ * last write, so a busy program loses at most about a second). Memory for tables comes from mmap, never from malloc;
  * a failure turns recording off, says so in one line on stderr, and the
  * program goes on. After fork the child stops recording: it never writes to
  * the parent's file.
@@ -108,7 +108,7 @@ void mp_log(const char *msg, const char *detail)
     (void)!write(2, "\n", 1);
 }
 
-static MP_COLD void stop_recording(const char *why, int err)
+void mp_stop_recording(const char *why, int err)
 {
     if (atomic_exchange(&mp_active, 0)) {
         mp_log(why, err ? strerrordesc_np(err) : NULL);
@@ -137,7 +137,7 @@ static MP_COLD MP_NOINLINE void flush_locked(void)
     size_t n = mp_lz4f_block(lz4_state, W.enc.buf, W.enc.len, out_buf);
     int err = write_all(out_buf, n);
     if (err)
-        stop_recording("memprof: cannot write the capture, recording stopped", err);
+        mp_stop_recording("memprof: cannot write the capture, recording stopped", err);
     W.blocks++;
     mp_enc_reset(&W.enc);
     W.block_ns = now_ns(CLOCK_MONOTONIC);
@@ -244,7 +244,7 @@ static MP_COLD MP_NOINLINE mp_thread_t *thread_new_locked(void)
     } else {
         t = mmap(NULL, sizeof *t, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (t == MAP_FAILED) {
-            stop_recording("memprof: out of memory for thread state, recording stopped", 0);
+            mp_stop_recording("memprof: out of memory for thread state, recording stopped", 0);
             return NULL;
         }
         memset(t, 0, sizeof *t);
@@ -416,13 +416,14 @@ static char *env_get(const char *name)
 
 /* Takes memprof's variables out of the environment, in place (no
  * allocation), so the program and its children see what they would
- * without memprof: MEMPROF_* go, and libmemprof.so leaves LD_PRELOAD. */
+ * without memprof: the MEMPROF_* that memprof run set go, and the first
+ * entry of LD_PRELOAD (libmemprof.so, put there by memprof run) too. */
 static void env_scrub(void)
 {
     extern char **environ;
     char **dst = environ;
     for (char **e = environ; e && *e; e++) {
-        if (strncmp(*e, "MEMPROF_", 8) == 0)
+        if (strncmp(*e, "MEMPROF_FD=", 11) == 0 || strncmp(*e, "MEMPROF_EXE=", 12) == 0)
             continue;
         if (strncmp(*e, "LD_PRELOAD=", 11) == 0) {
             char *v = *e + 11, *rest = v + strcspn(v, ": ");
@@ -484,6 +485,13 @@ __attribute__((constructor)) static void mp_start(void)
     char *fdv = env_get("MEMPROF_FD");
     if (!fdv)
         return; /* loaded, not asked to record */
+    /* Only the program memprof started records: a wrapper in between (a
+     * shell script, env, valgrind) passes the variables on untouched. */
+    const char *want = env_get("MEMPROF_EXE");
+    static char exe[4096];
+    ssize_t ne = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (want && (ne <= 0 || (exe[ne] = '\0', strcmp(exe, want) != 0)))
+        return;
     int fd = 0;
     for (const char *c = fdv; *c; c++) {
         if (*c < '0' || *c > '9' || fd > 100000) {

@@ -24,13 +24,21 @@ extern MP_TLS int mp_guard;
 /* Read on every hook: 1 while this process records. */
 extern atomic_int mp_active;
 
-/* One frame as walked (code object pointer, instruction offset in code
- * units) and, in the per-thread cache, the trie node it interned to. */
+/* One frame as walked: code object, a fingerprint of it (its line table
+ * and qualified name objects: a dead code object's address can be reused
+ * by another), instruction offset in code units. */
 typedef struct {
     const void *code;
+    uintptr_t fp;
     uint32_t instr;
-    uint32_t node;
 } mp_frame_t;
+
+/* A stack prefix: hash of the frames from the root down to here, and the
+ * node it interned to. */
+typedef struct {
+    uint64_t hash;
+    uint32_t node;
+} mp_prefix_t;
 
 /* Per-thread state, in memory of its own (mmap), reached through mp_self. */
 typedef struct mp_thread_s {
@@ -38,7 +46,9 @@ typedef struct mp_thread_s {
     int is_main;
     mp_frame_t *cur;        /* last walk, leaf first */
     uint32_t cur_cap;
-    mp_frame_t *prev;       /* previous stack, root first, with node ids */
+    mp_prefix_t *prefix;    /* scratch: the walk's prefixes, root first */
+    uint32_t prefix_cap;
+    mp_prefix_t *prev;      /* previous stack's prefixes, root first */
     uint32_t prev_depth, prev_cap;
     struct mp_thread_s *next_free;
 } mp_thread_t;
@@ -56,6 +66,8 @@ void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t
                   const void *lt, size_t lt_len);
 void mp_emit_node(uint32_t id, uint32_t parent, uint32_t code, uint32_t instr);
 void mp_log(const char *msg, const char *detail);   /* one line to stderr, write(2) */
+/* Turns recording off for good, saying why once (err: an errno or 0). */
+void mp_stop_recording(const char *why, int err);
 int mp_mem_grow(void **p, uint32_t *cap, uint32_t need, size_t elem); /* mmap/mremap */
 
 /* ---- pystack.c ---- */
@@ -74,7 +86,11 @@ void mp_py_emit_pseudo(void);
 
 /* ---- stacks.c: interning tables (writer lock held) ---- */
 uint32_t mp_string_intern(const char *s, size_t n);    /* emits STRING when new */
-uint32_t mp_node_intern(uint32_t parent, uint32_t code, uint32_t instr); /* emits NODE */
 uint32_t mp_code_new_id(void);
+/* Stack prefixes by hash. Every prefix of an interned stack is interned,
+ * so "is prefix i known" is monotone in i and can be binary-searched. */
+uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr); /* node or 0 */
+/* Makes node (parent, code id, instr) for prefix `hash`; emits NODE. */
+uint32_t mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t parent, uint32_t code_id);
 
 #endif

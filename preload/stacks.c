@@ -1,7 +1,8 @@
-/* stacks.c - the interning tables of the recorder: strings by content and
- * the stack trie ((parent node, code id, instruction) -> node id). A new
- * entry is written to the capture the first time it is seen, so an
- * allocation names its whole stack with one small integer.
+/* stacks.c - the interning tables of the recorder: strings by content, and
+ * stack prefixes by hash (a prefix is a path in the capture's stack trie:
+ * node = (parent node, code id, instruction)). A new entry is written to the
+ * capture the first time it is seen, so an allocation names its whole stack
+ * with one small integer.
  *
  * Runs inside the profiled process with the writer lock held: memory comes
  * from mmap (open-addressing tables, grown by rehashing into a new mapping),
@@ -94,8 +95,10 @@ static int str_grow(void)
 
 uint32_t mp_string_intern(const char *s, size_t n)
 {
-    if ((S.n + 1) * 2 > S.cap && str_grow())
+    if ((S.n + 1) * 2 > S.cap && str_grow()) {
+        mp_stop_recording("memprof: out of memory for the string table, recording stopped", 0);
         return 0;
+    }
     uint64_t h = hash_bytes(s, n);
     size_t j = h & (S.cap - 1);
     for (; S.slots[j].id; j = (j + 1) & (S.cap - 1)) {
@@ -104,43 +107,42 @@ uint32_t mp_string_intern(const char *s, size_t n)
             return e->id;
     }
     const char *d = str_keep(s, n);
-    if (!d)
+    if (!d) {
+        mp_stop_recording("memprof: out of memory for the string table, recording stopped", 0);
         return 0;
+    }
     S.slots[j] = (str_entry_t){h, d, (uint32_t)n, ++S.next_id};
     S.n++;
     mp_emit_string(s, n);
     return S.next_id;
 }
 
-/* ---- stack trie ---- */
+/* ---- stack prefixes ---- */
 
 typedef struct {
-    uint32_t parent, code, instr, node;
-} node_entry_t;
+    uint64_t hash;
+    const void *code;
+    uint32_t instr, node;
+} prefix_entry_t;
 
 static struct {
-    node_entry_t *slots;
+    prefix_entry_t *slots;
     size_t cap, n;
-    uint32_t next_id;
+    uint32_t next_node;
     uint32_t next_code;
 } T;
 
-static inline size_t node_hash(uint32_t parent, uint32_t code, uint32_t instr)
-{
-    return (size_t)mix64(((uint64_t)parent << 32 | code) ^ ((uint64_t)instr * 0x9e3779b97f4a7c15ull));
-}
-
-static int node_grow(void)
+static int prefix_grow(void)
 {
     size_t ncap = T.cap ? T.cap * 2 : 4096;
-    node_entry_t *t = map(ncap * sizeof *t);
+    prefix_entry_t *t = map(ncap * sizeof *t);
     if (!t)
         return -1;
     for (size_t i = 0; i < T.cap; i++) {
-        node_entry_t *e = &T.slots[i];
+        prefix_entry_t *e = &T.slots[i];
         if (!e->node)
             continue;
-        size_t j = node_hash(e->parent, e->code, e->instr) & (ncap - 1);
+        size_t j = e->hash & (ncap - 1);
         while (t[j].node)
             j = (j + 1) & (ncap - 1);
         t[j] = *e;
@@ -152,20 +154,31 @@ static int node_grow(void)
     return 0;
 }
 
-uint32_t mp_node_intern(uint32_t parent, uint32_t code, uint32_t instr)
+uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr)
 {
-    if ((T.n + 1) * 2 > T.cap && node_grow())
-        return parent;
-    size_t j = node_hash(parent, code, instr) & (T.cap - 1);
-    for (; T.slots[j].node; j = (j + 1) & (T.cap - 1)) {
-        node_entry_t *e = &T.slots[j];
-        if (e->parent == parent && e->code == code && e->instr == instr)
+    if (!T.cap)
+        return 0;
+    for (size_t j = hash & (T.cap - 1); T.slots[j].node; j = (j + 1) & (T.cap - 1)) {
+        prefix_entry_t *e = &T.slots[j];
+        if (e->hash == hash && e->code == code && e->instr == instr)
             return e->node;
     }
-    uint32_t id = ++T.next_id;
-    T.slots[j] = (node_entry_t){parent, code, instr, id};
+    return 0;
+}
+
+uint32_t mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t parent, uint32_t code_id)
+{
+    if ((T.n + 1) * 2 > T.cap && prefix_grow()) {
+        mp_stop_recording("memprof: out of memory for the stack table, recording stopped", 0);
+        return parent;
+    }
+    size_t j = hash & (T.cap - 1);
+    while (T.slots[j].node)
+        j = (j + 1) & (T.cap - 1);
+    uint32_t id = ++T.next_node;
+    T.slots[j] = (prefix_entry_t){hash, code, instr, id};
     T.n++;
-    mp_emit_node(id, parent, code, instr);
+    mp_emit_node(id, parent, code_id, instr);
     return id;
 }
 

@@ -480,7 +480,8 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
             (r->thread == 0 && (type == MEMPROF_R_RESTORE || arg == MEMPROF_D_REALLOC)))
             return corrupt_record(r, "bad free record");
         r->prev_addr += (uint64_t)mp_unzigzag(a);
-        *ev = (memprof_event_t){type == MEMPROF_R_FREE ? MEMPROF_EV_FREE : MEMPROF_EV_RESTORE, arg, r->thread,
+        *ev = (memprof_event_t){type == MEMPROF_R_FREE ? MEMPROF_EV_FREE : MEMPROF_EV_RESTORE, arg,
+                                type == MEMPROF_R_FREE && arg != MEMPROF_D_REALLOC ? 0 : r->thread,
                                 0, r->prev_addr, 0, type == MEMPROF_R_FREE ? r->index++ : r->index,
                                 r->time_us, 0};
         is_event = 1;
@@ -525,7 +526,7 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
         if (arg != 0 || a < r->time_us)
             return corrupt_record(r, "bad time record");
         r->time_us = a;
-        *ev = (memprof_event_t){MEMPROF_EV_TIME, 0, r->thread, 0, 0, 0, r->index, a, b};
+        *ev = (memprof_event_t){MEMPROF_EV_TIME, 0, 0, 0, 0, 0, r->index, a, b};
         is_event = 1;
         break;
     case MEMPROF_R_MARK:
@@ -534,7 +535,7 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
             return corrupt_record(r, "bad mark record");
         if (a > r->time_us)
             r->time_us = a;
-        *ev = (memprof_event_t){MEMPROF_EV_MARK, arg, r->thread, 0, 0, 0, r->index, a, 0};
+        *ev = (memprof_event_t){MEMPROF_EV_MARK, arg, 0, 0, 0, 0, r->index, a, 0};
         is_event = 1;
         break;
     default:

@@ -33,7 +33,7 @@ typedef enum {
 typedef struct {
     memprof_event_type_t type;
     unsigned kind;      /* allocator, deallocator or mark kind */
-    uint32_t thread;    /* thread index (1-based) */
+    uint32_t thread;    /* thread index (1-based); 0 for plain frees, marks, time */
     uint32_t stack;     /* ALLOC: stack node id (0: no stack) */
     uint64_t addr;      /* ALLOC/FREE/RESTORE */
     uint64_t size;      /* ALLOC */

@@ -171,6 +171,9 @@ static void child(const run_opts_t *o, const char *python, const char *lib, int 
 {
     char out[PATH_MAX];
     default_output(o, getpid(), out, sizeof out);
+    struct stat st;
+    if (lstat(out, &st) == 0 && S_ISLNK(st.st_mode))
+        child_fail(pipefd, 2, "%s is a symbolic link; memprof does not write through one", out);
     int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (o->force ? O_TRUNC : O_EXCL);
     int fd = open(out, flags, 0600);
     if (fd < 0) {
@@ -182,7 +185,6 @@ static void child(const run_opts_t *o, const char *python, const char *lib, int 
             child_fail(pipefd, 2, "%s is a symbolic link; memprof does not write through one", out);
         child_fail(pipefd, 2, "cannot create %s: %s", out, strerror(e));
     }
-    struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
         child_fail(pipefd, 2, "%s is not a regular file", out);
     if (o->force)
@@ -195,6 +197,9 @@ static void child(const run_opts_t *o, const char *python, const char *lib, int 
         child_fail(pipefd, 2, "cannot set up the capture for %s", out);
     close(fd);
     setenv("MEMPROF_FD", fdv, 1);
+    char exe[PATH_MAX];
+    if (realpath(python, exe))
+        setenv("MEMPROF_EXE", exe, 1);
     setenv("LD_PRELOAD", pre, 1);
     char **av = calloc((size_t)o->ntarget + 2, sizeof *av);
     if (!av)

@@ -1,0 +1,81 @@
+"""Shared fixtures for the integration tests: they run real programs through the real CLI
+(`memprof run`, `memprof summary --json`) from a build tree.
+
+The build tree is $MEMPROF_BUILD (default: build/ at the top of the repository); CMake writes
+memprof-test.json there with the paths of the programs and of the Python it was configured for.
+"""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = HERE / "scripts"
+TOP = HERE.parent.parent
+
+
+def _config():
+    build = Path(os.environ.get("MEMPROF_BUILD", TOP / "build")).resolve()
+    cfg = build / "memprof-test.json"
+    if not cfg.exists():
+        pytest.exit(f"{cfg} not found: build memprof first (cmake -S . -B build && cmake --build build)", 2)
+    return json.loads(cfg.read_text())
+
+
+CONFIG = _config()
+
+
+class Memprof:
+    def __init__(self, tmp_path):
+        self.tmp = tmp_path
+        self.bin = Path(CONFIG["bindir"])
+        self.python = CONFIG["python"]
+        self.library = CONFIG["library"]
+
+    def cmd(self, *args, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", 120)
+        kw.setdefault("cwd", self.tmp)
+        return subprocess.run([str(self.bin / "memprof"), *map(str, args)], **kw)
+
+    def run(self, script, *args, out="capture.memprof", check=True, **kw):
+        """memprof run -q -o OUT script args; returns (completed process, capture path)."""
+        path = self.tmp / out
+        target = [str(SCRIPTS / script)] if not str(script).startswith("-") else [script]
+        p = self.cmd("run", "-q", "-o", path, *target, *args, **kw)
+        if check:
+            assert p.returncode == 0, p.stderr
+        return p, path
+
+    def summary(self, path, *extra):
+        p = self.cmd("summary", "--json", "--top", "50", *extra, path)
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    def plain(self, script, *args, **kw):
+        kw.setdefault("capture_output", True)
+        kw.setdefault("text", True)
+        kw.setdefault("timeout", 120)
+        kw.setdefault("cwd", self.tmp)
+        return subprocess.run([self.python, str(SCRIPTS / script), *map(str, args)], **kw)
+
+
+@pytest.fixture
+def memprof(tmp_path):
+    return Memprof(tmp_path)
+
+
+def script_line(script, marker):
+    """1-based line of the first line of scripts/<script> containing marker."""
+    for n, text in enumerate((SCRIPTS / script).read_text().splitlines(), 1):
+        if marker in text:
+            return n
+    raise AssertionError(f"{marker} not in {script}")
+
+
+def find(locations, function, line=None):
+    """The location entries of a summary list for a function (and line)."""
+    return [l for l in locations if l["function"] == function and (line is None or l["line"] == line)]
