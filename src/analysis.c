@@ -43,7 +43,7 @@ static int map_grow(mp_analysis_t *a)
 
 static mp_live_t *map_find(mp_analysis_t *a, uint64_t addr)
 {
-    if (!a->map_cap)
+    if (!a->map_cap || !addr) /* 0 marks empty slots: never a live block */
         return NULL;
     for (uint64_t j = addr_hash(addr) & (a->map_cap - 1);; j = (j + 1) & (a->map_cap - 1)) {
         if (a->map[j].addr == addr)
@@ -171,7 +171,7 @@ static int on_restore(mp_analysis_t *a, const memprof_event_t *ev)
     if (!ev->thread || ev->thread > a->nthreads)
         return 0;
     mp_live_t *b = &a->last_realloc_free[ev->thread - 1];
-    if (b->addr != ev->addr)
+    if (!b->addr || b->addr != ev->addr)
         return 0;
     memprof_event_t again = {MEMPROF_EV_ALLOC, MEMPROF_A_REALLOC, ev->thread, b->stack, b->addr, b->size,
                              ev->index, ev->time_us, 0};

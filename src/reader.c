@@ -463,8 +463,9 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
         GET(a); GET(b); GET(c);
         if (arg == 0 || arg >= MEMPROF_A_COUNT || r->thread == 0)
             return corrupt_record(r, "bad allocation record");
-        int64_t stack = (int64_t)r->prev_stack + mp_unzigzag(c);
-        if (stack < 0 || stack > (int64_t)r->nodes.n)
+        /* mod 2^64 (a signed sum could overflow): a negative stack wraps to a huge one */
+        uint64_t stack = r->prev_stack + (uint64_t)mp_unzigzag(c);
+        if (stack > r->nodes.n)
             return corrupt_record(r, "allocation names an unknown stack");
         r->prev_addr += (uint64_t)mp_unzigzag(a);
         r->prev_stack = (uint32_t)stack;

@@ -1,0 +1,3 @@
+from memprof import main
+
+main()

@@ -1,0 +1,96 @@
+/* testkit.h - builds memprof captures in memory for the unit tests.
+ *
+ * A capture is written the way preload/recorder.c writes one (header, LZ4
+ * frame of blocks, end mark, trailer), with small record buffers so that a
+ * few hundred records make many blocks. Alongside the bytes the kit keeps
+ * what a correct reader must return: every event with all its fields, and
+ * the file offset at which each block ends. Test code only: failures are
+ * Criterion assertions.
+ */
+#ifndef MP_TESTKIT_H
+#define MP_TESTKIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "encode.h"
+#include "memprof/format.h"
+#include "memprof/reader.h"
+
+/* What the header says (tk_begin) and the trailer's clock fields. */
+#define TK_PID 4242u
+#define TK_PPID 17u
+#define TK_START_REALTIME 1700000000123456789ull
+#define TK_START_MONOTONIC 987654321ull
+#define TK_PYVERSION "3.11.2 (main, Apr 28 2025, 14:11:48) [GCC 12.2.0]"
+#define TK_HEXVERSION 0x030b02f0u
+#define TK_EXECUTABLE "/usr/bin/python3.11"
+#define TK_PAGE_SIZE 4096u
+#define TK_END_REALTIME 1700000009123456789ull
+#define TK_END_MONOTONIC 996654321ull
+#define TK_TRACKER_ALLOCS 0u
+extern const char tk_argv[]; /* "python3\0-c\0pass\0" */
+#define TK_ARGV_LEN 16u
+
+typedef struct {
+    size_t end;         /* file offset just past the block */
+    uint64_t events;    /* events a reader returns up to the end of this block */
+    int stored;         /* written uncompressed */
+} tk_block_t;
+
+typedef struct {
+    uint8_t *data;
+    size_t len, cap;
+    size_t header_len;  /* memprof header with its checksum; the LZ4 frame follows */
+    size_t end_mark;    /* offset of the frame's end mark (after tk_finish) */
+    size_t trailer;     /* offset of the trailer (after tk_finish) */
+    mp_enc_t enc;
+    uint8_t *rec;       /* the block in progress */
+    void *lz4;
+    uint64_t index, time_us, allocs, frees;
+    uint32_t nthreads, nstrings, ncodes, nnodes;
+    memprof_event_t *ev; /* every event, as a reader must return it */
+    size_t nev, evcap;
+    tk_block_t *blocks;
+    size_t nblocks, blockcap;
+} tk_capture_t;
+
+/* Header (with an unknown tag a reader must skip) and LZ4 frame header;
+ * records then go into blocks of at most block_cap bytes. */
+void tk_begin(tk_capture_t *c, size_t block_cap);
+void tk_close(tk_capture_t *c);
+
+/* Records. Table records return the id a reader gives the new entry. */
+uint32_t tk_thread_new(tk_capture_t *c, uint64_t tid);
+uint32_t tk_string(tk_capture_t *c, const char *s);
+uint32_t tk_code(tk_capture_t *c, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno,
+                 const void *lt, size_t lt_len);
+uint32_t tk_node(tk_capture_t *c, uint32_t parent, uint32_t code, uint32_t instr);
+void tk_alloc(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t size, uint32_t stack);
+void tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr);
+void tk_restore(tk_capture_t *c, uint32_t thread, uint64_t addr);
+void tk_time(tk_capture_t *c, uint64_t us, uint64_t rss_kib);
+void tk_mark(tk_capture_t *c, unsigned kind, uint64_t us);
+/* Raw bytes into the block in progress (for hand-made bad records). */
+void tk_raw(tk_capture_t *c, const void *bytes, size_t n);
+/* Raw bytes straight into the file (for hand-made bad blocks). */
+void tk_append(tk_capture_t *c, const void *bytes, size_t n);
+/* Ends the block in progress (if any). */
+void tk_flush(tk_capture_t *c);
+/* Last block, end mark and trailer; the trailer counts `events` events. */
+void tk_finish_counting(tk_capture_t *c, uint64_t events);
+void tk_finish(tk_capture_t *c);
+
+/* Events a reader returns from the first `len` bytes of the capture. */
+uint64_t tk_events_before(const tk_capture_t *c, size_t len);
+
+/* Opens c->data[0..len) and asserts success. */
+memprof_reader_t *tk_open(const void *data, size_t len);
+/* Reads events into out[0..max) until the end or an error; returns the
+ * count, *rc the last memprof_reader_next() result. Never reads more than
+ * `limit` events (a bound that catches a reader that does not stop). */
+size_t tk_read_all(memprof_reader_t *r, memprof_event_t *out, size_t max, size_t limit, int *rc);
+/* Asserts that two events are equal field by field (`i` names the event). */
+void tk_assert_event(const memprof_event_t *got, const memprof_event_t *want, size_t i);
+
+#endif
