@@ -7,14 +7,20 @@
  * allocation after the real allocator returns, so that when another thread
  * reuses a freed address at once, its allocation is recorded after our free.
  * While dlsym itself runs (it may call calloc), a static bootstrap pool
- * answers; its blocks are never handed to the real free.
+ * answers; its blocks are never handed to the real free. _exit, _Exit, and
+ * kill/raise of the process itself are here too: they end the process
+ * without running destructors, so they write the trailer first.
  *
- * Hot path cost (measured with callgrind): a hook that does not record adds
- * two loads and two branches to the real allocator.
+ * Cost, measured with callgrind on tests/c/alloc_counts (25 allocator calls
+ * a round): a hook adds about 26 instructions to the real allocator when the
+ * process does not record, and recording an event costs about 215 (no Python
+ * stack: lock, encoding, rings, compression amortized).
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -34,6 +40,8 @@ typedef struct {
     void *(*pvalloc)(size_t);
     void (*exit_)(int) __attribute__((noreturn));
     void (*Exit_)(int) __attribute__((noreturn));
+    int (*kill)(pid_t, int);
+    int (*raise)(int);
 } mp_real_t;
 
 static mp_real_t real;
@@ -90,7 +98,10 @@ static MP_COLD MP_NOINLINE void resolve(void)
     r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
     r.exit_ = dlsym(RTLD_NEXT, "_exit");
     r.Exit_ = dlsym(RTLD_NEXT, "_Exit");
-    if (!r.malloc || !r.free || !r.calloc || !r.realloc || !r.posix_memalign || !r.memalign ||
+    r.kill = dlsym(RTLD_NEXT, "kill");
+    r.raise = dlsym(RTLD_NEXT, "raise");
+    if (!r.kill || !r.raise ||
+        !r.malloc || !r.free || !r.calloc || !r.realloc || !r.posix_memalign || !r.memalign ||
         !r.exit_) {
         static const char msg[] = "memprof: cannot find the real allocator; aborting\n";
         (void)!write(2, msg, sizeof msg - 1);
@@ -289,4 +300,40 @@ MP_EXPORT void _Exit(int status)
     if (real.Exit_)
         real.Exit_(status);
     real.exit_(status);
+}
+
+/* 1 when `sig`, delivered now, ends this process: its action is the
+ * default one, that default terminates, and it is not blocked. */
+static int ends_process(int sig)
+{
+    if (sig == SIGKILL)
+        return 1;
+    if (sig <= 0 || sig >= NSIG || sig == SIGSTOP || sig == SIGTSTP || sig == SIGTTIN || sig == SIGTTOU ||
+        sig == SIGCHLD || sig == SIGCONT || sig == SIGURG || sig == SIGWINCH)
+        return 0;
+    struct sigaction sa;
+    sigset_t blocked;
+    if (sigaction(sig, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL)
+        return 0;
+    return pthread_sigmask(SIG_BLOCK, NULL, &blocked) == 0 && !sigismember(&blocked, sig);
+}
+
+/* A process that kills itself (Python re-raises SIGINT after finalizing on
+ * ^C; os.kill(os.getpid(), ...)) skips destructors: finish the capture. */
+MP_EXPORT int kill(pid_t pid, int sig)
+{
+    if (!ready())
+        return -1;
+    if (pid == getpid() && ends_process(sig))
+        mp_rec_finish();
+    return real.kill(pid, sig);
+}
+
+MP_EXPORT int raise(int sig)
+{
+    if (!ready())
+        return -1;
+    if (ends_process(sig))
+        mp_rec_finish();
+    return real.raise(sig);
 }

@@ -6,7 +6,8 @@
  * chain, which only it changes. Code objects get small ids through a table
  * keyed by address and checked against a fingerprint of the object (a dead
  * code object's address can be reused by a new one); a new code object's
- * file name, qualified name, first line and line table are written once.
+ * file name, qualified name and first line are written once, and a stack
+ * node's source line is decoded from the line table when the node is new.
  * A stack is interned by prefix hashes taken from the root: a stack equal to
  * the thread's previous one costs one comparison; otherwise the prefixes it
  * shares with the previous one are known, the longest interned prefix is
@@ -27,12 +28,12 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "linetable.h"
 #include "memprof/format.h"
 #include "recorder.h"
 
 #define MAX_DEPTH (1u << 16)  /* deeper stacks keep their innermost frames */
 #define MAX_STRING 4096       /* longer names are cut (at a UTF-8 boundary) */
-#define MAX_LINETABLE (MEMPROF_BLOCK_MAX - 1024)
 
 typedef struct {
     PyThreadState *(*this_tstate)(void);
@@ -82,26 +83,8 @@ static inline size_t ptr_hash(const void *p)
     return (size_t)(x ^ (x >> 32));
 }
 
-static int code_grow(void)
-{
-    size_t ncap = C.cap ? C.cap * 2 : 1024;
-    code_entry_t *t = mmap(NULL, ncap * sizeof *t, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (t == MAP_FAILED)
-        return -1;
-    for (size_t i = 0; i < C.cap; i++) {
-        if (!C.slots[i].ptr)
-            continue;
-        size_t j = ptr_hash(C.slots[i].ptr) & (ncap - 1);
-        while (t[j].ptr)
-            j = (j + 1) & (ncap - 1);
-        t[j] = C.slots[i];
-    }
-    if (C.slots)
-        munmap(C.slots, C.cap * sizeof *t);
-    C.slots = t;
-    C.cap = ncap;
-    return 0;
-}
+static size_t code_hash(const void *e) { return ptr_hash(((const code_entry_t *)e)->ptr); }
+static int code_used(const void *e) { return ((const code_entry_t *)e)->ptr != NULL; }
 
 /* UTF-8 of a str, read straight from its storage (PyUnicode_AsUTF8 may
  * allocate). Returns the length written to out (at most MAX_STRING). */
@@ -150,25 +133,15 @@ static uint32_t code_emit(PyCodeObject *co)
 {
     uint32_t fn = intern_str(co->co_filename, "<unknown file>");
     uint32_t qn = intern_str(co->co_qualname, "<unknown>");
-    const void *lt = "";
-    size_t ltn = 0;
-    unsigned flags = 0;
-    if (co->co_linetable && PyBytes_Check(co->co_linetable)) {
-        lt = PyBytes_AS_STRING(co->co_linetable);
-        ltn = (size_t)PyBytes_GET_SIZE(co->co_linetable);
-        if (ltn > MAX_LINETABLE) {
-            ltn = MAX_LINETABLE;
-            flags |= MEMPROF_CODE_LT_CUT;
-        }
-    }
     uint32_t id = mp_code_new_id();
-    mp_emit_code(flags, fn, qn, co->co_firstlineno > 0 ? (uint32_t)co->co_firstlineno : 0, lt, ltn);
+    mp_emit_code(0, fn, qn, co->co_firstlineno > 0 ? (uint32_t)co->co_firstlineno : 0);
     return id;
 }
 
 static uint32_t code_id(PyCodeObject *co)
 {
-    if ((C.n + 1) * 2 > C.cap && code_grow()) {
+    if ((C.n + 1) * 2 > C.cap &&
+        mp_table_grow((void **)&C.slots, &C.cap, sizeof *C.slots, 1024, code_hash, code_used)) {
         mp_stop_recording("memprof: out of memory for the code table, recording stopped", 0);
         return 0;
     }
@@ -272,6 +245,15 @@ uint32_t mp_py_walk(mp_thread_t *t)
     return n;
 }
 
+/* Source line of an instruction, decoded once per new stack node. */
+static int32_t frame_line(PyCodeObject *co, uint32_t instr)
+{
+    if (!co->co_linetable || !PyBytes_Check(co->co_linetable))
+        return -1;
+    return mp_linetable_line((const uint8_t *)PyBytes_AS_STRING(co->co_linetable),
+                             (size_t)PyBytes_GET_SIZE(co->co_linetable), co->co_firstlineno, instr);
+}
+
 static inline uint64_t frame_hash(uint64_t h, const mp_frame_t *f)
 {
     h ^= (uint64_t)(uintptr_t)f->code + (f->fp << 17 | f->fp >> 47) + ((uint64_t)f->instr << 40);
@@ -325,7 +307,14 @@ uint32_t mp_py_intern(mp_thread_t *t, uint32_t n)
         const mp_frame_t *f = root - i;
         uint32_t parent = i ? pre[i - 1].node : 0;
         uint32_t code = code_id((PyCodeObject *)f->code);
-        pre[i].node = code ? mp_prefix_add(pre[i].hash, f->code, f->instr, parent, code) : parent;
+        if (!code) {
+            pre[i].node = parent;
+            continue;
+        }
+        PyCodeObject *co = (PyCodeObject *)f->code;
+        pre[i].node = mp_node_intern(parent, code, frame_line(co, f->instr),
+                                     co->co_firstlineno > 0 ? (uint32_t)co->co_firstlineno : 0);
+        mp_prefix_add(pre[i].hash, f->code, f->instr, pre[i].node);
     }
     /* this stack becomes the thread's previous one */
     mp_prefix_t *tmp = t->prev;
@@ -344,8 +333,8 @@ void mp_py_emit_pseudo(void)
     uint32_t fn = mp_string_intern(file, sizeof file - 1);
     uint32_t qn = mp_string_intern(MEMPROF_PSEUDO_NO_PYTHON, strlen(MEMPROF_PSEUDO_NO_PYTHON));
     uint32_t id = mp_code_new_id();
-    mp_emit_code(MEMPROF_CODE_PSEUDO, fn, qn, 0, NULL, 0);
-    pseudo_node = mp_prefix_add(0, NULL, 0, 0, id);
+    mp_emit_code(MEMPROF_CODE_PSEUDO, fn, qn, 0);
+    pseudo_node = mp_node_intern(0, id, -1, 0);
 }
 
 /* ---- start ---- */
@@ -364,6 +353,12 @@ unsigned mp_py_init(void)
         mp_log("memprof: this build reads the frames of Python " PY_VERSION " only; "
                "allocations will have no Python stack",
                py.version);
+        return MEMPROF_PYSTACK_UNSUPPORTED;
+    }
+    if (dlsym(RTLD_DEFAULT, "_Py_RefTotal")) { /* Py_REF_DEBUG: object layout differs */
+        mp_log("memprof: this is a debug build of Python, whose frames memprof cannot read; "
+               "allocations will have no Python stack",
+               NULL);
         return MEMPROF_PYSTACK_UNSUPPORTED;
     }
     int ok = SYM(this_tstate, "PyGILState_GetThisThreadState") && SYM(is_initialized, "Py_IsInitialized") &&

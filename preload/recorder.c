@@ -87,9 +87,16 @@ static struct {
 } W;
 
 static atomic_ulong tracker_allocs;
-static _Alignas(64) uint8_t block_buf[MEMPROF_BLOCK_MAX];
-static _Alignas(64) uint8_t out_buf[8 + LZ4_COMPRESSBOUND(MEMPROF_BLOCK_MAX)];
-static _Alignas(64) uint8_t lz4_state[32768];
+/* Two block buffers used in turn (blocks are linked: the previous one must
+ * stay intact while the next is compressed), kept apart by the output
+ * buffer (struct members keep their order) so that LZ4 never sees them as
+ * one contiguous stream. */
+static struct {
+    _Alignas(64) uint8_t a[MEMPROF_BLOCK_MAX];
+    _Alignas(64) uint8_t out[8 + LZ4_COMPRESSBOUND(MEMPROF_BLOCK_MAX)];
+    _Alignas(64) uint8_t b[MEMPROF_BLOCK_MAX];
+} bufs;
+static LZ4_stream_t lz4_stream;
 
 static uint64_t now_ns(clockid_t clk)
 {
@@ -134,11 +141,12 @@ static MP_COLD MP_NOINLINE void flush_locked(void)
 {
     if (W.enc.len == 0)
         return;
-    size_t n = mp_lz4f_block(lz4_state, W.enc.buf, W.enc.len, out_buf);
-    int err = write_all(out_buf, n);
+    size_t n = mp_lz4f_block(&lz4_stream, W.enc.buf, W.enc.len, bufs.out);
+    int err = write_all(bufs.out, n);
     if (err)
         mp_stop_recording("memprof: cannot write the capture, recording stopped", err);
     W.blocks++;
+    W.enc.buf = W.enc.buf == bufs.a ? bufs.b : bufs.a;
     mp_enc_reset(&W.enc);
     W.block_ns = now_ns(CLOCK_MONOTONIC);
 }
@@ -170,7 +178,7 @@ static uint64_t rss_kib(void)
     return pages * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
 }
 
-/* Every 256 events: a TIME record when 10 ms passed, a flush after 1 s. */
+/* Every 64 events: a TIME record when 10 ms passed, a flush after 1 s. */
 static MP_COLD MP_NOINLINE void clock_tick_locked(void)
 {
     uint64_t t = now_ns(CLOCK_MONOTONIC);
@@ -184,21 +192,20 @@ static MP_COLD MP_NOINLINE void clock_tick_locked(void)
 
 static inline void after_event_locked(void)
 {
-    if (MP_UNLIKELY((++W.tick & 255) == 0))
+    if (MP_UNLIKELY((++W.tick & 63) == 0))
         clock_tick_locked();
 }
 
 void mp_emit_string(const void *s, size_t n) { EMIT(mp_enc_string(&W.enc, s, n)); }
 
-void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno, const void *lt,
-                  size_t lt_len)
+void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno)
 {
-    EMIT(mp_enc_code(&W.enc, flags, filename, qualname, firstlineno, lt, lt_len));
+    EMIT(mp_enc_code(&W.enc, flags, filename, qualname, firstlineno));
 }
 
-void mp_emit_node(uint32_t id, uint32_t parent, uint32_t code, uint32_t instr)
+void mp_emit_node(uint32_t id, uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno)
 {
-    EMIT(mp_enc_node(&W.enc, id, parent, code, instr));
+    EMIT(mp_enc_node(&W.enc, id, parent, code, line, firstlineno));
 }
 
 int mp_mem_grow(void **p, uint32_t *cap, uint32_t need, size_t elem)
@@ -344,6 +351,11 @@ void mp_count_tracker_alloc(void) { atomic_fetch_add_explicit(&tracker_allocs, 1
 void mp_rec_finish(void)
 {
     if (W.pid == 0 || getpid() != W.pid)
+        return;
+    /* Called from a signal handler that interrupted this thread inside the
+     * recorder (which holds the lock): leave the capture truncated rather
+     * than wait on ourselves. */
+    if (mp_guard == MP_GUARD_REC)
         return;
     int g = mp_guard;
     mp_guard = MP_GUARD_REC;
@@ -502,8 +514,8 @@ __attribute__((constructor)) static void mp_start(void)
     }
     mp_guard = MP_GUARD_REC;
     env_scrub();
-    if ((size_t)LZ4_sizeofState() > sizeof lz4_state) {
-        mp_log("memprof: liblz4 state larger than expected, not recording", NULL);
+    if (!LZ4_initStream(&lz4_stream, sizeof lz4_stream)) {
+        mp_log("memprof: cannot set up LZ4, not recording", NULL);
         goto out;
     }
     /* Keep the capture on a high descriptor, closed on exec, out of the way. */
@@ -520,7 +532,7 @@ __attribute__((constructor)) static void mp_start(void)
     W.main_thread = pthread_self();
     W.start_ns = W.block_ns = W.time_ns = now_ns(CLOCK_MONOTONIC);
     W.pystack = mp_py_init();
-    mp_enc_init(&W.enc, block_buf, sizeof block_buf);
+    mp_enc_init(&W.enc, bufs.a, sizeof bufs.a);
     if (pthread_key_create(&W.key, thread_gone) != 0 || pthread_atfork(fork_prepare, fork_parent, fork_child)) {
         mp_log("memprof: cannot set up thread hooks, not recording", NULL);
         goto out;

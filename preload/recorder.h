@@ -62,9 +62,8 @@ void mp_rec_finish(void);              /* trailer; the process is ending */
 
 /* ---- recorder.c: for pystack.c, with the writer lock held ---- */
 void mp_emit_string(const void *s, size_t n);
-void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno,
-                  const void *lt, size_t lt_len);
-void mp_emit_node(uint32_t id, uint32_t parent, uint32_t code, uint32_t instr);
+void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno);
+void mp_emit_node(uint32_t id, uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno);
 void mp_log(const char *msg, const char *detail);   /* one line to stderr, write(2) */
 /* Turns recording off for good, saying why once (err: an errno or 0). */
 void mp_stop_recording(const char *why, int err);
@@ -85,12 +84,18 @@ uint32_t mp_py_intern(mp_thread_t *t, uint32_t depth);
 void mp_py_emit_pseudo(void);
 
 /* ---- stacks.c: interning tables (writer lock held) ---- */
+/* Doubles an open-addressing table in a new mapping (first size `first`),
+ * rehashing the entries `used` says are full. 0 or -1. */
+int mp_table_grow(void **slots, size_t *cap, size_t esz, size_t first, size_t (*hash)(const void *),
+                  int (*used)(const void *));
 uint32_t mp_string_intern(const char *s, size_t n);    /* emits STRING when new */
 uint32_t mp_code_new_id(void);
-/* Stack prefixes by hash. Every prefix of an interned stack is interned,
- * so "is prefix i known" is monotone in i and can be binary-searched. */
+/* The stack trie: node (parent, code id, line), emitted when new
+ * (firstlineno: the code object's, lines are written relative to it). */
+uint32_t mp_node_intern(uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno);
+/* Stack prefixes by hash -> node. Every prefix of an interned stack is
+ * interned, so "is prefix i known" is monotone in i (binary search). */
 uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr); /* node or 0 */
-/* Makes node (parent, code id, instr) for prefix `hash`; emits NODE. */
-uint32_t mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t parent, uint32_t code_id);
+void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t node);
 
 #endif

@@ -1,6 +1,7 @@
-/* stacks.c - the interning tables of the recorder: strings by content, and
- * stack prefixes by hash (a prefix is a path in the capture's stack trie:
- * node = (parent node, code id, instruction)). A new entry is written to the
+/* stacks.c - the interning tables of the recorder: strings by content, the
+ * stack trie (node = parent node, code id, line), and stack prefixes by hash
+ * (root-anchored hash of (code, instruction) frames -> node), which is what
+ * the allocation path looks up. A new string or node is written to the
  * capture the first time it is seen, so an allocation names its whole stack
  * with one small integer.
  *
@@ -28,6 +29,29 @@ static void *map(size_t n)
 {
     void *p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     return p == MAP_FAILED ? NULL : p;
+}
+
+int mp_table_grow(void **slots, size_t *cap, size_t esz, size_t first, size_t (*hash)(const void *),
+                  int (*used)(const void *))
+{
+    size_t ncap = *cap ? *cap * 2 : first;
+    unsigned char *t = map(ncap * esz), *old = *slots;
+    if (!t)
+        return -1;
+    for (size_t i = 0; i < *cap; i++) {
+        const void *e = old + i * esz;
+        if (!used(e))
+            continue;
+        size_t j = hash(e) & (ncap - 1);
+        while (used(t + j * esz))
+            j = (j + 1) & (ncap - 1);
+        memcpy(t + j * esz, e, esz);
+    }
+    if (old)
+        munmap(old, *cap * esz);
+    *slots = t;
+    *cap = ncap;
+    return 0;
 }
 
 /* ---- strings ---- */
@@ -71,31 +95,13 @@ static const char *str_keep(const char *s, size_t n)
     return d;
 }
 
-static int str_grow(void)
-{
-    size_t ncap = S.cap ? S.cap * 2 : 1024;
-    str_entry_t *t = map(ncap * sizeof *t);
-    if (!t)
-        return -1;
-    for (size_t i = 0; i < S.cap; i++) {
-        str_entry_t *e = &S.slots[i];
-        if (!e->id)
-            continue;
-        size_t j = e->hash & (ncap - 1);
-        while (t[j].id)
-            j = (j + 1) & (ncap - 1);
-        t[j] = *e;
-    }
-    if (S.slots)
-        munmap(S.slots, S.cap * sizeof *t);
-    S.slots = t;
-    S.cap = ncap;
-    return 0;
-}
+static size_t str_hash(const void *e) { return (size_t)((const str_entry_t *)e)->hash; }
+static int str_used(const void *e) { return ((const str_entry_t *)e)->id != 0; }
 
 uint32_t mp_string_intern(const char *s, size_t n)
 {
-    if ((S.n + 1) * 2 > S.cap && str_grow()) {
+    if ((S.n + 1) * 2 > S.cap &&
+        mp_table_grow((void **)&S.slots, &S.cap, sizeof *S.slots, 1024, str_hash, str_used)) {
         mp_stop_recording("memprof: out of memory for the string table, recording stopped", 0);
         return 0;
     }
@@ -117,7 +123,54 @@ uint32_t mp_string_intern(const char *s, size_t n)
     return S.next_id;
 }
 
-/* ---- stack prefixes ---- */
+/* ---- the stack trie: (parent, code id, line) -> node ---- */
+
+typedef struct {
+    uint32_t parent, code, node;
+    int32_t line;
+} node_entry_t;
+
+static struct {
+    node_entry_t *slots;
+    size_t cap, n;
+    uint32_t next_node, next_code;
+} N;
+
+static inline size_t node_hash(uint32_t parent, uint32_t code, int32_t line)
+{
+    return (size_t)mix64(((uint64_t)parent << 32 | code) ^ ((uint64_t)(uint32_t)line * 0x9e3779b97f4a7c15ull));
+}
+
+static size_t node_entry_hash(const void *e)
+{
+    const node_entry_t *n = e;
+    return node_hash(n->parent, n->code, n->line);
+}
+static int node_used(const void *e) { return ((const node_entry_t *)e)->node != 0; }
+
+uint32_t mp_node_intern(uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno)
+{
+    if ((N.n + 1) * 2 > N.cap &&
+        mp_table_grow((void **)&N.slots, &N.cap, sizeof *N.slots, 4096, node_entry_hash, node_used)) {
+        mp_stop_recording("memprof: out of memory for the stack table, recording stopped", 0);
+        return parent;
+    }
+    size_t j = node_hash(parent, code, line) & (N.cap - 1);
+    for (; N.slots[j].node; j = (j + 1) & (N.cap - 1)) {
+        node_entry_t *e = &N.slots[j];
+        if (e->parent == parent && e->code == code && e->line == line)
+            return e->node;
+    }
+    uint32_t id = ++N.next_node;
+    N.slots[j] = (node_entry_t){parent, code, id, line};
+    N.n++;
+    mp_emit_node(id, parent, code, line, firstlineno);
+    return id;
+}
+
+uint32_t mp_code_new_id(void) { return ++N.next_code; }
+
+/* ---- stack prefixes: hash of the frames from the root -> node ---- */
 
 typedef struct {
     uint64_t hash;
@@ -128,31 +181,10 @@ typedef struct {
 static struct {
     prefix_entry_t *slots;
     size_t cap, n;
-    uint32_t next_node;
-    uint32_t next_code;
 } T;
 
-static int prefix_grow(void)
-{
-    size_t ncap = T.cap ? T.cap * 2 : 4096;
-    prefix_entry_t *t = map(ncap * sizeof *t);
-    if (!t)
-        return -1;
-    for (size_t i = 0; i < T.cap; i++) {
-        prefix_entry_t *e = &T.slots[i];
-        if (!e->node)
-            continue;
-        size_t j = e->hash & (ncap - 1);
-        while (t[j].node)
-            j = (j + 1) & (ncap - 1);
-        t[j] = *e;
-    }
-    if (T.slots)
-        munmap(T.slots, T.cap * sizeof *t);
-    T.slots = t;
-    T.cap = ncap;
-    return 0;
-}
+static size_t prefix_hash(const void *e) { return (size_t)((const prefix_entry_t *)e)->hash; }
+static int prefix_used(const void *e) { return ((const prefix_entry_t *)e)->node != 0; }
 
 uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr)
 {
@@ -166,20 +198,16 @@ uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr)
     return 0;
 }
 
-uint32_t mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t parent, uint32_t code_id)
+void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t node)
 {
-    if ((T.n + 1) * 2 > T.cap && prefix_grow()) {
+    if ((T.n + 1) * 2 > T.cap &&
+        mp_table_grow((void **)&T.slots, &T.cap, sizeof *T.slots, 4096, prefix_hash, prefix_used)) {
         mp_stop_recording("memprof: out of memory for the stack table, recording stopped", 0);
-        return parent;
+        return;
     }
     size_t j = hash & (T.cap - 1);
     while (T.slots[j].node)
         j = (j + 1) & (T.cap - 1);
-    uint32_t id = ++T.next_node;
-    T.slots[j] = (prefix_entry_t){hash, code, instr, id};
+    T.slots[j] = (prefix_entry_t){hash, code, instr, node};
     T.n++;
-    mp_emit_node(id, parent, code_id, instr);
-    return id;
 }
-
-uint32_t mp_code_new_id(void) { return ++T.next_code; }

@@ -4,7 +4,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <inttypes.h>
-#include <locale.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,8 +105,9 @@ static void print_top(const mp_analysis_t *a, mp_when_t when, size_t top, const 
         uint32_t parent;
         if (mp_node_frame(a->r, locs[i].stack, &f, &parent))
             continue;
-        printf("%3zu. %10s in %'" PRIu64 " blocks  %s", i + 1, mp_human_bytes(locs[i].amount.bytes, b, sizeof b),
-               locs[i].amount.count, f.function);
+        char c[32];
+        printf("%3zu. %10s in %s blocks  %s", i + 1, mp_human_bytes(locs[i].amount.bytes, b, sizeof b),
+               mp_group_digits(locs[i].amount.count, c, sizeof c), f.function);
         if (locs[i].line >= 0)
             printf(" (%s:%d)", f.file, locs[i].line);
         if (locs[i].nstacks > 1)
@@ -121,7 +121,7 @@ static void print_top(const mp_analysis_t *a, mp_when_t when, size_t top, const 
 static void print_text(const mp_analysis_t *a, const char *path, size_t top)
 {
     const memprof_info_t *in = memprof_reader_info(a->r);
-    char b1[32], b2[32];
+    char b1[32], b2[32], c1[32], c2[32];
     printf("capture  %s\n", path);
     printf("program ");
     for (size_t i = 0; i < in->argv_len; i += strlen(in->argv + i) + 1)
@@ -132,16 +132,16 @@ static void print_text(const mp_analysis_t *a, const char *path, size_t top)
     if (in->has_trailer)
         printf(", ran %.2f s", (double)(in->end_monotonic_ns - in->start_monotonic_ns) / 1e9);
     printf("\n\n");
-    printf("allocations      %'" PRIu64 " (%s), %'" PRIu64 " frees\n", a->allocated.count,
-           mp_human_bytes(a->allocated.bytes, b1, sizeof b1), a->frees);
-    printf("peak heap        %s in %'" PRIu64 " blocks, at %.3f s (event %'" PRIu64 ")\n",
-           mp_human_bytes(a->peak.bytes, b1, sizeof b1), a->peak.count, (double)a->peak_time_us / 1e6,
-           a->peak_index);
-    printf("leaked           %s in %'" PRIu64 " blocks %s\n", mp_human_bytes(a->at_end.bytes, b1, sizeof b1),
-           a->at_end.count,
+    printf("allocations      %s (%s), %s frees\n", mp_group_digits(a->allocated.count, c1, sizeof c1),
+           mp_human_bytes(a->allocated.bytes, b1, sizeof b1), mp_group_digits(a->frees, c2, sizeof c2));
+    printf("peak heap        %s in %s blocks, at %.3f s (event %s)\n", mp_human_bytes(a->peak.bytes, b1, sizeof b1),
+           mp_group_digits(a->peak.count, c1, sizeof c1), (double)a->peak_time_us / 1e6,
+           mp_group_digits(a->peak_index, c2, sizeof c2));
+    printf("leaked           %s in %s blocks %s\n", mp_human_bytes(a->at_end.bytes, b1, sizeof b1),
+           mp_group_digits(a->at_end.count, c1, sizeof c1),
            a->has_end ? "(live when the script ended)" : "(live at exit: the script end was not marked)");
-    printf("live at exit     %s in %'" PRIu64 " blocks\n", mp_human_bytes(a->live.bytes, b2, sizeof b2),
-           a->live.count);
+    printf("live at exit     %s in %s blocks\n", mp_human_bytes(a->live.bytes, b2, sizeof b2),
+           mp_group_digits(a->live.count, c2, sizeof c2));
     if (in->pystack_mode != 1)
         printf("note             no Python stacks in this capture (%s)\n",
                in->pystack_mode == 2 ? "this Python version is not supported" : "not a Python program");
@@ -151,7 +151,6 @@ static void print_text(const mp_analysis_t *a, const char *path, size_t top)
 
 int main(int argc, char **argv)
 {
-    setlocale(LC_NUMERIC, "");
     int json = 0;
     size_t top = 10;
     const char *path = NULL;

@@ -25,6 +25,9 @@ void mp_enc_reset(mp_enc_t *e)
     e->prev_addr = 0;
     e->prev_stack = 0;
     e->thread = 0;
+    memset(e->allocated, 0, sizeof e->allocated);
+    memset(e->freed, 0, sizeof e->freed);
+    e->nalloc = e->nfree = 0;
 }
 
 static inline uint8_t tag(unsigned type, unsigned arg) { return (uint8_t)(type | (arg << 4)); }
@@ -40,11 +43,30 @@ static inline uint8_t *switch_thread(mp_enc_t *e, uint8_t *p, uint32_t thread)
     return p;
 }
 
+/* An address relative to the previous one: 16-byte aligned deltas (nearly
+ * all of them) lose their 4 zero bits; a low bit says which form it is. */
 static inline uint8_t *put_addr(mp_enc_t *e, uint8_t *p, uint64_t addr)
 {
-    p += mp_varint_put(p, mp_zigzag((int64_t)(addr - e->prev_addr)));
+    int64_t d = (int64_t)(addr - e->prev_addr);
+    if (((addr | e->prev_addr) & 15) == 0)
+        p += mp_varint_put(p, mp_zigzag(d / 16) << 1);
+    else
+        p += mp_varint_put(p, mp_zigzag(d) << 1 | 1);
     e->prev_addr = addr;
     return p;
+}
+
+/* Position k (0 = most recent) of addr in a ring of recent addresses, or -1.
+ * 0 marks an empty slot (a reader refuses to be pointed at one), so address
+ * 0 is never named by position. */
+static inline int ring_find(const uint64_t *ring, unsigned n, uint64_t addr)
+{
+    if (MP_UNLIKELY(addr == 0))
+        return -1;
+    for (unsigned k = 0; k < MEMPROF_RING; k++)
+        if (ring[(n - 1 - k) & (MEMPROF_RING - 1)] == addr)
+            return (int)k;
+    return -1;
 }
 
 int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr, uint64_t size,
@@ -53,34 +75,51 @@ int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr
     if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
         return MEMPROF_ENOSPACE;
     uint8_t *p = switch_thread(e, e->buf + e->len, thread);
-    *p++ = tag(MEMPROF_R_ALLOC, allocator);
-    p = put_addr(e, p, addr);
+    int same = stack == e->prev_stack;
+    int k = allocator == MEMPROF_A_MALLOC ? ring_find(e->freed, e->nfree, addr) : -1;
+    if (k >= 0) { /* malloc handing back a block just freed: name it, not its address */
+        *p++ = tag(same ? MEMPROF_R_REUSE_SAME : MEMPROF_R_REUSE, (unsigned)k);
+        e->prev_addr = addr;
+    } else {
+        *p++ = tag(same ? MEMPROF_R_ALLOC_SAME : MEMPROF_R_ALLOC, allocator);
+        p = put_addr(e, p, addr);
+    }
     p += mp_varint_put(p, size);
-    p += mp_varint_put(p, mp_zigzag((int64_t)stack - (int64_t)e->prev_stack));
+    if (!same)
+        p += mp_varint_put(p, mp_zigzag((int64_t)stack - (int64_t)e->prev_stack));
     e->prev_stack = stack;
-    e->len = (size_t)(p - e->buf);
-    return 0;
-}
-
-static int addr_record(mp_enc_t *e, uint32_t thread, unsigned type, unsigned arg, uint64_t addr)
-{
-    if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
-        return MEMPROF_ENOSPACE;
-    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
-    *p++ = tag(type, arg);
-    p = put_addr(e, p, addr);
+    e->allocated[e->nalloc++ & (MEMPROF_RING - 1)] = addr;
     e->len = (size_t)(p - e->buf);
     return 0;
 }
 
 int mp_enc_free(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t addr)
 {
-    return addr_record(e, thread, MEMPROF_R_FREE, deallocator, addr);
+    if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
+    int k = deallocator == MEMPROF_D_FREE ? ring_find(e->allocated, e->nalloc, addr) : -1;
+    if (k >= 0) {
+        *p++ = tag(MEMPROF_R_FREE_RECENT, (unsigned)k);
+        e->prev_addr = addr;
+    } else {
+        *p++ = tag(MEMPROF_R_FREE, deallocator);
+        p = put_addr(e, p, addr);
+    }
+    e->freed[e->nfree++ & (MEMPROF_RING - 1)] = addr;
+    e->len = (size_t)(p - e->buf);
+    return 0;
 }
 
 int mp_enc_restore(mp_enc_t *e, uint32_t thread, uint64_t addr)
 {
-    return addr_record(e, thread, MEMPROF_R_RESTORE, 0, addr);
+    if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
+    *p++ = tag(MEMPROF_R_RESTORE, 0);
+    p = put_addr(e, p, addr);
+    e->len = (size_t)(p - e->buf);
+    return 0;
 }
 
 int mp_enc_thread_new(mp_enc_t *e, uint32_t thread, uint64_t tid)
@@ -107,24 +146,20 @@ int mp_enc_string(mp_enc_t *e, const void *s, size_t n)
     return 0;
 }
 
-int mp_enc_code(mp_enc_t *e, unsigned flags, uint32_t filename, uint32_t qualname,
-                uint32_t firstlineno, const void *linetable, size_t lt_len)
+int mp_enc_code(mp_enc_t *e, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno)
 {
-    if (mp_enc_room(e) < 1 + 4 * MP_VARINT_MAX + lt_len)
+    if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
     *p++ = tag(MEMPROF_R_CODE, flags);
     p += mp_varint_put(p, filename);
     p += mp_varint_put(p, qualname);
     p += mp_varint_put(p, firstlineno);
-    p += mp_varint_put(p, lt_len);
-    if (lt_len)
-        memcpy(p, linetable, lt_len);
-    e->len = (size_t)(p + lt_len - e->buf);
+    e->len = (size_t)(p - e->buf);
     return 0;
 }
 
-int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, uint32_t instr)
+int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno)
 {
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
@@ -132,7 +167,7 @@ int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, uint32
     *p++ = tag(MEMPROF_R_NODE, 0);
     p += mp_varint_put(p, (uint64_t)id - parent); /* parents come before children: >= 1 */
     p += mp_varint_put(p, code);
-    p += mp_varint_put(p, instr);
+    p += mp_varint_put(p, line < 0 ? 0 : mp_zigzag((int64_t)line - firstlineno) + 1);
     e->len = (size_t)(p - e->buf);
     return 0;
 }
@@ -208,9 +243,9 @@ size_t mp_lz4f_header(uint8_t *out)
 
 size_t mp_lz4f_block_bound(size_t n) { return 8 + (size_t)LZ4_COMPRESSBOUND(n); }
 
-size_t mp_lz4f_block(void *state, const uint8_t *src, size_t n, uint8_t *dst)
+size_t mp_lz4f_block(void *stream, const uint8_t *src, size_t n, uint8_t *dst)
 {
-    int c = LZ4_compress_fast_extState(state, (const char *)src, (char *)dst + 4, (int)n,
+    int c = LZ4_compress_fast_continue(stream, (const char *)src, (char *)dst + 4, (int)n,
                                        LZ4_COMPRESSBOUND((int)n), 1);
     uint32_t size;
     if (c > 0 && (size_t)c < n) {

@@ -20,6 +20,8 @@ typedef struct mp_enc_s {
     uint64_t prev_addr;
     uint32_t prev_stack;
     uint32_t thread; /* current thread of this block, 0 = none yet */
+    uint64_t allocated[MEMPROF_RING], freed[MEMPROF_RING]; /* recent addresses */
+    unsigned nalloc, nfree;                                 /* ring positions */
 } mp_enc_t;
 
 void mp_enc_init(mp_enc_t *e, uint8_t *buf, size_t cap);
@@ -34,9 +36,10 @@ int mp_enc_free(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t add
 int mp_enc_restore(mp_enc_t *e, uint32_t thread, uint64_t addr);
 int mp_enc_thread_new(mp_enc_t *e, uint32_t thread, uint64_t tid); /* thread = next index */
 int mp_enc_string(mp_enc_t *e, const void *s, size_t n);
-int mp_enc_code(mp_enc_t *e, unsigned flags, uint32_t filename, uint32_t qualname,
-                uint32_t firstlineno, const void *linetable, size_t lt_len);
-int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, uint32_t instr);
+int mp_enc_code(mp_enc_t *e, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno);
+/* line: source line, or -1 when the frame has none; firstlineno: the
+ * code object's (lines are written relative to it) */
+int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno);
 int mp_enc_time(mp_enc_t *e, uint64_t us, uint64_t rss_kib);
 int mp_enc_mark(mp_enc_t *e, unsigned kind, uint64_t us);
 
@@ -57,8 +60,11 @@ size_t mp_trailer_seal(uint8_t *buf, size_t tlv_len);
 size_t mp_lz4f_header(uint8_t *out);
 size_t mp_lz4f_block_bound(size_t n);
 /* Compress n (<= MEMPROF_BLOCK_MAX) bytes into dst (mp_lz4f_block_bound(n)
- * bytes), with `state` of LZ4_sizeofState() bytes, 8-byte aligned. */
-size_t mp_lz4f_block(void *state, const uint8_t *src, size_t n, uint8_t *dst);
+ * bytes) with an LZ4_stream_t (LZ4_initStream'ed, in caller memory). Blocks
+ * are linked: successive blocks must come from two buffers used in turn,
+ * not adjacent in memory, so that each block refers to its predecessor only
+ * and the previous block stays intact while the next is compressed. */
+size_t mp_lz4f_block(void *stream, const uint8_t *src, size_t n, uint8_t *dst);
 size_t mp_lz4f_end(uint8_t *out);
 
 #endif

@@ -2,10 +2,9 @@
  * co_linetable in CPython 3.11's location-table format (Objects/locations.md):
  * entries of one start byte (bit 7 set, bits 3-6 a code, bits 0-2 the length
  * in code units minus one) followed by the code's operands. The table comes
- * from a capture, so it is read defensively: a cut entry ends the walk. */
-#include "memprof/reader.h"
-
-#include "memprof/format.h"
+ * from another process's memory, so it is read defensively: a cut entry
+ * ends the walk. */
+#include "linetable.h"
 
 enum { LT_SHORT_MAX = 9, LT_ONE_LINE0 = 10, LT_ONE_LINE2 = 12, LT_NO_COLUMNS = 13, LT_LONG = 14, LT_NONE = 15 };
 
@@ -35,12 +34,10 @@ static int scan_svarint(const uint8_t **p, const uint8_t *end, int32_t *out)
     return 0;
 }
 
-int memprof_code_line(const memprof_code_t *code, uint32_t instr)
+int mp_linetable_line(const uint8_t *table, size_t len, int firstlineno, uint32_t instr)
 {
-    if (code->flags & MEMPROF_CODE_PSEUDO)
-        return -1;
-    const uint8_t *p = code->linetable, *end = p + code->linetable_len;
-    int64_t line = code->firstlineno;
+    const uint8_t *p = table, *end = p + len;
+    int64_t line = firstlineno;
     uint64_t start = 0;
     while (p < end) {
         uint8_t first = *p++;

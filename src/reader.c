@@ -24,7 +24,8 @@
 #include "xxhash32.h"
 
 typedef struct {
-    uint32_t *parent, *code, *instr;
+    uint32_t *parent, *code;
+    int32_t *line;
     uint32_t n, cap;
 } node_table_t;
 
@@ -38,12 +39,16 @@ struct memprof_reader_s {
     char *strings_mem;      /* header strings, NUL-terminated copies */
     char err[256];
 
-    /* current block */
-    uint8_t block[MEMPROF_BLOCK_MAX];
+    /* current block; blocks are linked, so the previous one is kept as the
+     * dictionary of the next (two buffers used in turn) */
+    uint8_t blocks[2][MEMPROF_BLOCK_MAX];
+    uint8_t *block;
     size_t blen, bpos;
     size_t block_off;       /* file offset of the current block */
     uint64_t prev_addr;
     uint32_t prev_stack, thread;
+    uint64_t allocated[MEMPROF_RING], freed[MEMPROF_RING];
+    unsigned nalloc, nfree;
 
     uint64_t index, time_us;
 
@@ -255,12 +260,10 @@ void memprof_reader_close(memprof_reader_t *r)
     for (uint32_t i = 0; i < r->nstr; i++)
         free(r->str[i]);
     free(r->str);
-    for (uint32_t i = 0; i < r->ncode; i++)
-        free((void *)r->codes[i].linetable);
     free(r->codes);
     free(r->nodes.parent);
     free(r->nodes.code);
-    free(r->nodes.instr);
+    free(r->nodes.line);
     free(r->tids);
     free(r->strings_mem);
     free(r);
@@ -350,21 +353,29 @@ static int next_block(memprof_reader_t *r)
     }
     if (mp_xxh32(d + 4, size, 0) != mp_get_le32(d + 4 + size))
         return fail(r, MEMPROF_ECORRUPT, "corrupted capture: checksum mismatch in block at offset %zu", r->pos);
+    uint8_t *prev = r->block, *next = r->block == r->blocks[0] ? r->blocks[1] : r->blocks[0];
+    size_t n;
     if (word & MEMPROF_LZ4F_UNCOMPRESSED) {
-        memcpy(r->block, d + 4, size);
-        r->blen = size;
+        memcpy(next, d + 4, size);
+        n = size;
     } else {
-        int n = LZ4_decompress_safe((const char *)d + 4, (char *)r->block, (int)size, MEMPROF_BLOCK_MAX);
-        if (n <= 0)
+        int k = LZ4_decompress_safe_usingDict((const char *)d + 4, (char *)next, (int)size, MEMPROF_BLOCK_MAX,
+                                              (const char *)prev, prev ? (int)r->blen : 0);
+        if (k <= 0)
             return fail(r, MEMPROF_ECORRUPT, "corrupted capture: block at offset %zu does not decompress", r->pos);
-        r->blen = (size_t)n;
+        n = (size_t)k;
     }
+    r->block = next;
+    r->blen = n;
     r->block_off = r->pos;
     r->pos += 8 + size;
     r->bpos = 0;
     r->prev_addr = 0;
     r->prev_stack = 0;
     r->thread = 0;
+    memset(r->allocated, 0, sizeof r->allocated);
+    memset(r->freed, 0, sizeof r->freed);
+    r->nalloc = r->nfree = 0;
     return 1;
 }
 
@@ -390,29 +401,30 @@ static int add_string(memprof_reader_t *r, const uint8_t *s, size_t n)
     return 0;
 }
 
-static int add_code(memprof_reader_t *r, unsigned flags, uint64_t fn, uint64_t qn, uint64_t line,
-                    const uint8_t *lt, size_t ltn)
+static int add_code(memprof_reader_t *r, unsigned flags, uint64_t fn, uint64_t qn, uint64_t line)
 {
     if (fn == 0 || fn > r->nstr || qn == 0 || qn > r->nstr || line > INT32_MAX)
         return corrupt_record(r, "code record names an unknown string");
     int rc = grow((void **)&r->codes, &r->capcode, r->ncode, sizeof *r->codes);
     if (rc)
         return fail(r, rc, "too many code objects in capture");
-    uint8_t *copy = malloc(ltn ? ltn : 1);
-    if (!copy)
-        return fail(r, MEMPROF_ENOMEM, "out of memory");
-    if (ltn)
-        memcpy(copy, lt, ltn);
-    r->codes[r->ncode++] = (memprof_code_t){(uint32_t)fn, (uint32_t)qn, (uint32_t)line, flags, copy, ltn};
+    r->codes[r->ncode++] = (memprof_code_t){(uint32_t)fn, (uint32_t)qn, (uint32_t)line, flags};
     return 0;
 }
 
-static int add_node(memprof_reader_t *r, uint64_t delta, uint64_t code, uint64_t instr)
+static int add_node(memprof_reader_t *r, uint64_t delta, uint64_t code, uint64_t line1)
 {
     node_table_t *t = &r->nodes;
     uint64_t id = (uint64_t)t->n + 1;
-    if (delta == 0 || delta > id || code == 0 || code > r->ncode || instr > UINT32_MAX)
+    if (delta == 0 || delta > id || code == 0 || code > r->ncode)
         return corrupt_record(r, "bad stack node");
+    int64_t line = -1, d = line1 ? mp_unzigzag(line1 - 1) : 0;
+    if (d < INT32_MIN || d > INT32_MAX) /* checked first: firstlineno + d must not overflow */
+        return corrupt_record(r, "bad stack node line");
+    if (line1)
+        line = (int64_t)r->codes[code - 1].firstlineno + d;
+    if (line < -1 || line > INT32_MAX)
+        return corrupt_record(r, "bad stack node line");
     uint32_t cap = t->cap;
     int rc = grow((void **)&t->parent, &cap, t->n, sizeof *t->parent);
     if (!rc) {
@@ -421,14 +433,14 @@ static int add_node(memprof_reader_t *r, uint64_t delta, uint64_t code, uint64_t
     }
     if (!rc) {
         cap = t->cap;
-        rc = grow((void **)&t->instr, &cap, t->n, sizeof *t->instr);
+        rc = grow((void **)&t->line, &cap, t->n, sizeof *t->line);
     }
     if (rc)
         return fail(r, rc, "too many stack nodes in capture");
     t->cap = cap;
     t->parent[t->n] = (uint32_t)(id - delta);
     t->code[t->n] = (uint32_t)code;
-    t->instr[t->n] = (uint32_t)instr;
+    t->line[t->n] = (int32_t)line;
     t->n++;
     return 0;
 }
@@ -449,50 +461,98 @@ static int add_thread(memprof_reader_t *r, uint64_t tid)
             return corrupt_record(r, "cut record"); \
     } while (0)
 
-/* Decodes one record at r->bpos. Returns 1 with *ev filled for an event,
- * 0 for a table record, < 0 on corruption. */
-static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
+static inline uint64_t next_addr(memprof_reader_t *r, uint64_t v)
 {
-    const uint8_t *p = r->block + r->bpos, *end = r->block + r->blen;
-    unsigned type = *p & 15, arg = *p >> 4;
-    uint64_t a, b, c, d;
-    p++;
-    int is_event = 0;
-    switch (type) {
-    case MEMPROF_R_ALLOC:
-        GET(a); GET(b); GET(c);
-        if (arg == 0 || arg >= MEMPROF_A_COUNT || r->thread == 0)
-            return corrupt_record(r, "bad allocation record");
-        /* mod 2^64 (a signed sum could overflow): a negative stack wraps to a huge one */
-        uint64_t stack = r->prev_stack + (uint64_t)mp_unzigzag(c);
-        if (stack > r->nodes.n)
-            return corrupt_record(r, "allocation names an unknown stack");
-        r->prev_addr += (uint64_t)mp_unzigzag(a);
-        r->prev_stack = (uint32_t)stack;
-        *ev = (memprof_event_t){MEMPROF_EV_ALLOC, arg, r->thread, (uint32_t)stack, r->prev_addr, b,
-                                r->index++, r->time_us, 0};
-        is_event = 1;
-        break;
-    case MEMPROF_R_FREE:
-    case MEMPROF_R_RESTORE:
+    int64_t d = mp_unzigzag(v >> 1);
+    r->prev_addr += (v & 1) ? (uint64_t)d : (uint64_t)d * 16;
+    return r->prev_addr;
+}
+
+static inline uint64_t ring_get(const uint64_t *ring, unsigned n, unsigned k)
+{
+    return ring[(n - 1 - k) & (MEMPROF_RING - 1)];
+}
+
+/* ALLOC, ALLOC_SAME, REUSE, REUSE_SAME. */
+static int decode_alloc(memprof_reader_t *r, unsigned type, unsigned arg, const uint8_t **pp, const uint8_t *end,
+                        memprof_event_t *ev)
+{
+    const uint8_t *p = *pp;
+    uint64_t a = 0, size, c = 0;
+    unsigned allocator = arg;
+    int reuse = type == MEMPROF_R_REUSE || type == MEMPROF_R_REUSE_SAME;
+    if (reuse) {
+        allocator = MEMPROF_A_MALLOC;
+        a = ring_get(r->freed, r->nfree, arg);
+        if (!a)
+            return corrupt_record(r, "reuse of an empty ring slot");
+        r->prev_addr = a;
+    } else {
         GET(a);
-        /* a plain free names no thread; a realloc's free and a restore do */
-        if ((type == MEMPROF_R_FREE ? arg == 0 || arg > MEMPROF_D_PYMEM_OBJ : arg != 0) ||
-            (r->thread == 0 && (type == MEMPROF_R_RESTORE || arg == MEMPROF_D_REALLOC)))
+        if (arg == 0 || arg >= MEMPROF_A_COUNT)
+            return corrupt_record(r, "bad allocation record");
+        a = next_addr(r, a);
+    }
+    GET(size);
+    if (type == MEMPROF_R_ALLOC || type == MEMPROF_R_REUSE)
+        GET(c);
+    if (r->thread == 0)
+        return corrupt_record(r, "allocation before any thread");
+    /* unsigned: a hostile delta wraps to a huge value and fails the check */
+    uint64_t stack = (uint64_t)r->prev_stack + (uint64_t)mp_unzigzag(c);
+    if (stack > r->nodes.n)
+        return corrupt_record(r, "allocation names an unknown stack");
+    r->prev_stack = (uint32_t)stack;
+    r->allocated[r->nalloc++ & (MEMPROF_RING - 1)] = a;
+    *ev = (memprof_event_t){MEMPROF_EV_ALLOC, allocator, r->thread, (uint32_t)stack, a, size,
+                            r->index++, r->time_us, 0};
+    *pp = p;
+    return 1;
+}
+
+/* FREE, FREE_RECENT, RESTORE. A plain free names no thread; a realloc's
+ * free and a restore do. */
+static int decode_free(memprof_reader_t *r, unsigned type, unsigned arg, const uint8_t **pp, const uint8_t *end,
+                       memprof_event_t *ev)
+{
+    const uint8_t *p = *pp;
+    uint64_t a;
+    unsigned kind = arg;
+    if (type == MEMPROF_R_FREE_RECENT) {
+        kind = MEMPROF_D_FREE;
+        a = ring_get(r->allocated, r->nalloc, arg);
+        if (!a)
+            return corrupt_record(r, "free of an empty ring slot");
+        r->prev_addr = a;
+    } else {
+        GET(a);
+        if (type == MEMPROF_R_FREE ? arg == 0 || arg > MEMPROF_D_PYMEM_OBJ : arg != 0)
             return corrupt_record(r, "bad free record");
-        r->prev_addr += (uint64_t)mp_unzigzag(a);
-        *ev = (memprof_event_t){type == MEMPROF_R_FREE ? MEMPROF_EV_FREE : MEMPROF_EV_RESTORE, arg,
-                                type == MEMPROF_R_FREE && arg != MEMPROF_D_REALLOC ? 0 : r->thread,
-                                0, r->prev_addr, 0, type == MEMPROF_R_FREE ? r->index++ : r->index,
-                                r->time_us, 0};
-        is_event = 1;
-        break;
+        a = next_addr(r, a);
+    }
+    int named = type == MEMPROF_R_RESTORE || kind == MEMPROF_D_REALLOC;
+    if (named && r->thread == 0)
+        return corrupt_record(r, "bad free record: no thread");
+    if (type != MEMPROF_R_RESTORE)
+        r->freed[r->nfree++ & (MEMPROF_RING - 1)] = a;
+    *ev = (memprof_event_t){type == MEMPROF_R_RESTORE ? MEMPROF_EV_RESTORE : MEMPROF_EV_FREE, kind,
+                            named ? r->thread : 0, 0, a, 0, type == MEMPROF_R_RESTORE ? r->index : r->index++,
+                            r->time_us, 0};
+    *pp = p;
+    return 1;
+}
+
+/* THREAD, STRING, CODE, NODE: tables, no event. */
+static int decode_table(memprof_reader_t *r, unsigned type, unsigned arg, const uint8_t **pp, const uint8_t *end)
+{
+    const uint8_t *p = *pp;
+    uint64_t a, b, c;
+    switch (type) {
     case MEMPROF_R_THREAD:
         GET(a);
         if (arg == MEMPROF_THREAD_NEW) {
-            int rc = add_thread(r, a);
-            if (rc)
-                return rc;
+            if (add_thread(r, a))
+                return r->state;
         } else if (arg == MEMPROF_THREAD_SWITCH && a >= 1 && a <= r->nthread) {
             r->thread = (uint32_t)a;
         } else {
@@ -508,19 +568,50 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
         p += a;
         break;
     case MEMPROF_R_CODE:
-        GET(a); GET(b); GET(c); GET(d);
-        if (arg > (MEMPROF_CODE_PSEUDO | MEMPROF_CODE_LT_CUT) || d > (uint64_t)(end - p))
+        GET(a); GET(b); GET(c);
+        if (arg > MEMPROF_CODE_PSEUDO)
             return corrupt_record(r, "bad code record");
-        if (add_code(r, arg, a, b, c, p, (size_t)d))
+        if (add_code(r, arg, a, b, c))
             return r->state;
-        p += d;
         break;
-    case MEMPROF_R_NODE:
+    default: /* MEMPROF_R_NODE */
         GET(a); GET(b); GET(c);
         if (arg != 0)
             return corrupt_record(r, "bad node record");
         if (add_node(r, a, b, c))
             return r->state;
+        break;
+    }
+    *pp = p;
+    return 0;
+}
+
+/* Decodes one record at r->bpos. Returns 1 with *ev filled for an event,
+ * 0 for a table record, < 0 on corruption. */
+static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
+{
+    const uint8_t *p = r->block + r->bpos, *end = r->block + r->blen;
+    unsigned type = *p & 15, arg = *p >> 4;
+    uint64_t a, b;
+    int rc;
+    p++;
+    switch (type) {
+    case MEMPROF_R_ALLOC:
+    case MEMPROF_R_ALLOC_SAME:
+    case MEMPROF_R_REUSE:
+    case MEMPROF_R_REUSE_SAME:
+        rc = decode_alloc(r, type, arg, &p, end, ev);
+        break;
+    case MEMPROF_R_FREE:
+    case MEMPROF_R_FREE_RECENT:
+    case MEMPROF_R_RESTORE:
+        rc = decode_free(r, type, arg, &p, end, ev);
+        break;
+    case MEMPROF_R_THREAD:
+    case MEMPROF_R_STRING:
+    case MEMPROF_R_CODE:
+    case MEMPROF_R_NODE:
+        rc = decode_table(r, type, arg, &p, end);
         break;
     case MEMPROF_R_TIME:
         GET(a); GET(b);
@@ -528,7 +619,7 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
             return corrupt_record(r, "bad time record");
         r->time_us = a;
         *ev = (memprof_event_t){MEMPROF_EV_TIME, 0, 0, 0, 0, 0, r->index, a, b};
-        is_event = 1;
+        rc = 1;
         break;
     case MEMPROF_R_MARK:
         GET(a);
@@ -537,13 +628,14 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
         if (a > r->time_us)
             r->time_us = a;
         *ev = (memprof_event_t){MEMPROF_EV_MARK, arg, 0, 0, 0, 0, r->index, a, 0};
-        is_event = 1;
+        rc = 1;
         break;
     default:
         return corrupt_record(r, "unknown record type");
     }
-    r->bpos = (size_t)(p - r->block);
-    return is_event;
+    if (rc >= 0)
+        r->bpos = (size_t)(p - r->block);
+    return rc;
 }
 #undef GET
 
@@ -575,13 +667,13 @@ uint32_t memprof_reader_code_count(const memprof_reader_t *r) { return r->ncode;
 uint32_t memprof_reader_thread_count(const memprof_reader_t *r) { return r->nthread; }
 
 int memprof_reader_node(const memprof_reader_t *r, uint32_t id, uint32_t *parent, uint32_t *code,
-                        uint32_t *instr)
+                        int32_t *line)
 {
     if (id == 0 || id > r->nodes.n)
         return MEMPROF_EINVAL;
     *parent = r->nodes.parent[id - 1];
     *code = r->nodes.code[id - 1];
-    *instr = r->nodes.instr[id - 1];
+    *line = r->nodes.line[id - 1];
     return 0;
 }
 

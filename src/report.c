@@ -10,9 +10,10 @@
 
 int mp_node_frame(const memprof_reader_t *r, uint32_t id, mp_srcframe_t *out, uint32_t *parent)
 {
-    uint32_t code_id, instr;
+    uint32_t code_id;
+    int32_t line;
     memprof_code_t code;
-    int rc = memprof_reader_node(r, id, parent, &code_id, &instr);
+    int rc = memprof_reader_node(r, id, parent, &code_id, &line);
     if (rc == 0)
         rc = memprof_reader_code(r, code_id, &code);
     if (rc)
@@ -20,7 +21,7 @@ int mp_node_frame(const memprof_reader_t *r, uint32_t id, mp_srcframe_t *out, ui
     out->function = memprof_reader_string(r, code.qualname);
     out->file = memprof_reader_string(r, code.filename);
     out->pseudo = (code.flags & MEMPROF_CODE_PSEUDO) != 0;
-    out->line = memprof_code_line(&code, instr);
+    out->line = line;
     if (!out->function)
         out->function = "?";
     if (!out->file)
@@ -57,11 +58,10 @@ int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_lo
         mp_amount_t am = amount_at(&a->st[id], when);
         if (!am.bytes && !am.count)
             continue;
-        uint32_t parent, code, instr;
-        memprof_code_t c;
-        if (memprof_reader_node(a->r, id, &parent, &code, &instr) || memprof_reader_code(a->r, code, &c))
+        uint32_t parent, code;
+        int32_t line;
+        if (memprof_reader_node(a->r, id, &parent, &code, &line))
             continue;
-        int line = memprof_code_line(&c, instr);
         size_t j = ((size_t)code * 0x9e3779b1u ^ (size_t)(unsigned)line * 0x85ebca6bu) & (cap - 1);
         while (t[j].code && !(t[j].code == code && t[j].line == line))
             j = (j + 1) & (cap - 1);
@@ -103,6 +103,19 @@ const char *mp_human_bytes(uint64_t n, char *buf, size_t len)
         snprintf(buf, len, "%" PRIu64 " B", n);
     else
         snprintf(buf, len, "%.1f %s", v, unit[u]);
+    return buf;
+}
+
+const char *mp_group_digits(uint64_t n, char *buf, size_t len)
+{
+    char tmp[32];
+    int k = snprintf(tmp, sizeof tmp, "%" PRIu64, n), o = 0;
+    for (int i = 0; i < k && (size_t)o + 2 < len; i++) {
+        if (i && (k - i) % 3 == 0)
+            buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
     return buf;
 }
 

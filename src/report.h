@@ -37,6 +37,8 @@ int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_lo
 
 /* "12.3 MiB" style; buf of at least 32 bytes. */
 const char *mp_human_bytes(uint64_t n, char *buf, size_t len);
+/* "1,234,567"; buf of at least 32 bytes. */
+const char *mp_group_digits(uint64_t n, char *buf, size_t len);
 
 /* JSON pieces (NULL on out of memory). */
 cJSON *mp_json_stack(const memprof_reader_t *r, uint32_t node);

@@ -17,10 +17,11 @@
 #define MEMPROF_HEADER_FIXED 16       /* magic, u16 major, u16 minor, u32 tlv length */
 #define MEMPROF_TLV_MAX (1u << 20)    /* longest TLV area a reader accepts */
 
-/* LZ4 frame as memprof writes it: independent blocks, block checksums,
- * 64 KiB blocks, no content size, no content checksum, no dictionary. */
+/* LZ4 frame as memprof writes it: linked blocks (each block may refer to
+ * the one before it, and only to that one), block checksums, 64 KiB blocks,
+ * no content size, no content checksum, no dictionary. */
 #define MEMPROF_LZ4F_MAGIC 0x184D2204u
-#define MEMPROF_LZ4F_FLG 0x70u        /* version 01, B.Indep, B.Checksum */
+#define MEMPROF_LZ4F_FLG 0x50u        /* version 01, B.Checksum (blocks linked) */
 #define MEMPROF_LZ4F_BD 0x40u         /* block max size 64 KiB */
 #define MEMPROF_BLOCK_MAX 65536u      /* largest decompressed block */
 #define MEMPROF_LZ4F_UNCOMPRESSED 0x80000000u
@@ -64,16 +65,27 @@ enum memprof_trailer_tag {
 /* Record types: the low 4 bits of a record's first byte; the high 4 bits
  * carry a small type-specific field ("arg"). 0 is invalid on purpose. */
 enum memprof_record_type {
-    MEMPROF_R_ALLOC = 1,   /* arg=allocator; zz addr delta, size, zz stack delta */
-    MEMPROF_R_FREE = 2,    /* arg=deallocator; zz addr delta */
+    MEMPROF_R_ALLOC = 1,   /* arg=allocator; addr, size, zz stack delta */
+    MEMPROF_R_FREE = 2,    /* arg=deallocator; addr */
     MEMPROF_R_THREAD = 3,  /* arg=0: varint thread index (switch); arg=1: new thread, varint tid */
     MEMPROF_R_STRING = 4,  /* varint length, bytes (UTF-8) */
-    MEMPROF_R_CODE = 5,    /* arg=flags; filename sid, qualname sid, firstlineno, linetable */
-    MEMPROF_R_NODE = 6,    /* varint (new id - parent), code id, instruction offset */
+    MEMPROF_R_CODE = 5,    /* arg=flags; filename sid, qualname sid, firstlineno */
+    MEMPROF_R_NODE = 6,    /* varint (new id - parent), code id, zz(line - firstlineno) + 1 (0: no line) */
     MEMPROF_R_TIME = 7,    /* varint us since start, varint rss KiB */
     MEMPROF_R_MARK = 8,    /* arg=mark kind; varint us since start */
-    MEMPROF_R_RESTORE = 9, /* zz addr delta: undo this thread's last FREE at addr */
+    MEMPROF_R_RESTORE = 9, /* addr: undo this thread's last FREE at addr */
+    MEMPROF_R_ALLOC_SAME = 10,  /* arg=allocator; addr, size; stack = the previous ALLOC's */
+    MEMPROF_R_FREE_RECENT = 11, /* arg=k: plain free of the k-th most recent allocation's address */
+    MEMPROF_R_REUSE_SAME = 12,  /* arg=k: malloc at the k-th most recently freed address; size;
+                                   stack = the previous ALLOC's */
+    MEMPROF_R_REUSE = 13,       /* arg=k: as REUSE_SAME, then zz stack delta */
 };
+
+/* "addr" fields: v = zigzag(delta) << 1 | 1, or, when both the address and
+ * the block's previous address are multiples of 16, zigzag(delta / 16) << 1.
+ * Records that name an address by k use the block's rings of the 16 most
+ * recent allocated and freed addresses (see docs/format.md). */
+#define MEMPROF_RING 16
 
 #define MEMPROF_THREAD_SWITCH 0
 #define MEMPROF_THREAD_NEW 1
@@ -115,7 +127,6 @@ enum memprof_mark {
 
 /* CODE flags (CODE arg). */
 #define MEMPROF_CODE_PSEUDO 0x1u    /* not a Python code object: a named pseudo-frame */
-#define MEMPROF_CODE_LT_CUT 0x2u    /* line table was cut to fit a block */
 
 /* Pseudo-frames the recorder defines (their CODE records come first). */
 #define MEMPROF_PSEUDO_NO_PYTHON "[no Python frame]"

@@ -68,8 +68,6 @@ typedef struct {
     uint32_t qualname;      /* string id */
     uint32_t firstlineno;
     unsigned flags;         /* MEMPROF_CODE_* */
-    const uint8_t *linetable;
-    size_t linetable_len;
 } memprof_code_t;
 
 /* Open `path` and check its header. On failure *out is still set (NULL only
@@ -89,17 +87,15 @@ MEMPROF_API const char *memprof_reader_error(const memprof_reader_t *r);
 
 /* Tables built so far. Ids are 1-based; 0 or an unknown id gives an error. */
 MEMPROF_API uint32_t memprof_reader_node_count(const memprof_reader_t *r);
+/* A stack node: its parent node (0 at the root), code object and source
+ * line (-1 when the frame has no line). */
 MEMPROF_API int memprof_reader_node(const memprof_reader_t *r, uint32_t id, uint32_t *parent,
-                                    uint32_t *code, uint32_t *instr);
+                                    uint32_t *code, int32_t *line);
 MEMPROF_API int memprof_reader_code(const memprof_reader_t *r, uint32_t id, memprof_code_t *out);
 MEMPROF_API uint32_t memprof_reader_code_count(const memprof_reader_t *r);
 MEMPROF_API const char *memprof_reader_string(const memprof_reader_t *r, uint32_t id);
 MEMPROF_API uint32_t memprof_reader_thread_count(const memprof_reader_t *r);
 MEMPROF_API uint64_t memprof_reader_thread_tid(const memprof_reader_t *r, uint32_t index);
-
-/* Source line of instruction offset `instr` (in 2-byte code units) of a
- * code object: decodes CPython 3.11's location table. -1 when unknown. */
-MEMPROF_API int memprof_code_line(const memprof_code_t *code, uint32_t instr);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,11 @@
 """`memprof run` end to end: known peaks, leaks, threads, forks, a killed process, deep stacks,
 and the program seeing what it would see without memprof."""
+import json
 import os
 import signal
+import subprocess
+
+import pytest
 
 from conftest import SCRIPTS, find, script_line
 
@@ -64,17 +68,32 @@ def test_fork_children_do_not_touch_the_parent_capture(memprof):
 
 
 def test_sigkill_leaves_a_readable_truncated_capture(memprof):
-    p, cap = memprof.run("killed.py", check=False)
-    assert p.returncode == -signal.SIGKILL
-    assert "about to die" in p.stdout
+    cap = memprof.tmp / "killed.memprof"
+    proc = subprocess.Popen([str(memprof.bin / "memprof"), "run", "-q", "-o", str(cap), str(SCRIPTS / "killed.py")],
+                            stdout=subprocess.PIPE, text=True, cwd=memprof.tmp)
+    word, pid = proc.stdout.readline().split()
+    assert word == "ready"
+    os.kill(int(pid), signal.SIGKILL)
+    assert proc.wait(timeout=60) == -signal.SIGKILL
+    proc.stdout.close()
     r = memprof.cmd("summary", "--json", "--top", "50", cap)
     assert r.returncode == 0
     assert "truncated" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    import json
     s = json.loads(r.stdout)
     assert s["capture"]["truncated"] is True
     known = find(s["top_at_peak"], "known", script_line("killed.py", "KNOWN-LINE"))
     assert [(l["bytes"], l["allocations"]) for l in known] == [(5 * MiB, 5)]
+
+
+@pytest.mark.parametrize("how,sig,marked", [("interrupt", signal.SIGINT, True), ("term", signal.SIGTERM, False)])
+def test_process_ending_itself_by_signal_writes_a_whole_capture(memprof, how, sig, marked):
+    p, cap = memprof.run("self_signal.py", how, check=False)
+    assert p.returncode == -sig
+    s = memprof.summary(cap)
+    assert s["capture"]["truncated"] is False
+    assert s["leaked"]["script_end_marked"] is marked
+    got = find(s["top_leaked"], "<module>", script_line("self_signal.py", "SELF-LINE"))
+    assert [(l["bytes"], l["allocations"]) for l in got] == [(MiB, 1)]
 
 
 def test_deep_recursion_stack_is_whole(memprof):

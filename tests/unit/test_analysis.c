@@ -16,8 +16,8 @@ static void begin(tk_capture_t *c)
 {
     tk_begin(c, 200);
     uint32_t fn = tk_string(c, "app.py"), qn = tk_string(c, "main");
-    uint32_t code = tk_code(c, 0, fn, qn, 1, NULL, 0);
-    uint32_t n1 = tk_node(c, 0, code, 0);
+    uint32_t code = tk_code(c, 0, fn, qn, 1);
+    uint32_t n1 = tk_node(c, 0, code, 1);
     tk_node(c, n1, code, 2);
     tk_node(c, n1, code, 4);
     tk_thread_new(c, 100);

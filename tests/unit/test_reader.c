@@ -1,8 +1,10 @@
 /* test_reader.c - the reader's refusals: missing files, directories, bad
  * magic, bad headers, and records or blocks that are wrong inside a block
  * whose checksum is right (what a buggy writer, not a damaged disk, makes).
- * Each bad record gives MEMPROF_ECORRUPT with a "corrupted" message after
- * exactly the events before it, and the error is sticky. */
+ * Each bad record gives MEMPROF_ECORRUPT with a "corrupted" message naming
+ * the fault after exactly the events before it, and the error is sticky.
+ * Hand-made good records (the compact forms, both address forms) next to
+ * them read as the format says. */
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
 #include <lz4.h>
@@ -168,54 +170,88 @@ Test(reader_open, strerror_covers_every_code)
 /* ---- bad records inside a good block ------------------------------------- */
 
 typedef struct {
-    char name[40];      /* no pointers: parameters are copied into the test process */
-    uint8_t bytes[16];  /* raw record */
+    char name[48];      /* no pointers: parameters are copied into the test process */
+    uint8_t bytes[16];  /* raw record (after `extra` good events, if any) */
     size_t n;
-    int new_block;      /* write it first in a fresh block (no thread named yet) */
+    int new_block;      /* write it first in a fresh block (no thread named yet, empty rings) */
+    int extra;          /* events the raw bytes deliver before the bad record */
+    char why[32];       /* what the reader's message must name */
 } bad_record_t;
 
 #define RAW(...) {__VA_ARGS__}, sizeof((uint8_t[]){__VA_ARGS__})
 
+/* Before the bad record the block holds (build_with_bad): one allocation
+ * at 0x1000 with stack 1 on thread 1 (allocated ring: 0x1000 at k = 0;
+ * freed ring empty; previous address 0x1000, previous stack 1); one code
+ * with first line 1 and one node. */
 static bad_record_t bad_records[] = {
-    {"type 0", RAW(0x00), 0},
-    {"type 10", RAW(0x0a, 0x00), 0},
-    {"type 14", RAW(0x0e, 0x00), 0},
-    {"type 15", RAW(0x0f), 0},
-    {"alloc kind 0", RAW(0x01, 0x00, 0x08, 0x00), 0},
-    {"alloc kind 15", RAW(0xf1, 0x00, 0x08, 0x00), 0},
-    {"alloc without a thread", RAW(0x11, 0x02, 0x08, 0x00), 1},
-    {"alloc naming stack 2 of 1", RAW(0x11, 0x02, 0x08, 0x02), 0},    /* prev 1, +1 */
-    {"alloc naming stack -1", RAW(0x11, 0x02, 0x08, 0x03), 0},        /* prev 1, -2 */
+    {"type 0", RAW(0x00), 0, 0, "unknown record type"},
+    {"type 14", RAW(0x0e, 0x00), 0, 0, "unknown record type"},
+    {"type 15", RAW(0x0f), 0, 0, "unknown record type"},
+    {"alloc kind 0", RAW(0x01, 0x00, 0x08, 0x00), 0, 0, "bad allocation"},
+    {"alloc kind 15", RAW(0xf1, 0x00, 0x08, 0x00), 0, 0, "bad allocation"},
+    {"alloc without a thread", RAW(0x11, 0x02, 0x08, 0x00), 1, 0, "before any thread"},
+    {"alloc naming stack 2 of 1", RAW(0x11, 0x02, 0x08, 0x02), 0, 0, "unknown stack"},    /* prev 1, +1 */
+    {"alloc naming stack -1", RAW(0x11, 0x02, 0x08, 0x03), 0, 0, "unknown stack"},        /* prev 1, -2 */
     /* 10-byte stack deltas: zz UINT64_MAX - 1 and UINT64_MAX, from prev 1 */
-    {"alloc stack delta INT64_MAX", RAW(0x11, 0x02, 0x08, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1), 0},
-    {"alloc stack delta INT64_MIN", RAW(0x11, 0x02, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1), 0},
-    {"alloc varint overflow", RAW(0x11, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x08, 0x00), 0},
-    {"free kind 0", RAW(0x02, 0x00), 0},
-    {"free kind 8", RAW(0x82, 0x00), 0},
-    {"realloc free without a thread", RAW(0x22, 0x00), 1},
-    {"restore without a thread", RAW(0x09, 0x00), 1},
-    {"restore with an arg", RAW(0x19, 0x00), 0},
-    {"thread switch to 0", RAW(0x03, 0x00), 0},
-    {"thread switch to 2 of 1", RAW(0x03, 0x02), 0},
-    {"thread kind 2", RAW(0x23, 0x01), 0},
-    {"string past the block", RAW(0x04, 0x7f, 'a'), 0},
-    {"string with an arg", RAW(0x14, 0x00), 0},
-    {"code naming string 0", RAW(0x05, 0x00, 0x01, 0x01, 0x00), 0},
-    {"code naming an unknown string", RAW(0x05, 0x01, 0x09, 0x01, 0x00), 0},
-    {"code line past INT32_MAX", RAW(0x05, 0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x08, 0x00), 0},
-    {"code flags 4", RAW(0x45, 0x01, 0x01, 0x01, 0x00), 0},
-    {"code line table past the block", RAW(0x05, 0x01, 0x01, 0x01, 0x7f, 0x80), 0},
-    {"node with parent in the future", RAW(0x06, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x00), 0},
-    {"node that is its own parent", RAW(0x06, 0x00, 0x01, 0x00), 0},
-    {"node naming code 0", RAW(0x06, 0x01, 0x00, 0x00), 0},
-    {"node naming an unknown code", RAW(0x06, 0x01, 0x02, 0x00), 0},
-    {"node with an arg", RAW(0x16, 0x01, 0x01, 0x00), 0},
-    {"node instruction past UINT32_MAX", RAW(0x06, 0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x10), 0},
-    {"time going backwards", RAW(0x07, 0x63, 0x00), 0},
-    {"time with an arg", RAW(0x17, 0x70, 0x00), 0},
-    {"mark kind 0", RAW(0x08, 0x70), 0},
-    {"mark kind 2", RAW(0x28, 0x70), 0},
-    {"record cut at the end of the block", RAW(0x11, 0x00, 0x80), 0},
+    {"alloc stack delta INT64_MAX", RAW(0x11, 0x02, 0x08, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1),
+     0, 0, "unknown stack"},
+    {"alloc stack delta INT64_MIN", RAW(0x11, 0x02, 0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1),
+     0, 0, "unknown stack"},
+    {"alloc varint overflow", RAW(0x11, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x08, 0x00), 0, 0,
+     "cut record"},
+    {"alloc_same kind 0", RAW(0x0a, 0x02, 0x08), 0, 0, "bad allocation"},
+    {"alloc_same kind 15", RAW(0xfa, 0x02, 0x08), 0, 0, "bad allocation"},
+    {"alloc_same without a thread", RAW(0x1a, 0x02, 0x08), 1, 0, "before any thread"},
+    {"free kind 0", RAW(0x02, 0x00), 0, 0, "bad free"},
+    {"free kind 8", RAW(0x82, 0x00), 0, 0, "bad free"},
+    {"realloc free without a thread", RAW(0x22, 0x00), 1, 0, "no thread"},
+    {"restore without a thread", RAW(0x09, 0x00), 1, 0, "no thread"},
+    {"restore with an arg", RAW(0x19, 0x00), 0, 0, "bad free"},
+    /* the rings: slot k = 1 was never filled; a new block starts empty */
+    {"free_recent of an empty slot", RAW(0x1b), 0, 0, "empty ring slot"},
+    {"free_recent of the last slot", RAW(0xfb), 0, 0, "empty ring slot"},
+    {"free_recent in a new block", RAW(0x0b), 1, 0, "empty ring slot"},
+    {"reuse_same of an empty ring", RAW(0x0c, 0x08), 0, 0, "empty ring slot"},
+    {"reuse of an empty ring", RAW(0x0d, 0x08, 0x00), 0, 0, "empty ring slot"},
+    /* a plain free at 0x0ff0 (aligned form, delta -1 * 16) fills freed slot 0, not 1 */
+    {"reuse of an empty slot", RAW(0x12, 0x02, 0x1d, 0x08, 0x00), 0, 1, "empty ring slot"},
+    {"reuse_same of the last slot", RAW(0x12, 0x02, 0xfc, 0x08), 0, 1, "empty ring slot"},
+    /* plain frees need no thread: the ring is filled, the reuse has none */
+    {"reuse before any thread", RAW(0x12, 0x02, 0x0d, 0x08, 0x00), 1, 1, "before any thread"},
+    {"reuse_same before any thread", RAW(0x12, 0x02, 0x0c, 0x08), 1, 1, "before any thread"},
+    {"reuse naming stack 2 of 1", RAW(0x12, 0x02, 0x0d, 0x08, 0x02), 0, 1, "unknown stack"},
+    {"thread switch to 0", RAW(0x03, 0x00), 0, 0, "bad thread"},
+    {"thread switch to 2 of 1", RAW(0x03, 0x02), 0, 0, "bad thread"},
+    {"thread kind 2", RAW(0x23, 0x01), 0, 0, "bad thread"},
+    {"string past the block", RAW(0x04, 0x7f, 'a'), 0, 0, "bad string"},
+    {"string with an arg", RAW(0x14, 0x00), 0, 0, "bad string"},
+    {"code naming string 0", RAW(0x05, 0x00, 0x01, 0x01), 0, 0, "unknown string"},
+    {"code naming an unknown string", RAW(0x05, 0x01, 0x09, 0x01), 0, 0, "unknown string"},
+    {"code line past INT32_MAX", RAW(0x05, 0x01, 0x01, 0x80, 0x80, 0x80, 0x80, 0x08), 0, 0, "code record"},
+    {"code with the old LT_CUT flag", RAW(0x25, 0x01, 0x01, 0x01), 0, 0, "bad code"},
+    {"code flags 3", RAW(0x35, 0x01, 0x01, 0x01), 0, 0, "bad code"},
+    {"code flags 4", RAW(0x45, 0x01, 0x01, 0x01), 0, 0, "bad code"},
+    {"code cut at the end of the block", RAW(0x05, 0x01, 0x01), 0, 0, "cut record"},
+    {"node with parent in the future", RAW(0x06, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01, 0x00), 0, 0, "bad stack node"},
+    {"node that is its own parent", RAW(0x06, 0x00, 0x01, 0x00), 0, 0, "bad stack node"},
+    {"node naming code 0", RAW(0x06, 0x01, 0x00, 0x00), 0, 0, "bad stack node"},
+    {"node naming an unknown code", RAW(0x06, 0x01, 0x02, 0x00), 0, 0, "bad stack node"},
+    {"node with an arg", RAW(0x16, 0x01, 0x01, 0x00), 0, 0, "bad node"},
+    /* code 1 starts at line 1: line field zz(d) + 1 gives line 1 + d */
+    {"node line -2", RAW(0x06, 0x01, 0x01, 0x06), 0, 0, "node line"},                 /* d = -3 */
+    {"node line past INT32_MAX", RAW(0x06, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f), 0, 0, "node line"},
+    {"node line delta INT64_MAX", RAW(0x06, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1), 0,
+     0, "node line"},
+    {"node line delta INT64_MIN + 1", RAW(0x06, 0x01, 0x01, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1),
+     0, 0, "node line"},
+    {"node line varint overflow", RAW(0x06, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 2), 0,
+     0, "cut record"},
+    {"time going backwards", RAW(0x07, 0x63, 0x00), 0, 0, "bad time"},
+    {"time with an arg", RAW(0x17, 0x70, 0x00), 0, 0, "bad time"},
+    {"mark kind 0", RAW(0x08, 0x70), 0, 0, "bad mark"},
+    {"mark kind 2", RAW(0x28, 0x70), 0, 0, "bad mark"},
+    {"record cut at the end of the block", RAW(0x11, 0x00, 0x80), 0, 0, "cut record"},
 };
 
 ParameterizedTestParameters(reader_corrupt, record)
@@ -223,37 +259,48 @@ ParameterizedTestParameters(reader_corrupt, record)
     return cr_make_param_array(bad_record_t, bad_records, MP_ARRAY_LEN(bad_records));
 }
 
-/* A capture whose block holds: string, string, code, node, thread, alloc
- * (stack 1), time 100 us; then `bad`; then a good alloc never reached. */
-static void build_with_bad(tk_capture_t *c, const bad_record_t *bad)
+/* A capture whose block holds: string, string, code (first line 1), node
+ * (line 1), thread, alloc (stack 1), time 100 us; then `raw`; then (after
+ * a flush, if asked) a good alloc, never reached after a bad record. The
+ * trailer counts `extra` events more than the kit made. */
+static void build_around(tk_capture_t *c, const uint8_t *raw, size_t n, int new_block, int flush_after,
+                         uint64_t extra)
 {
     tk_begin(c, 4096);
     uint32_t fn = tk_string(c, "f.py"), qn = tk_string(c, "f");
-    uint32_t code = tk_code(c, 0, fn, qn, 1, NULL, 0);
-    uint32_t node = tk_node(c, 0, code, 0);
+    uint32_t code = tk_code(c, 0, fn, qn, 1);
+    uint32_t node = tk_node(c, 0, code, 1);
     uint32_t t = tk_thread_new(c, 77);
     tk_alloc(c, t, MEMPROF_A_MALLOC, 0x1000, 8, node);
     tk_time(c, 100, 1);
-    if (bad->new_block)
+    if (new_block)
         tk_flush(c);
-    tk_raw(c, bad->bytes, bad->n);
-    if (strstr(bad->name, "cut at the end"))
+    tk_raw(c, raw, n);
+    if (flush_after)
         tk_flush(c);
     tk_alloc(c, t, MEMPROF_A_MALLOC, 0x2000, 8, node);
-    tk_finish(c);
+    tk_finish_counting(c, c->allocs + c->frees + extra);
 }
 
-static void expect_corrupt_after(const tk_capture_t *c, size_t good, const char *what)
+static void build_with_bad(tk_capture_t *c, const bad_record_t *bad)
+{
+    build_around(c, bad->bytes, bad->n, bad->new_block, strstr(bad->name, "cut at the end") != NULL, 0);
+}
+
+/* `good` events as the kit recorded them, then `extra` from raw bytes. */
+static void expect_corrupt_after(const tk_capture_t *c, size_t good, size_t extra, const char *what,
+                                 const char *why)
 {
     memprof_reader_t *r = tk_open(c->data, c->len);
     memprof_event_t ev[8];
     int rc;
-    size_t n = tk_read_all(r, ev, 8, c->nev, &rc);
+    size_t n = tk_read_all(r, ev, 8, c->nev + extra, &rc);
     cr_assert_eq(rc, MEMPROF_ECORRUPT, "%s: %d (%s)", what, rc, memprof_reader_error(r));
-    cr_assert_eq(n, good, "%s: %zu events before the error", what, n);
-    for (size_t i = 0; i < n && i < 8; i++)
+    cr_assert_eq(n, good + extra, "%s: %zu events before the error", what, n);
+    for (size_t i = 0; i < good && i < 8; i++)
         tk_assert_event(&ev[i], &c->ev[i], i);
     cr_assert(strstr(memprof_reader_error(r), "corrupted"), "%s: %s", what, memprof_reader_error(r));
+    cr_assert(strstr(memprof_reader_error(r), why), "%s: %s (want \"%s\")", what, memprof_reader_error(r), why);
     cr_assert_eq(memprof_reader_next(r, ev), MEMPROF_ECORRUPT, "%s: the error is sticky", what);
     memprof_reader_close(r);
 }
@@ -262,14 +309,19 @@ ParameterizedTest(bad_record_t *bad, reader_corrupt, record)
 {
     tk_capture_t c;
     build_with_bad(&c, bad);
-    expect_corrupt_after(&c, 2, bad->name);
+    expect_corrupt_after(&c, 2, (size_t)bad->extra, bad->name, bad->why);
     tk_close(&c);
+}
+
+Test(reader_corrupt, every_bad_record_is_listed)
+{
+    cr_assert_eq(MP_ARRAY_LEN(bad_records), 56);
 }
 
 Test(reader_corrupt, control_without_a_bad_record)
 {
     /* the same capture with a harmless record in its place reads whole */
-    bad_record_t ok = {"ok", RAW(0x03, 0x01), 0};
+    bad_record_t ok = {"ok", RAW(0x03, 0x01), 0, 0, ""};
     tk_capture_t c;
     build_with_bad(&c, &ok);
     memprof_reader_t *r = tk_open(c.data, c.len);
@@ -278,6 +330,71 @@ Test(reader_corrupt, control_without_a_bad_record)
     cr_assert_eq(tk_read_all(r, ev, 4, 3, &rc), 3);
     cr_assert_eq(rc, 0, "%s", memprof_reader_error(r));
     cr_assert_eq(memprof_reader_info(r)->has_trailer, 1);
+    memprof_reader_close(r);
+    tk_close(&c);
+}
+
+/* ---- hand-made records that are right ------------------------------------ */
+
+/* Next to the bad ones: the compact forms and address fields spelled out
+ * byte by byte, read as the format says (not only as the encoder writes
+ * them). Same surroundings as above: the first raw event takes index 1. */
+typedef struct {
+    char name[48];
+    uint8_t bytes[16];
+    size_t n;
+    int new_block;
+    memprof_event_t ev[3];
+    size_t nev;
+    uint64_t counted; /* of them, allocations and frees */
+} good_record_t;
+
+#define EV_FREE(addr, index) {MEMPROF_EV_FREE, MEMPROF_D_FREE, 0, 0, addr, 0, index, 100, 0}
+#define EV_MALLOC(addr, size, stack, index) {MEMPROF_EV_ALLOC, MEMPROF_A_MALLOC, 1, stack, addr, size, index, 100, 0}
+
+static good_record_t good_records[] = {
+    {"free_recent k=0", RAW(0x0b), 0, {EV_FREE(0x1000, 1)}, 1, 1},
+    {"free_recent then reuse_same", RAW(0x0b, 0x0c, 0x10), 0, {EV_FREE(0x1000, 1), EV_MALLOC(0x1000, 16, 1, 2)}, 2,
+     2},
+    {"odd free then reuse with a stack delta", RAW(0x12, 0x03, 0x0d, 0x10, 0x01), 0,
+     {EV_FREE(0x0fff, 1), EV_MALLOC(0x0fff, 16, 0, 2)}, 2, 2},
+    {"alloc_same: odd, then aligned from odd", RAW(0xda, 0x05, 0x05, 0xda, 0x3d, 0x06), 0,
+     {{MEMPROF_EV_ALLOC, MEMPROF_A_PYMEM_MEM, 1, 1, 0x1001, 5, 1, 100, 0},
+      {MEMPROF_EV_ALLOC, MEMPROF_A_PYMEM_MEM, 1, 1, 0x1010, 6, 2, 100, 0}},
+     2, 2},
+    {"free_recent moves the previous address", RAW(0x12, 0x20, 0x0b, 0x12, 0x04), 0,
+     {EV_FREE(0x1080, 1), EV_FREE(0x1000, 2), EV_FREE(0x1010, 3)}, 3, 3},
+    {"alloc_same first in a block: stack 0", RAW(0x03, 0x01, 0x1a, 0x80, 0x04, 0x01), 1,
+     {EV_MALLOC(0x800, 1, 0, 1)}, 1, 1},
+    {"restore pushes on no freed ring", RAW(0x0b, 0x09, 0x04, 0x0c, 0x08), 0,
+     {EV_FREE(0x1000, 1), {MEMPROF_EV_RESTORE, 0, 1, 0, 0x1010, 0, 2, 100, 0}, EV_MALLOC(0x1000, 8, 1, 2)}, 3, 2},
+    {"restore pushes on no allocated ring", RAW(0x09, 0x04, 0x0b), 0,
+     {{MEMPROF_EV_RESTORE, 0, 1, 0, 0x1010, 0, 1, 100, 0}, EV_FREE(0x1000, 1)}, 2, 1},
+};
+
+ParameterizedTestParameters(reader_records, good)
+{
+    return cr_make_param_array(good_record_t, good_records, MP_ARRAY_LEN(good_records));
+}
+
+ParameterizedTest(good_record_t *good, reader_records, good)
+{
+    tk_capture_t c;
+    build_around(&c, good->bytes, good->n, good->new_block, 1, good->counted);
+    memprof_reader_t *r = tk_open(c.data, c.len);
+    memprof_event_t ev[8];
+    int rc;
+    size_t n = tk_read_all(r, ev, 8, 8, &rc);
+    cr_assert_eq(rc, 0, "%s: %d (%s)", good->name, rc, memprof_reader_error(r));
+    cr_assert_eq(memprof_reader_info(r)->has_trailer, 1);
+    cr_assert_eq(n, 3 + good->nev, "%s: %zu events", good->name, n);
+    tk_assert_event(&ev[0], &c.ev[0], 0);
+    tk_assert_event(&ev[1], &c.ev[1], 1);
+    for (size_t i = 0; i < good->nev; i++)
+        tk_assert_event(&ev[2 + i], &good->ev[i], 2 + i);
+    memprof_event_t last = c.ev[2]; /* the kit's last alloc, after the raw events */
+    last.index += good->counted;
+    tk_assert_event(&ev[2 + good->nev], &last, 2 + good->nev);
     memprof_reader_close(r);
     tk_close(&c);
 }
@@ -310,7 +427,7 @@ Test(reader_corrupt, block_larger_than_64k)
     uint8_t w[4];
     mp_put_le32(w, MEMPROF_BLOCK_MAX + 1);
     tk_append(&c, w, 4);
-    expect_corrupt_after(&c, 40, "block size");
+    expect_corrupt_after(&c, 40, 0, "block size", "block of");
     tk_close(&c);
 }
 
@@ -321,7 +438,7 @@ Test(reader_corrupt, block_that_does_not_decompress)
     static const uint8_t junk[] = {0xf0, 0xff, 0xff, 0xff, 0x01};
     append_block(&c, sizeof junk, junk, sizeof junk);
     tk_finish(&c);
-    expect_corrupt_after(&c, 40, "junk block");
+    expect_corrupt_after(&c, 40, 0, "junk block", "does not decompress");
     tk_close(&c);
 }
 
@@ -335,7 +452,7 @@ Test(reader_corrupt, block_that_decompresses_past_64k)
     cr_assert_gt(n, 0);
     append_block(&c, (uint32_t)n, dst, (size_t)n);
     tk_finish(&c);
-    expect_corrupt_after(&c, 40, "oversized block");
+    expect_corrupt_after(&c, 40, 0, "oversized block", "does not decompress");
     free(src);
     free(dst);
     tk_close(&c);
@@ -362,7 +479,7 @@ Test(reader_corrupt, trailer_counts_other_events)
     tk_capture_t c;
     base_capture(&c);
     tk_finish_counting(&c, 41);
-    expect_corrupt_after(&c, 40, "trailer count");
+    expect_corrupt_after(&c, 40, 0, "trailer count", "trailer counts");
     tk_close(&c);
 }
 
@@ -372,6 +489,6 @@ Test(reader_corrupt, bytes_after_the_trailer)
     base_capture(&c);
     tk_finish(&c);
     tk_append(&c, "x", 1);
-    expect_corrupt_after(&c, 40, "trailing byte");
+    expect_corrupt_after(&c, 40, 0, "trailing byte", "after the trailer");
     tk_close(&c);
 }

@@ -1,12 +1,15 @@
 /* testkit.c - in-memory capture builder for the unit tests (see testkit.h).
  *
  * Mirrors preload/recorder.c: write_header() for the header, EMIT/flush_locked
- * for blocks (a full record buffer is compressed and the record retried in a
- * fresh block), mp_rec_finish() for the end mark and trailer. The expected
- * events follow the reader's rules (memprof/reader.h): ALLOC and FREE take
- * the next index, RESTORE/TIME/MARK carry the current one; ALLOC, RESTORE
- * and a realloc's FREE carry the block's current thread, other frees, TIME
- * and MARK thread 0; TIME sets the clock and MARK only raises it.
+ * for blocks (a full record buffer is compressed with one LZ4 stream, linked
+ * to the block before, and the record retried in a fresh block taken from
+ * the other of two buffers that are never adjacent), mp_rec_finish() for
+ * the end mark and trailer. The expected events follow the reader's rules
+ * (memprof/reader.h), whichever record form the encoder picks: allocations
+ * and frees take the next index, RESTORE/TIME/MARK carry the current one;
+ * allocations, RESTORE and a realloc's FREE carry the block's current
+ * thread, other frees, TIME and MARK thread 0; TIME sets the clock and MARK
+ * only raises it.
  */
 #include "testkit.h"
 
@@ -43,13 +46,21 @@ void tk_append(tk_capture_t *c, const void *p, size_t n)
     c->len += n;
 }
 
+/* Gap between the two record buffers (recorder.c puts out_buf there). */
+#define TK_GAP 64
+
 void tk_begin(tk_capture_t *c, size_t block_cap)
 {
     memset(c, 0, sizeof *c);
-    c->rec = xrealloc(NULL, block_cap);
-    c->lz4 = aligned_alloc(64, ((size_t)LZ4_sizeofState() + 63) & ~(size_t)63);
+    c->block_cap = block_cap;
+    c->arena = xrealloc(NULL, 2 * block_cap + TK_GAP);
+    c->rec_a = c->arena;
+    c->rec_b = c->arena + block_cap + TK_GAP;
+    cr_assert(c->rec_a + block_cap != c->rec_b && c->rec_b + block_cap != c->rec_a);
+    c->lz4 = aligned_alloc(64, (sizeof(LZ4_stream_t) + 63) & ~(size_t)63);
     cr_assert_not_null(c->lz4);
-    mp_enc_init(&c->enc, c->rec, block_cap);
+    cr_assert_not_null(LZ4_initStream(c->lz4, sizeof *c->lz4));
+    mp_enc_init(&c->enc, c->rec_a, block_cap);
 
     uint8_t hdr[1024], *p = hdr + MEMPROF_HEADER_FIXED;
     p += mp_tlv_varint(p, MEMPROF_H_PID, TK_PID);
@@ -74,8 +85,10 @@ void tk_begin(tk_capture_t *c, size_t block_cap)
 void tk_close(tk_capture_t *c)
 {
     free(c->data);
-    free(c->rec);
+    free(c->arena);
     free(c->lz4);
+    free(c->raw);
+    free(c->firstlineno);
     free(c->ev);
     free(c->blocks);
     memset(c, 0, sizeof *c);
@@ -92,7 +105,17 @@ void tk_flush(tk_capture_t *c)
         c->blockcap = c->blockcap ? c->blockcap * 2 : 64;
         c->blocks = xrealloc(c->blocks, c->blockcap * sizeof *c->blocks);
     }
-    c->blocks[c->nblocks++] = (tk_block_t){c->len, c->nev, (mp_get_le32(dst) & MEMPROF_LZ4F_UNCOMPRESSED) != 0};
+    if (c->raw_len + c->enc.len > c->raw_cap) {
+        while (c->raw_len + c->enc.len > c->raw_cap)
+            c->raw_cap = c->raw_cap ? c->raw_cap * 2 : 4096;
+        c->raw = xrealloc(c->raw, c->raw_cap);
+    }
+    memcpy(c->raw + c->raw_len, c->enc.buf, c->enc.len);
+    c->blocks[c->nblocks++] = (tk_block_t){c->len, c->nev, (mp_get_le32(dst) & MEMPROF_LZ4F_UNCOMPRESSED) != 0,
+                                           c->raw_len, c->enc.len};
+    c->raw_len += c->enc.len;
+    /* the block just compressed is the next one's dictionary: leave it be */
+    c->enc.buf = c->enc.buf == c->rec_a ? c->rec_b : c->rec_a;
     mp_enc_reset(&c->enc);
 }
 
@@ -124,45 +147,91 @@ uint32_t tk_thread_new(tk_capture_t *c, uint64_t tid)
     return c->nthreads = t;
 }
 
-uint32_t tk_string(tk_capture_t *c, const char *s)
+uint32_t tk_string_n(tk_capture_t *c, const void *s, size_t n)
 {
-    EMIT(c, mp_enc_string(&c->enc, s, strlen(s)));
+    EMIT(c, mp_enc_string(&c->enc, s, n));
     return ++c->nstrings;
 }
 
-uint32_t tk_code(tk_capture_t *c, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno,
-                 const void *lt, size_t lt_len)
+uint32_t tk_string(tk_capture_t *c, const char *s) { return tk_string_n(c, s, strlen(s)); }
+
+uint32_t tk_code(tk_capture_t *c, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno)
 {
-    EMIT(c, mp_enc_code(&c->enc, flags, filename, qualname, firstlineno, lt, lt_len));
+    EMIT(c, mp_enc_code(&c->enc, flags, filename, qualname, firstlineno));
+    c->firstlineno = xrealloc(c->firstlineno, ((size_t)c->ncodes + 1) * sizeof *c->firstlineno);
+    c->firstlineno[c->ncodes] = firstlineno;
     return ++c->ncodes;
 }
 
-uint32_t tk_node(tk_capture_t *c, uint32_t parent, uint32_t code, uint32_t instr)
+uint32_t tk_node(tk_capture_t *c, uint32_t parent, uint32_t code, int32_t line)
 {
     uint32_t id = c->nnodes + 1;
-    EMIT(c, mp_enc_node(&c->enc, id, parent, code, instr));
+    uint32_t first = code >= 1 && code <= c->ncodes ? c->firstlineno[code - 1] : 0;
+    EMIT(c, mp_enc_node(&c->enc, id, parent, code, line, first));
     return c->nnodes = id;
 }
 
-void tk_alloc(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t size, uint32_t stack)
+/* The tag byte of the event record an EMIT just wrote at `start` of the
+ * block in progress (0 if the block was flushed and the record retried),
+ * after the THREAD switch that may come first. */
+static uint8_t event_tag(tk_capture_t *c, size_t start)
 {
-    EMIT(c, mp_enc_alloc(&c->enc, thread, kind, addr, size, stack));
-    c->allocs++;
-    push(c, MEMPROF_EV_ALLOC, kind, c->enc.thread, stack, addr, size, c->index++, c->time_us, 0);
+    const uint8_t *p = c->enc.buf + start;
+    if (*p == TK_TAG(MEMPROF_R_THREAD, MEMPROF_THREAD_SWITCH)) {
+        uint64_t v = 0;
+        const uint8_t *q = p + 1;
+        cr_assert_eq(mp_varint_get(&q, c->enc.buf + c->enc.len, &v), 0);
+        p = q;
+    }
+    cr_assert_lt((size_t)(p - c->enc.buf), c->enc.len);
+    c->tags[*p]++;
+    c->last_tag = (size_t)(p - c->enc.buf);
+    return *p;
 }
 
-void tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr)
+uint64_t tk_last_field(const tk_capture_t *c)
 {
-    EMIT(c, mp_enc_free(&c->enc, thread, kind, addr));
+    const uint8_t *p = c->enc.buf + c->last_tag + 1;
+    uint64_t v = 0;
+    cr_assert_eq(mp_varint_get(&p, c->enc.buf + c->enc.len, &v), 0, "the last event record has no field");
+    return v;
+}
+
+/* EMIT for events: returns where the record (and its THREAD switch) starts. */
+#define EMIT_EVENT(c, start, call)                                        \
+    do {                                                                  \
+        size_t nb_ = (c)->nblocks;                                        \
+        start = (c)->enc.len;                                             \
+        EMIT(c, call);                                                    \
+        if ((c)->nblocks != nb_)                                          \
+            start = 0;                                                    \
+    } while (0)
+
+uint8_t tk_alloc(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t size, uint32_t stack)
+{
+    size_t start;
+    EMIT_EVENT(c, start, mp_enc_alloc(&c->enc, thread, kind, addr, size, stack));
+    c->allocs++;
+    push(c, MEMPROF_EV_ALLOC, kind, c->enc.thread, stack, addr, size, c->index++, c->time_us, 0);
+    return event_tag(c, start);
+}
+
+uint8_t tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr)
+{
+    size_t start;
+    EMIT_EVENT(c, start, mp_enc_free(&c->enc, thread, kind, addr));
     c->frees++;
     uint32_t named = kind == MEMPROF_D_REALLOC ? c->enc.thread : 0; /* plain frees name none */
     push(c, MEMPROF_EV_FREE, kind, named, 0, addr, 0, c->index++, c->time_us, 0);
+    return event_tag(c, start);
 }
 
-void tk_restore(tk_capture_t *c, uint32_t thread, uint64_t addr)
+uint8_t tk_restore(tk_capture_t *c, uint32_t thread, uint64_t addr)
 {
-    EMIT(c, mp_enc_restore(&c->enc, thread, addr));
+    size_t start;
+    EMIT_EVENT(c, start, mp_enc_restore(&c->enc, thread, addr));
     push(c, MEMPROF_EV_RESTORE, 0, c->enc.thread, 0, addr, 0, c->index, c->time_us, 0);
+    return event_tag(c, start);
 }
 
 void tk_time(tk_capture_t *c, uint64_t us, uint64_t rss_kib)

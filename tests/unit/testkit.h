@@ -1,17 +1,21 @@
 /* testkit.h - builds memprof captures in memory for the unit tests.
  *
  * A capture is written the way preload/recorder.c writes one (header, LZ4
- * frame of blocks, end mark, trailer), with small record buffers so that a
- * few hundred records make many blocks. Alongside the bytes the kit keeps
- * what a correct reader must return: every event with all its fields, and
- * the file offset at which each block ends. Test code only: failures are
- * Criterion assertions.
+ * frame of linked blocks compressed from two record buffers used in turn,
+ * end mark, trailer), with small record buffers so that a few hundred
+ * records make many blocks. Alongside the bytes the kit keeps what a
+ * correct reader must return: every event with all its fields, the file
+ * offset at which each block ends, and every block's records as written
+ * (what the frame decompresses to). Test code only: failures are Criterion
+ * assertions.
  */
 #ifndef MP_TESTKIT_H
 #define MP_TESTKIT_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include <lz4.h>
 
 #include "encode.h"
 #include "memprof/format.h"
@@ -36,7 +40,11 @@ typedef struct {
     size_t end;         /* file offset just past the block */
     uint64_t events;    /* events a reader returns up to the end of this block */
     int stored;         /* written uncompressed */
+    size_t raw_off, raw_len; /* its records, in tk_capture_t.raw */
 } tk_block_t;
+
+/* A record's tag byte: type in the low 4 bits, arg in the high 4. */
+#define TK_TAG(type, arg) ((uint8_t)((type) | (unsigned)(arg) << 4))
 
 typedef struct {
     uint8_t *data;
@@ -45,10 +53,19 @@ typedef struct {
     size_t end_mark;    /* offset of the frame's end mark (after tk_finish) */
     size_t trailer;     /* offset of the trailer (after tk_finish) */
     mp_enc_t enc;
-    uint8_t *rec;       /* the block in progress */
-    void *lz4;
+    /* recorder.c's block_a, out_buf, block_b: two record buffers used in
+     * turn, kept apart (never adjacent) so that each block links only to
+     * the one before it */
+    uint8_t *arena, *rec_a, *rec_b;
+    size_t block_cap;
+    LZ4_stream_t *lz4;
+    uint8_t *raw;       /* every block's records, in file order */
+    size_t raw_len, raw_cap;
     uint64_t index, time_us, allocs, frees;
     uint32_t nthreads, nstrings, ncodes, nnodes;
+    uint32_t *firstlineno; /* per code id (1-based: [id - 1]) */
+    uint64_t tags[256];  /* event records written, by tag byte */
+    size_t last_tag;     /* offset in enc.buf of the last event record's tag */
     memprof_event_t *ev; /* every event, as a reader must return it */
     size_t nev, evcap;
     tk_block_t *blocks;
@@ -63,14 +80,21 @@ void tk_close(tk_capture_t *c);
 /* Records. Table records return the id a reader gives the new entry. */
 uint32_t tk_thread_new(tk_capture_t *c, uint64_t tid);
 uint32_t tk_string(tk_capture_t *c, const char *s);
-uint32_t tk_code(tk_capture_t *c, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno,
-                 const void *lt, size_t lt_len);
-uint32_t tk_node(tk_capture_t *c, uint32_t parent, uint32_t code, uint32_t instr);
-void tk_alloc(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t size, uint32_t stack);
-void tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr);
-void tk_restore(tk_capture_t *c, uint32_t thread, uint64_t addr);
+uint32_t tk_string_n(tk_capture_t *c, const void *s, size_t n);
+uint32_t tk_code(tk_capture_t *c, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno);
+/* line: -1 for none; written relative to the code's firstlineno (0 for a
+ * code id the kit did not define) */
+uint32_t tk_node(tk_capture_t *c, uint32_t parent, uint32_t code, int32_t line);
+/* Events return the tag byte of the record the encoder chose (ALLOC,
+ * ALLOC_SAME, REUSE_SAME, REUSE; FREE, FREE_RECENT; RESTORE). */
+uint8_t tk_alloc(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t size, uint32_t stack);
+uint8_t tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr);
+uint8_t tk_restore(tk_capture_t *c, uint32_t thread, uint64_t addr);
 void tk_time(tk_capture_t *c, uint64_t us, uint64_t rss_kib);
 void tk_mark(tk_capture_t *c, unsigned kind, uint64_t us);
+/* The first varint field after the last event record's tag (its address
+ * field, for ALLOC, ALLOC_SAME, FREE, RESTORE; its size for REUSE*). */
+uint64_t tk_last_field(const tk_capture_t *c);
 /* Raw bytes into the block in progress (for hand-made bad records). */
 void tk_raw(tk_capture_t *c, const void *bytes, size_t n);
 /* Raw bytes straight into the file (for hand-made bad blocks). */

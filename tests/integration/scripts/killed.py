@@ -1,6 +1,8 @@
-"""Allocates known buffers, then enough records to fill a block, then SIGKILLs itself."""
+"""Allocates known buffers, then enough records to fill a block, says it is ready, and waits
+to be killed (the test sends SIGKILL from outside)."""
 import os
-import signal
+import sys
+import time
 
 HDR = 33
 KEEP = []
@@ -20,5 +22,6 @@ def filler():
 
 known()
 filler()
-print("about to die", flush=True)
-os.kill(os.getpid(), signal.SIGKILL)
+print("ready", os.getpid(), flush=True)
+time.sleep(60)
+sys.exit(1)
