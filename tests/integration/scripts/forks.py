@@ -30,7 +30,7 @@ def main():
             sys.exit(0)
         pids.append(pid)
     codes = [os.waitstatus_to_exitcode(os.waitpid(p, 0)[1]) for p in pids]
-    print("forks", codes)
+    print("forks", codes, "parent", os.getpid(), "children", *pids)
 
 
 main()
