@@ -47,7 +47,7 @@ static int by_bytes_desc(const void *x, const void *y)
 int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_location_t **out, size_t *n)
 {
     /* group stacks by (code, line) of their leaf with a small hash */
-    size_t cap = 1024, used = 0;
+    size_t cap = 1024;
     uint32_t nodes = memprof_reader_node_count(a->r);
     while (cap < 2 * (size_t)nodes + 2)
         cap *= 2;
@@ -69,7 +69,6 @@ int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_lo
         if (!l->code) {
             l->code = code;
             l->line = line;
-            used++;
         }
         l->amount.bytes += am.bytes;
         l->amount.count += am.count;
@@ -84,7 +83,6 @@ int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_lo
         if (t[j].code)
             t[k++] = t[j];
     qsort(t, k, sizeof *t, by_bytes_desc);
-    (void)used;
     *n = k < limit ? k : limit;
     *out = t;
     return 0;
