@@ -23,6 +23,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "memprof/format.h"
@@ -39,7 +40,6 @@ typedef struct {
     void *(*valloc)(size_t);
     void *(*pvalloc)(size_t);
     void (*exit_)(int) __attribute__((noreturn));
-    void (*Exit_)(int) __attribute__((noreturn));
     int (*kill)(pid_t, int);
     int (*raise)(int);
 } mp_real_t;
@@ -97,7 +97,6 @@ static MP_COLD MP_NOINLINE void resolve(void)
     r.valloc = dlsym(RTLD_NEXT, "valloc");
     r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
     r.exit_ = dlsym(RTLD_NEXT, "_exit");
-    r.Exit_ = dlsym(RTLD_NEXT, "_Exit");
     r.kill = dlsym(RTLD_NEXT, "kill");
     r.raise = dlsym(RTLD_NEXT, "raise");
     if (!r.kill || !r.raise ||
@@ -288,19 +287,14 @@ MP_EXPORT void *pvalloc(size_t n)
  * trailer (os._exit() in the profiled process lands here). */
 MP_EXPORT void _exit(int status)
 {
-    if (ready())
-        mp_rec_finish();
+    if (!ready()) /* another thread is still looking the real one up */
+        for (;;)
+            syscall(SYS_exit_group, status);
+    mp_rec_finish();
     real.exit_(status);
 }
 
-MP_EXPORT void _Exit(int status)
-{
-    if (ready())
-        mp_rec_finish();
-    if (real.Exit_)
-        real.Exit_(status);
-    real.exit_(status);
-}
+MP_EXPORT void _Exit(int status) { _exit(status); }
 
 /* 1 when `sig`, delivered now, ends this process: its action is the
  * default one, that default terminates, and it is not blocked. */
@@ -323,7 +317,7 @@ static int ends_process(int sig)
 MP_EXPORT int kill(pid_t pid, int sig)
 {
     if (!ready())
-        return -1;
+        return (int)syscall(SYS_kill, pid, sig);
     if (pid == getpid() && ends_process(sig))
         mp_rec_finish();
     return real.kill(pid, sig);
@@ -332,7 +326,7 @@ MP_EXPORT int kill(pid_t pid, int sig)
 MP_EXPORT int raise(int sig)
 {
     if (!ready())
-        return -1;
+        return (int)syscall(SYS_tgkill, getpid(), gettid(), sig);
     if (ends_process(sig))
         mp_rec_finish();
     return real.raise(sig);

@@ -87,10 +87,11 @@ def test_sigkill_leaves_a_readable_truncated_capture(memprof):
     assert [(l["bytes"], l["allocations"]) for l in known] == [(5 * MiB, 5)]
 
 
-@pytest.mark.parametrize("how,sig,marked", [("interrupt", signal.SIGINT, True), ("term", signal.SIGTERM, False)])
-def test_process_ending_itself_by_signal_writes_a_whole_capture(memprof, how, sig, marked):
+@pytest.mark.parametrize("how,code,marked", [("interrupt", -signal.SIGINT, True), ("term", -signal.SIGTERM, False),
+                                             ("_exit", 7, False)])
+def test_process_ending_itself_writes_a_whole_capture(memprof, how, code, marked):
     p, cap = memprof.run("self_signal.py", how, check=False)
-    assert p.returncode == -sig
+    assert p.returncode == code
     s = memprof.summary(cap)
     assert s["capture"]["truncated"] is False
     assert s["leaked"]["script_end_marked"] is marked
