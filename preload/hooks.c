@@ -21,8 +21,12 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -42,6 +46,19 @@ typedef struct {
     void (*exit_)(int) __attribute__((noreturn));
     int (*kill)(pid_t, int);
     int (*raise)(int);
+    void *(*mmap)(void *, size_t, int, int, int, off_t);
+    int (*munmap)(void *, size_t);
+    void *(*mremap)(void *, size_t, size_t, int, ...);
+    int (*setname)(pthread_t, const char *);
+    int (*prctl)(int, unsigned long, unsigned long, unsigned long, unsigned long);
+    int (*dlclose)(void *);
+    int (*execve)(const char *, char *const[], char *const[]);
+    int (*execvpe)(const char *, char *const[], char *const[]);
+    int (*fexecve)(int, char *const[], char *const[]);
+    int (*spawn)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                 char *const[], char *const[]);
+    int (*spawnp)(pid_t *, const char *, const posix_spawn_file_actions_t *, const posix_spawnattr_t *,
+                  char *const[], char *const[]);
 } mp_real_t;
 
 static mp_real_t real;
@@ -99,7 +116,19 @@ static MP_COLD MP_NOINLINE void resolve(void)
     r.exit_ = dlsym(RTLD_NEXT, "_exit");
     r.kill = dlsym(RTLD_NEXT, "kill");
     r.raise = dlsym(RTLD_NEXT, "raise");
-    if (!r.kill || !r.raise ||
+    r.mmap = dlsym(RTLD_NEXT, "mmap");
+    r.munmap = dlsym(RTLD_NEXT, "munmap");
+    r.mremap = dlsym(RTLD_NEXT, "mremap");
+    r.setname = dlsym(RTLD_NEXT, "pthread_setname_np");
+    r.prctl = dlsym(RTLD_NEXT, "prctl");
+    r.dlclose = dlsym(RTLD_NEXT, "dlclose");
+    r.execve = dlsym(RTLD_NEXT, "execve");
+    r.execvpe = dlsym(RTLD_NEXT, "execvpe");
+    r.fexecve = dlsym(RTLD_NEXT, "fexecve");
+    r.spawn = dlsym(RTLD_NEXT, "posix_spawn");
+    r.spawnp = dlsym(RTLD_NEXT, "posix_spawnp");
+    if (!r.kill || !r.raise || !r.mmap || !r.munmap || !r.mremap || !r.setname || !r.prctl || !r.dlclose ||
+        !r.execve || !r.execvpe || !r.fexecve || !r.spawn || !r.spawnp ||
         !r.malloc || !r.free || !r.calloc || !r.realloc || !r.posix_memalign || !r.memalign ||
         !r.exit_) {
         static const char msg[] = "memprof: cannot find the real allocator; aborting\n";
@@ -136,6 +165,13 @@ static inline int recording(void)
     if (mp_guard == MP_GUARD_REC && atomic_load_explicit(&mp_active, memory_order_relaxed))
         mp_count_tracker_alloc();
     return 0;
+}
+
+/* The same for mappings, which the recorder makes on purpose (its tables,
+ * libunwind's caches): not recorded, not counted. */
+static inline int recording_map(void)
+{
+    return !mp_guard && atomic_load_explicit(&mp_active, memory_order_relaxed);
 }
 
 MP_EXPORT void *malloc(size_t n)
@@ -281,6 +317,200 @@ MP_EXPORT void *pvalloc(size_t n)
     if (recording() && p)
         mp_rec_alloc(MEMPROF_A_PVALLOC, p, n);
     return p;
+}
+
+/* ---- mappings ----
+ * A mapping of a file is told apart from anonymous memory (MAP_ANONYMOUS):
+ * reports never count a mapped file as heap. munmap may free part of a
+ * mapping; mremap is a free of the old range and a new mapping. */
+
+MP_EXPORT void *mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (MP_UNLIKELY(!ready()))
+        return (void *)syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+    void *p = real.mmap(addr, len, prot, flags, fd, off);
+    if (p != MAP_FAILED && recording_map())
+        mp_rec_alloc((flags & MAP_ANONYMOUS) || fd < 0 ? MEMPROF_A_MMAP : MEMPROF_A_MMAP_FILE, p, len);
+    return p;
+}
+
+MP_EXPORT void *mmap64(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+    __attribute__((alias("mmap")));
+
+MP_EXPORT int munmap(void *addr, size_t len)
+{
+    if (MP_UNLIKELY(!ready()))
+        return (int)syscall(SYS_munmap, addr, len);
+    if (recording_map())
+        mp_rec_free_range(MEMPROF_D_MUNMAP, addr, len);
+    return real.munmap(addr, len);
+}
+
+MP_EXPORT void *mremap(void *old, size_t old_len, size_t len, int flags, ...)
+{
+    void *want = NULL;
+    if (flags & MREMAP_FIXED) {
+        va_list ap;
+        va_start(ap, flags);
+        want = va_arg(ap, void *);
+        va_end(ap);
+    }
+    if (MP_UNLIKELY(!ready()))
+        return (void *)syscall(SYS_mremap, old, old_len, len, flags, want);
+    /* old_len 0 duplicates a shared mapping, DONTUNMAP keeps the old range:
+     * neither frees anything */
+    int frees = old_len && !(flags & MREMAP_DONTUNMAP);
+    int rec = recording_map();
+    if (rec && frees)
+        mp_rec_free_range(MEMPROF_D_MREMAP, old, old_len);
+    void *p = real.mremap(old, old_len, len, flags, want);
+    if (rec && p != MAP_FAILED)
+        mp_rec_alloc(MEMPROF_A_MREMAP, p, len);
+    else if (rec && frees)
+        mp_rec_restore(old);
+    return p;
+}
+
+/* ---- thread names and loaded objects ---- */
+
+MP_EXPORT int pthread_setname_np(pthread_t th, const char *name)
+{
+    if (MP_UNLIKELY(!ready()))
+        return ENOSYS;
+    int rc = real.setname(th, name);
+    if (rc == 0 && recording_map())
+        mp_rec_thread_name((unsigned long)th, name, strnlen(name, 64));
+    return rc;
+}
+
+MP_EXPORT int prctl(int option, ...)
+{
+    va_list ap;
+    va_start(ap, option);
+    unsigned long a2 = va_arg(ap, unsigned long), a3 = va_arg(ap, unsigned long);
+    unsigned long a4 = va_arg(ap, unsigned long), a5 = va_arg(ap, unsigned long);
+    va_end(ap);
+    if (MP_UNLIKELY(!ready()))
+        return (int)syscall(SYS_prctl, option, a2, a3, a4, a5);
+    int rc = real.prctl(option, a2, a3, a4, a5);
+    if (rc == 0 && option == PR_SET_NAME && a2 && recording_map())
+        mp_rec_thread_name((unsigned long)pthread_self(), (const char *)a2, strnlen((const char *)a2, 16));
+    return rc;
+}
+
+MP_EXPORT int dlclose(void *handle)
+{
+    int rc = real.dlclose(handle);
+    atomic_store(&mp_modules_dirty, 1); /* read the list of objects again */
+    return rc;
+}
+
+/* ---- exec and spawn ----
+ * The capture is finished before exec replaces this image (resumed if the
+ * exec fails); with --follow-fork the new program gets what it needs to
+ * profile itself (a Python one writes a capture of its own). Nothing here
+ * allocates: a vfork child runs it on its parent's memory. */
+
+#define ENV_MAX 4096
+#define ENV_ROOM 16384
+
+MP_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
+{
+    char *env[ENV_MAX], buf[ENV_ROOM];
+    char *const *e = mp_child_env(envp, env, ENV_MAX, buf, sizeof buf);
+    mp_rec_exec_begin();
+    int rc = real.execve(path, argv, e);
+    int err = errno;
+    mp_rec_exec_failed();
+    errno = err;
+    return rc;
+}
+
+MP_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
+{
+    char *env[ENV_MAX], buf[ENV_ROOM];
+    char *const *e = mp_child_env(envp, env, ENV_MAX, buf, sizeof buf);
+    mp_rec_exec_begin();
+    int rc = real.execvpe(file, argv, e);
+    int err = errno;
+    mp_rec_exec_failed();
+    errno = err;
+    return rc;
+}
+
+MP_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
+{
+    char *env[ENV_MAX], buf[ENV_ROOM];
+    char *const *e = mp_child_env(envp, env, ENV_MAX, buf, sizeof buf);
+    mp_rec_exec_begin();
+    int rc = real.fexecve(fd, argv, e);
+    int err = errno;
+    mp_rec_exec_failed();
+    errno = err;
+    return rc;
+}
+
+MP_EXPORT int execv(const char *path, char *const argv[])
+{
+    extern char **environ;
+    return execve(path, argv, environ);
+}
+
+MP_EXPORT int execvp(const char *file, char *const argv[])
+{
+    extern char **environ;
+    return execvpe(file, argv, environ);
+}
+
+/* execl, execlp, execle: the arguments into an array on the stack. */
+#define ARGS_MAX 4096
+#define COLLECT_ARGS(arg0, av, ap)                          do {                                                        size_t n_ = 0;                                          (av)[n_++] = (char *)(arg0);                            while (n_ < ARGS_MAX && ((av)[n_] = va_arg(ap, char *)) != NULL)             n_++;                                               if (n_ == ARGS_MAX) {                                       va_end(ap);                                             errno = E2BIG;                                          return -1;                                          }                                                   } while (0)
+
+MP_EXPORT int execl(const char *path, const char *arg, ...)
+{
+    extern char **environ;
+    char *av[ARGS_MAX];
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, av, ap);
+    va_end(ap);
+    return execve(path, av, environ);
+}
+
+MP_EXPORT int execlp(const char *file, const char *arg, ...)
+{
+    extern char **environ;
+    char *av[ARGS_MAX];
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, av, ap);
+    va_end(ap);
+    return execvpe(file, av, environ);
+}
+
+MP_EXPORT int execle(const char *path, const char *arg, ...)
+{
+    char *av[ARGS_MAX];
+    va_list ap;
+    va_start(ap, arg);
+    COLLECT_ARGS(arg, av, ap);
+    char *const *envp = va_arg(ap, char *const *);
+    va_end(ap);
+    return execve(path, av, envp);
+}
+
+MP_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
+                          const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    char *env[ENV_MAX], buf[ENV_ROOM];
+    return real.spawn(pid, path, fa, attr, argv, mp_child_env(envp, env, ENV_MAX, buf, sizeof buf));
+}
+
+MP_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
+                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
+{
+    char *env[ENV_MAX], buf[ENV_ROOM];
+    return real.spawnp(pid, file, fa, attr, argv, mp_child_env(envp, env, ENV_MAX, buf, sizeof buf));
 }
 
 /* _exit skips atexit handlers and destructors; the capture still gets its

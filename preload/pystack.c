@@ -49,6 +49,13 @@ typedef struct {
     void (*decref)(PyObject *);
     void (*err_fetch)(PyObject **, PyObject **, PyObject **);
     void (*err_restore)(PyObject *, PyObject *, PyObject *);
+    PyObject *(*compile)(const char *, const char *, int);
+    PyObject *(*eval_code)(PyObject *, PyObject *, PyObject *);
+    PyObject *(*dict_new)(void);
+    PyObject *(*builtins)(void);
+    int (*dict_set)(PyObject *, const char *, PyObject *);
+    int (*add_audit_hook)(Py_AuditHookFunction, void *);
+    unsigned long (*as_ulong_mask)(PyObject *);
     PyObject *none;
     const char *version;
     unsigned long hexversion;
@@ -174,10 +181,141 @@ static PyObject *on_script_end(PyObject *self, PyObject *unused)
 
 static PyMethodDef end_def = {"_memprof_script_end", on_script_end, METH_NOARGS, NULL};
 
-/* Runs in the main thread, with the GIL, between two bytecodes: registers
- * on_script_end with atexit. It runs after the program's own atexit
- * handlers (registered later, called first) and before the interpreter
- * tears modules down. sys.modules is left as it was. */
+/* ---- thread names ----
+ * threading.Thread keeps its name and ident in _name and _ident. Data
+ * descriptors put on the class for these two (as memray does) see every
+ * assignment, from any thread: once a thread has both, its name is recorded
+ * under its ident (pthread_self() of the thread). They are put there when
+ * the script starts if threading is imported by then, else once a later
+ * `import threading` (seen by an audit hook) has run; memprof never
+ * imports it. */
+
+static const char names_src[] =
+    "def install(threading, record):\n"
+    "    class _MemprofThreadName:\n"
+    "        __slots__ = ('attr',)\n"
+    "        def __init__(self, attr):\n"
+    "            self.attr = attr\n"
+    "        def __set__(self, obj, value):\n"
+    "            d = obj.__dict__\n"
+    "            d[self.attr] = value\n"
+    "            ident, name = d.get('_ident'), d.get('_name')\n"
+    "            if ident is not None and name is not None:\n"
+    "                record(ident, str(name))\n"
+    "    for t in list(threading._active.values()) + list(threading._limbo):\n"
+    "        if t.ident is not None:\n"
+    "            record(t.ident, str(t.name))\n"
+    "    threading.Thread._name = _MemprofThreadName('_name')\n"
+    "    threading.Thread._ident = _MemprofThreadName('_ident')\n";
+
+static atomic_int names_installed;
+
+static PyObject *record_name(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)self;
+    static char buf[MAX_STRING];
+    static atomic_int busy; /* the GIL is held; this only guards buf against a nested call */
+    if (nargs == 2 && !atomic_exchange(&busy, 1)) {
+        unsigned long ident = py.as_ulong_mask(args[0]);
+        size_t n = str_utf8(args[1], buf);
+        if (n)
+            mp_rec_thread_name(ident, buf, n);
+        atomic_store(&busy, 0);
+    }
+    Py_INCREF(py.none);
+    return py.none;
+}
+
+static PyMethodDef record_def = {"_memprof_thread_name", (PyCFunction)(void (*)(void))record_name, METH_FASTCALL,
+                                 NULL};
+
+static PyObject *loaded_threading(void)
+{
+    PyObject *mods = py.modules();
+    return mods ? py.dict_get(mods, "threading") : NULL; /* borrowed */
+}
+
+/* With the GIL: runs names_src and calls install(threading, record). */
+static void install_names(PyObject *threading)
+{
+    if (atomic_exchange(&names_installed, 1))
+        return;
+    PyObject *code = py.compile(names_src, "<memprof>", Py_file_input);
+    PyObject *g = py.dict_new();
+    PyObject *rec = py.cfunction_new(&record_def, NULL, NULL);
+    if (code && g && rec && py.dict_set(g, "__builtins__", py.builtins()) == 0) {
+        PyObject *r = py.eval_code(code, g, g);
+        PyObject *fn = r ? py.dict_get(g, "install") : NULL; /* borrowed */
+        PyObject *res = fn ? py.call_args(fn, threading, rec, NULL) : NULL;
+        if (res)
+            py.decref(res);
+        if (r)
+            py.decref(r);
+    }
+    if (rec)
+        py.decref(rec);
+    if (g)
+        py.decref(g);
+    if (code)
+        py.decref(code);
+}
+
+
+/* A pending call (main thread, GIL) once `import threading` started: the
+ * module runs its own code first, so this waits (queued again) until its
+ * Thread class exists. */
+static atomic_int names_waiting;
+static unsigned names_tries; /* bounds the wait if the import fails */
+
+static int names_when_ready(void *arg)
+{
+    (void)arg;
+    int g = mp_guard;
+    mp_guard = MP_GUARD_PYAPI;
+    PyObject *et, *ev, *tb;
+    py.err_fetch(&et, &ev, &tb);
+    PyObject *threading = loaded_threading();
+    PyObject *cls = threading ? py.getattr(threading, "Thread") : NULL;
+    PyObject *limbo = cls ? py.getattr(threading, "_limbo") : NULL;
+    int ready = limbo != NULL;
+    if (cls)
+        py.decref(cls);
+    if (limbo)
+        py.decref(limbo);
+    if (ready) {
+        install_names(threading);
+        atomic_store(&names_waiting, 0);
+    } else if (++names_tries < 100000) {
+        py.add_pending(names_when_ready, NULL); /* still importing */
+    } else {
+        atomic_store(&names_waiting, 0); /* the import failed: wait for the next one */
+    }
+    py.err_restore(et, ev, tb);
+    mp_guard = g;
+    return 0;
+}
+
+static int audit_hook(const char *event, PyObject *args, void *data)
+{
+    (void)data;
+    if (MP_LIKELY(atomic_load_explicit(&names_installed, memory_order_relaxed)) || strcmp(event, "import") != 0 ||
+        !PyTuple_Check(args) || PyTuple_GET_SIZE(args) < 1)
+        return 0;
+    static char name[MAX_STRING]; /* the GIL is held */
+    size_t n = str_utf8(PyTuple_GET_ITEM(args, 0), name);
+    if (n == 9 && !memcmp(name, "threading", 9) && !atomic_exchange(&names_waiting, 1)) {
+        names_tries = 0;
+        py.add_pending(names_when_ready, NULL);
+    }
+    return 0;
+}
+
+/* Runs in the main thread, with the GIL, between two bytecodes, once the
+ * script runs: registers on_script_end with atexit (it runs after the
+ * program's own atexit handlers, registered later and called first, and
+ * before the interpreter tears modules down; sys.modules is left as it
+ * was), sets up thread names, and wraps the PyMem domains again if
+ * start-up replaced them. */
 static int register_end(void *arg)
 {
     (void)arg;
@@ -185,6 +323,8 @@ static int register_end(void *arg)
     mp_guard = MP_GUARD_PYAPI;
     PyObject *et, *ev, *tb;
     py.err_fetch(&et, &ev, &tb);
+    if (mp_opts & MEMPROF_OPT_PYMEM)
+        (void)mp_pymem_install();
     PyObject *mods = py.modules();
     int had = mods && py.dict_get(mods, "atexit") != NULL;
     PyObject *m = py.import("atexit");
@@ -204,6 +344,11 @@ static int register_end(void *arg)
         if (!had && mods)
             py.dict_del(mods, "atexit");
     }
+    PyObject *threading = loaded_threading();
+    if (threading)
+        install_names(threading);
+    else
+        py.add_audit_hook(audit_hook, NULL);
     py.err_restore(et, ev, tb); /* drops anything raised above */
     mp_guard = g;
     return 0;
@@ -217,8 +362,9 @@ static MP_COLD MP_NOINLINE void request_end_mark(void)
 
 /* ---- the walk ---- */
 
-uint32_t mp_py_walk(mp_thread_t *t)
+uint32_t mp_py_walk(mp_thread_t *t, int segments)
 {
+    t->nseg = 0;
     if (!walker_on)
         return 0;
     if (MP_UNLIKELY(atomic_load_explicit(&script_ended, memory_order_relaxed)) && !t->is_main)
@@ -228,20 +374,29 @@ uint32_t mp_py_walk(mp_thread_t *t)
         return 0;
     if (MP_UNLIKELY(!atomic_load_explicit(&end_requested, memory_order_relaxed)) && t->is_main)
         request_end_mark();
-    uint32_t n = 0;
+    uint32_t n = 0, seg_start = 0;
     for (_PyInterpreterFrame *f = ts->cframe->current_frame; f; f = f->previous) {
         PyCodeObject *co = f->f_code;
         _Py_CODEUNIT *first = _PyCode_CODE(co);
-        if (f->owner != FRAME_OWNED_BY_GENERATOR && f->prev_instr < first + co->_co_firsttraceable)
-            continue; /* not started yet: CPython's tracebacks skip it too */
-        if (MP_UNLIKELY(n == t->cur_cap) &&
-            (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
-            break;
-        t->cur[n].code = co;
-        t->cur[n].fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
-        t->cur[n].instr = (uint32_t)(f->prev_instr - first);
-        n++;
+        if (f->owner == FRAME_OWNED_BY_GENERATOR || f->prev_instr >= first + co->_co_firsttraceable) {
+            /* (a frame not started yet is skipped: CPython's tracebacks skip it too) */
+            if (MP_UNLIKELY(n == t->cur_cap) &&
+                (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
+                break;
+            t->cur[n].code = co;
+            t->cur[n].fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+            t->cur[n].instr = (uint32_t)(f->prev_instr - first);
+            n++;
+        }
+        if (segments && f->is_entry) { /* the first frame of one C call of the evaluation loop */
+            if (t->nseg == t->seg_cap && mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
+                return n;
+            t->seg[t->nseg++] = n - seg_start;
+            seg_start = n;
+        }
     }
+    if (segments && n > seg_start && !mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
+        t->seg[t->nseg++] = n - seg_start;
     return n;
 }
 
@@ -261,16 +416,47 @@ static inline uint64_t frame_hash(uint64_t h, const mp_frame_t *f)
     return h ^ (h >> 29);
 }
 
-uint32_t mp_py_intern(mp_thread_t *t, uint32_t n)
+/* Key of a whole stack, for the thread's cache of recent stacks. */
+static inline uint64_t stack_key(const mp_frame_t *f, uint32_t n)
+{
+    uint64_t k = n;
+    for (uint32_t i = 0; i < n; i++) {
+        k ^= (uint64_t)(uintptr_t)f[i].code ^ (f[i].fp << 21) ^ ((uint64_t)f[i].instr << 44);
+        k *= 0x9e3779b97f4a7c15ull;
+        k ^= k >> 31;
+    }
+    return k;
+}
+
+static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n);
+
+uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
 {
     if (n == 0)
         return pseudo_node;
-    if (mp_mem_grow((void **)&t->prefix, &t->prefix_cap, n, sizeof *t->prefix) ||
-        mp_mem_grow((void **)&t->prev, &t->prev_cap, n, sizeof *t->prev)) {
+    uint64_t key = stack_key(frames, n);
+    __typeof__(t->recent[0]) *c = &t->recent[(key >> 40) & (MP_RECENT_STACKS - 1)];
+    if (MP_LIKELY(c->key == key && c->depth == n && c->node))
+        return c->node;
+    uint32_t node = intern_walk(t, frames, n);
+    if (node != pseudo_node) {
+        c->key = key;
+        c->depth = n;
+        c->node = node;
+    }
+    return node;
+}
+
+/* A stack not seen lately: its prefixes, shared with the previous stack
+ * or found in the prefix table, and new nodes for the rest. */
+static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
+{
+    if ((n > t->prefix_cap && mp_mem_grow((void **)&t->prefix, &t->prefix_cap, n, sizeof *t->prefix)) ||
+        (n > t->prev_cap && mp_mem_grow((void **)&t->prev, &t->prev_cap, n, sizeof *t->prev))) {
         t->prev_depth = 0;
         return pseudo_node;
     }
-    const mp_frame_t *root = t->cur + n - 1; /* t->cur is leaf first */
+    const mp_frame_t *root = frames + n - 1; /* leaf first */
     mp_prefix_t *pre = t->prefix;
     uint64_t h = 0x6a09e667f3bcc908ull;
     for (uint32_t i = 0; i < n; i++) {
@@ -306,6 +492,11 @@ uint32_t mp_py_intern(mp_thread_t *t, uint32_t n)
     for (uint32_t i = lo; i < n; i++) {
         const mp_frame_t *f = root - i;
         uint32_t parent = i ? pre[i - 1].node : 0;
+        if (f->fp == MP_FP_NATIVE) {
+            pre[i].node = mp_native_node(parent, (uintptr_t)f->code);
+            mp_prefix_add(pre[i].hash, f->code, f->instr, pre[i].node);
+            continue;
+        }
         uint32_t code = code_id((PyCodeObject *)f->code);
         if (!code) {
             pre[i].node = parent;
@@ -326,6 +517,8 @@ uint32_t mp_py_intern(mp_thread_t *t, uint32_t n)
     t->prev_depth = n;
     return t->prev[n - 1].node;
 }
+
+void mp_py_reset(void) { memset(&C, 0, sizeof C); }
 
 void mp_py_emit_pseudo(void)
 {
@@ -367,7 +560,10 @@ unsigned mp_py_init(void)
              SYM(dict_del, "PyDict_DelItemString") && SYM(cfunction_new, "PyCFunction_NewEx") &&
              SYM(getattr, "PyObject_GetAttrString") && SYM(call_args, "PyObject_CallFunctionObjArgs") &&
              SYM(decref, "Py_DecRef") && SYM(err_fetch, "PyErr_Fetch") && SYM(err_restore, "PyErr_Restore") &&
-             SYM(none, "_Py_NoneStruct");
+             SYM(none, "_Py_NoneStruct") && SYM(compile, "Py_CompileString") &&
+             SYM(eval_code, "PyEval_EvalCode") && SYM(dict_new, "PyDict_New") &&
+             SYM(builtins, "PyEval_GetBuiltins") && SYM(dict_set, "PyDict_SetItemString") &&
+             SYM(add_audit_hook, "PySys_AddAuditHook") && SYM(as_ulong_mask, "PyLong_AsUnsignedLongMask");
     if (!ok) {
         mp_log("memprof: this Python lacks a C-API function memprof needs; no Python stacks", NULL);
         return MEMPROF_PYSTACK_UNSUPPORTED;

@@ -11,7 +11,9 @@
  * the parent's file.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <lz4.h>
@@ -65,10 +67,24 @@ static inline void unlock(void)
     }
 }
 
+void mp_wlock(void) { lock(); }
+void mp_wunlock(void) { unlock(); }
+
 /* ---- writer state (all under the lock) ---- */
 
 #define FLUSH_AFTER_NS 1000000000ull /* a block older than 1 s is written */
-#define TIME_EVERY_NS 10000000ull    /* a TIME record every 10 ms of activity */
+#define NAMES_PENDING 64             /* names given to threads not seen yet */
+
+unsigned mp_opts;
+
+/* What memprof run asked for (from the environment, which is scrubbed). */
+static struct {
+    uint64_t interval_ns;
+    char out[4096];         /* --follow-fork: children write <out>.<pid> */
+    char lib[4096];         /* this library, for children's LD_PRELOAD */
+    int follow;
+    pid_t parent;           /* the profiled process this one descends from, or 0 */
+} CFG;
 
 static struct {
     pid_t pid;              /* the process that owns the capture */
@@ -81,9 +97,15 @@ static struct {
     uint64_t start_ns, block_ns, time_ns;
     uint64_t allocs, frees, blocks;
     uint32_t nthreads;
-    uint32_t tick;
-    mp_thread_t *free_threads;
+    mp_thread_t *free_threads, *live_threads;
     pthread_key_t key;
+    int lazy;               /* a fork child: the capture is created at its first event */
+    off_t trailer_at;       /* exec: where the trailer went, to take it back if exec fails */
+    struct {
+        unsigned long ident;
+        uint32_t name;
+    } pending[NAMES_PENDING];
+    unsigned npending;
 } W;
 
 static atomic_ulong tracker_allocs;
@@ -178,25 +200,20 @@ static uint64_t rss_kib(void)
     return pages * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
 }
 
-/* Every 64 events: a TIME record when 10 ms passed, a flush after 1 s. */
-static MP_COLD MP_NOINLINE void clock_tick_locked(void)
-{
-    uint64_t t = now_ns(CLOCK_MONOTONIC);
-    if (t - W.time_ns >= TIME_EVERY_NS) {
-        W.time_ns = t;
-        EMIT(mp_enc_time(&W.enc, (t - W.start_ns) / 1000, rss_kib()));
-    }
-    if (t - W.block_ns >= FLUSH_AFTER_NS)
-        flush_locked();
-}
-
-static inline void after_event_locked(void)
-{
-    if (MP_UNLIKELY((++W.tick & 63) == 0))
-        clock_tick_locked();
-}
+static inline void after_event_locked(void) {}
 
 void mp_emit_string(const void *s, size_t n) { EMIT(mp_enc_string(&W.enc, s, n)); }
+void mp_emit_thread_name(uint32_t thread, uint32_t name) { EMIT(mp_enc_thread_name(&W.enc, thread, name)); }
+void mp_emit_native_node(uint32_t id, uint32_t parent, uint32_t module, uint64_t offset)
+{
+    EMIT(mp_enc_node_native(&W.enc, id, parent, module, offset));
+}
+void mp_emit_module(uint32_t id, uint64_t bias, uint32_t path, const uint8_t *build_id, size_t build_len,
+                    const uint64_t *segs, unsigned nseg)
+{
+    EMIT(mp_enc_module(&W.enc, id, bias, path, build_id, build_len, segs, nseg));
+}
+void mp_emit_module_unload(uint32_t id) { EMIT(mp_enc_module_unload(&W.enc, id)); }
 
 void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno)
 {
@@ -235,6 +252,12 @@ static void thread_gone(void *arg)
     int g = mp_guard;
     mp_guard = MP_GUARD_REC;
     lock();
+    for (mp_thread_t **pp = &W.live_threads; *pp; pp = &(*pp)->next_free) {
+        if (*pp == t) {
+            *pp = t->next_free;
+            break;
+        }
+    }
     t->next_free = W.free_threads;
     W.free_threads = t;
     unlock();
@@ -257,75 +280,169 @@ static MP_COLD MP_NOINLINE mp_thread_t *thread_new_locked(void)
         memset(t, 0, sizeof *t);
     }
     t->index = ++W.nthreads;
+    t->ident = (unsigned long)pthread_self();
     t->is_main = pthread_equal(pthread_self(), W.main_thread);
     t->prev_depth = 0;
-    t->next_free = NULL;
+    memset(t->recent, 0, sizeof t->recent); /* a reused state: its stacks were another capture's */
+    t->next_free = W.live_threads;
+    W.live_threads = t;
     EMIT(mp_enc_thread_new(&W.enc, t->index, (uint64_t)syscall(SYS_gettid)));
+    for (unsigned i = 0; i < W.npending; i++) {
+        if (W.pending[i].ident == t->ident) { /* named before it recorded anything */
+            mp_emit_thread_name(t->index, W.pending[i].name);
+            W.pending[i] = W.pending[--W.npending];
+            break;
+        }
+    }
     mp_self = t;
     pthread_setspecific(W.key, t);
     return t;
 }
 
+/* ---- the capture of a child (--follow-fork) ---- */
+
+static int write_header(void);
+static void start_sampler(void);
+
+/* "<out>.<pid>" or "<out>.<pid>.<n>": no snprintf (this runs after fork). */
+static void child_path(char *buf, size_t len, int n)
+{
+    char num[48], *q = num + sizeof num;
+    *--q = '\0';
+    if (n) {
+        for (unsigned v = (unsigned)n; v; v /= 10)
+            *--q = (char)('0' + v % 10);
+        *--q = '.';
+    }
+    unsigned v = (unsigned)W.pid;
+    do
+        *--q = (char)('0' + v % 10);
+    while (v /= 10);
+    *--q = '.';
+    size_t a = strlen(CFG.out); /* < sizeof CFG.out - 64: checked when set */
+    (void)len;
+    memcpy(buf, CFG.out, a);
+    memcpy(buf + a, q, strlen(q) + 1);
+}
+
+/* Creates this process's own capture: never over an existing file. */
+static MP_COLD MP_NOINLINE int open_child_locked(void)
+{
+    W.lazy = 0;
+    char path[sizeof CFG.out + 64];
+    int fd = -1, err = 0;
+    for (int n = 0; n < 1000 && fd < 0; n++) {
+        child_path(path, sizeof path, n);
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+        err = errno;
+        if (fd < 0 && err != EEXIST)
+            break;
+    }
+    if (fd < 0) {
+        mp_log("memprof: cannot create a capture for this child process, not recording it", path);
+        mp_stop_recording("memprof: child not recorded", err);
+        return -1;
+    }
+    W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+    if (W.fd < 0)
+        W.fd = fd;
+    else
+        close(fd);
+    W.start_ns = W.block_ns = now_ns(CLOCK_MONOTONIC);
+    int e = write_header();
+    if (e) {
+        mp_stop_recording("memprof: cannot write the child's capture header, not recording it", e);
+        return -1;
+    }
+    int g = mp_guard;
+    mp_guard = MP_GUARD_PYAPI; /* pthread_create may allocate: not the program's */
+    start_sampler();
+    mp_guard = g;
+    return 0;
+}
+
+/* Recording, and the capture exists (a fork child makes its own now). */
+static inline int live_locked(void)
+{
+    if (MP_UNLIKELY(!atomic_load_explicit(&mp_active, memory_order_relaxed)))
+        return 0;
+    return MP_LIKELY(!W.lazy) || open_child_locked() == 0;
+}
+
+int mp_capture_ready_locked(void) { return live_locked(); }
+
 /* ---- events ---- */
+
+static int native_on;
+
+static MP_COLD MP_NOINLINE mp_thread_t *thread_first_event(void)
+{
+    lock();
+    mp_thread_t *t = live_locked() ? thread_new_locked() : NULL;
+    unlock();
+    return t;
+}
 
 void mp_rec_alloc(unsigned allocator, const void *p, size_t size)
 {
     mp_guard = MP_GUARD_REC;
     mp_thread_t *t = mp_self;
-    uint32_t depth = t ? mp_py_walk(t) : 0;
-    lock();
-    if (MP_UNLIKELY(!atomic_load_explicit(&mp_active, memory_order_relaxed)))
-        goto out;
-    if (MP_UNLIKELY(!t)) {
-        if (!(t = thread_new_locked()))
-            goto out;
-        unlock(); /* walk outside the lock (it only reads this thread's frames) */
-        depth = mp_py_walk(t);
-        lock();
-        if (!atomic_load_explicit(&mp_active, memory_order_relaxed))
-            goto out;
+    if (MP_UNLIKELY(!t) && !(t = thread_first_event()))
+        goto done;
+    /* stacks are read outside the lock: a thread only reads its own */
+    uint32_t depth = mp_py_walk(t, native_on);
+    const mp_frame_t *frames = t->cur;
+    if (native_on) {
+        if (MP_UNLIKELY(atomic_load_explicit(&mp_modules_dirty, memory_order_relaxed)))
+            mp_modules_refresh();
+        depth = mp_native_merge(t, mp_native_walk(t), depth);
+        frames = t->mix;
     }
-    uint32_t stack = mp_py_intern(t, depth);
-    EMIT(mp_enc_alloc(&W.enc, t->index, allocator, (uint64_t)(uintptr_t)p, size, stack));
-    W.allocs++;
-    after_event_locked();
-out:
+    lock();
+    if (MP_LIKELY(live_locked())) {
+        uint32_t stack = mp_py_intern(t, frames, depth);
+        EMIT(mp_enc_alloc(&W.enc, t->index, allocator, (uint64_t)(uintptr_t)p, size, stack));
+        W.allocs++;
+    }
     unlock();
+done:
     mp_guard = 0;
 }
 
-void mp_rec_free(unsigned deallocator, const void *p)
+/* A plain free names no thread (replay does not need one); the free half
+ * of a realloc or mremap does, so that a failure can be undone. */
+static void rec_free(unsigned deallocator, const void *p, size_t len, int range)
 {
     mp_guard = MP_GUARD_REC;
-    /* A plain free names no thread (replay does not need one); the free half
-     * of a realloc does, so that a failed realloc can be restored. */
     uint32_t thread = 0;
-    if (deallocator == MEMPROF_D_REALLOC) {
+    if (deallocator == MEMPROF_D_REALLOC || deallocator == MEMPROF_D_MREMAP) {
         mp_thread_t *t = mp_self;
-        if (!t) {
-            lock();
-            t = atomic_load(&mp_active) ? thread_new_locked() : NULL;
-            unlock();
-        }
-        thread = t ? t->index : 0;
+        if (!t && !(t = thread_first_event()))
+            goto done;
+        thread = t->index;
     }
     lock();
-    if (MP_LIKELY(atomic_load_explicit(&mp_active, memory_order_relaxed)) &&
-        (thread || deallocator != MEMPROF_D_REALLOC)) {
-        EMIT(mp_enc_free(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p));
+    if (MP_LIKELY(live_locked())) {
+        if (range)
+            EMIT(mp_enc_free_range(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p, len));
+        else
+            EMIT(mp_enc_free(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p));
         W.frees++;
-        after_event_locked();
     }
     unlock();
+done:
     mp_guard = 0;
 }
+
+void mp_rec_free(unsigned deallocator, const void *p) { rec_free(deallocator, p, 0, 0); }
+void mp_rec_free_range(unsigned deallocator, const void *p, size_t len) { rec_free(deallocator, p, len, 1); }
 
 void mp_rec_restore(const void *p)
 {
     mp_guard = MP_GUARD_REC;
     mp_thread_t *t = mp_self;
     lock();
-    if (t && atomic_load_explicit(&mp_active, memory_order_relaxed))
+    if (t && live_locked())
         EMIT(mp_enc_restore(&W.enc, t->index, (uint64_t)(uintptr_t)p));
     unlock();
     mp_guard = 0;
@@ -336,9 +453,39 @@ void mp_rec_mark(unsigned kind)
     int g = mp_guard;
     mp_guard = MP_GUARD_REC;
     lock();
-    if (atomic_load_explicit(&mp_active, memory_order_relaxed)) {
+    if (live_locked()) {
         EMIT(mp_enc_mark(&W.enc, kind, (now_ns(CLOCK_MONOTONIC) - W.start_ns) / 1000));
         flush_locked(); /* the mark matters: get it to disk now */
+    }
+    unlock();
+    mp_guard = g;
+}
+
+void mp_rec_thread_name(unsigned long ident, const char *name, size_t n)
+{
+    int g = mp_guard;
+    mp_guard = MP_GUARD_REC;
+    lock();
+    if (live_locked()) {
+        uint32_t sid = mp_string_intern(name, n);
+        mp_thread_t *t = W.live_threads;
+        while (t && t->ident != ident)
+            t = t->next_free;
+        if (!t && ident == (unsigned long)pthread_self())
+            t = thread_new_locked();
+        if (t) {
+            mp_emit_thread_name(t->index, sid);
+        } else if (sid) { /* a thread that has not recorded anything yet */
+            unsigned i = 0;
+            while (i < W.npending && W.pending[i].ident != ident)
+                i++;
+            if (i == NAMES_PENDING)
+                i = NAMES_PENDING - 1; /* full: the newest name wins the last slot */
+            else if (i == W.npending)
+                W.npending++;
+            W.pending[i].ident = ident;
+            W.pending[i].name = sid;
+        }
     }
     unlock();
     mp_guard = g;
@@ -347,6 +494,22 @@ void mp_rec_mark(unsigned kind)
 /* Called from a hook when the recorder allocated on its own: a bug, counted
  * so that tests can prove it never happens. */
 void mp_count_tracker_alloc(void) { atomic_fetch_add_explicit(&tracker_allocs, 1, memory_order_relaxed); }
+
+/* The LZ4 end mark and the trailer, after the last block. */
+static void write_trailer_locked(void)
+{
+    uint8_t buf[256];
+    size_t n = mp_lz4f_end(buf), t0 = n, k = t0 + MP_TRAILER_FIXED;
+    k += mp_tlv_varint(buf + k, MEMPROF_T_END_REALTIME, now_ns(CLOCK_REALTIME));
+    k += mp_tlv_varint(buf + k, MEMPROF_T_END_MONOTONIC, now_ns(CLOCK_MONOTONIC));
+    k += mp_tlv_varint(buf + k, MEMPROF_T_EVENTS, W.allocs + W.frees);
+    k += mp_tlv_varint(buf + k, MEMPROF_T_ALLOCS, W.allocs);
+    k += mp_tlv_varint(buf + k, MEMPROF_T_FREES, W.frees);
+    k += mp_tlv_varint(buf + k, MEMPROF_T_BLOCKS, W.blocks);
+    k += mp_tlv_varint(buf + k, MEMPROF_T_TRACKER_ALLOCS, atomic_load(&tracker_allocs));
+    n = t0 + mp_trailer_seal(buf + t0, k - t0 - MP_TRAILER_FIXED);
+    (void)write_all(buf, n);
+}
 
 void mp_rec_finish(void)
 {
@@ -362,26 +525,159 @@ void mp_rec_finish(void)
     lock();
     if (!W.finished && W.fd >= 0) {
         W.finished = 1;
-        int was_active = atomic_exchange(&mp_active, 0);
-        if (was_active)
+        if (atomic_exchange(&mp_active, 0)) {
             flush_locked();
-        uint8_t buf[256];
-        size_t n = mp_lz4f_end(buf), t0 = n, k = t0 + MP_TRAILER_FIXED;
-        k += mp_tlv_varint(buf + k, MEMPROF_T_END_REALTIME, now_ns(CLOCK_REALTIME));
-        k += mp_tlv_varint(buf + k, MEMPROF_T_END_MONOTONIC, now_ns(CLOCK_MONOTONIC));
-        k += mp_tlv_varint(buf + k, MEMPROF_T_EVENTS, W.allocs + W.frees);
-        k += mp_tlv_varint(buf + k, MEMPROF_T_ALLOCS, W.allocs);
-        k += mp_tlv_varint(buf + k, MEMPROF_T_FREES, W.frees);
-        k += mp_tlv_varint(buf + k, MEMPROF_T_BLOCKS, W.blocks);
-        k += mp_tlv_varint(buf + k, MEMPROF_T_TRACKER_ALLOCS, atomic_load(&tracker_allocs));
-        n = t0 + mp_trailer_seal(buf + t0, k - t0 - MP_TRAILER_FIXED);
-        if (was_active)
-            (void)write_all(buf, n);
+            write_trailer_locked();
+        }
         close(W.fd);
         W.fd = -1;
     }
     unlock();
     mp_guard = g;
+}
+
+/* exec replaces the process image without running destructors: the
+ * capture is finished first. If exec fails, the trailer is taken back and
+ * recording goes on in the same file (the LZ4 stream state is intact). */
+static int exec_pending;
+
+void mp_rec_exec_begin(void)
+{
+    if (W.pid == 0 || getpid() != W.pid || mp_guard == MP_GUARD_REC)
+        return; /* not ours (a vfork child shares our memory), or inside the recorder */
+    int g = mp_guard;
+    mp_guard = MP_GUARD_REC;
+    lock();
+    if (!W.finished && W.fd >= 0 && atomic_load(&mp_active)) {
+        flush_locked();
+        W.trailer_at = lseek(W.fd, 0, SEEK_CUR);
+        write_trailer_locked();
+        W.finished = 1;
+        atomic_store(&mp_active, 0);
+        exec_pending = 1;
+    }
+    unlock();
+    mp_guard = g;
+}
+
+void mp_rec_exec_failed(void)
+{
+    if (!exec_pending || W.pid == 0 || getpid() != W.pid)
+        return;
+    int g = mp_guard;
+    mp_guard = MP_GUARD_REC;
+    lock();
+    exec_pending = 0;
+    if (W.trailer_at >= 0 && ftruncate(W.fd, W.trailer_at) == 0 && lseek(W.fd, W.trailer_at, SEEK_SET) >= 0) {
+        W.finished = 0;
+        atomic_store(&mp_active, 1);
+    }
+    unlock();
+    mp_guard = g;
+}
+
+/* ---- children's environment (--follow-fork) ---- */
+
+static char *put_str(char **p, char *end, const char *a, const char *b)
+{
+    char *start = *p;
+    size_t na = strlen(a), nb = b ? strlen(b) : 0;
+    if (!start || (size_t)(end - start) < na + nb + 1) {
+        *p = NULL;
+        return NULL;
+    }
+    memcpy(start, a, na);
+    memcpy(start + na, b, nb);
+    start[na + nb] = '\0';
+    *p = start + na + nb + 1;
+    return start;
+}
+
+static const char *utoa(unsigned long v, char *buf)
+{
+    char *q = buf + 23;
+    *q = '\0';
+    do
+        *--q = (char)('0' + v % 10);
+    while (v /= 10);
+    return q;
+}
+
+char *const *mp_child_env(char *const *envp, char **out, size_t nout, char *buf, size_t len)
+{
+    if (!CFG.follow)
+        return envp;
+    char *p = buf, *end = buf + len, num[24];
+    const char *old_preload = NULL;
+    size_t k = 0;
+    for (char *const *e = envp; e && *e; e++) {
+        if (!strncmp(*e, "MEMPROF_", 8))
+            continue;
+        if (!strncmp(*e, "LD_PRELOAD=", 11)) {
+            old_preload = *e + 11;
+            continue;
+        }
+        if (k + 7 > nout)
+            return envp;
+        out[k++] = *e;
+    }
+    char *pre = put_str(&p, end, "LD_PRELOAD=", CFG.lib);
+    if (pre && old_preload && *old_preload) { /* ours first, then the program's own */
+        p--;
+        if (!put_str(&p, end, ":", old_preload))
+            return envp;
+    }
+    out[k++] = pre;
+    out[k++] = put_str(&p, end, "MEMPROF_OUT=", CFG.out);
+    out[k++] = put_str(&p, end, "MEMPROF_OPTS=", utoa(mp_opts, num));
+    out[k++] = put_str(&p, end, "MEMPROF_INTERVAL_US=", utoa((unsigned long)(CFG.interval_ns / 1000), num));
+    out[k++] = put_str(&p, end, "MEMPROF_PARENT=", utoa((unsigned long)getpid(), num));
+    out[k] = NULL;
+    if (!p)
+        return envp;
+    return out;
+}
+
+/* ---- the sampler: memory over time, and blocks written when idle ---- */
+
+static void *sampler(void *arg)
+{
+    (void)arg;
+    mp_guard = MP_GUARD_PYAPI; /* nothing this thread does is the program's */
+    pid_t me = getpid();
+    struct timespec ts = {(time_t)(CFG.interval_ns / 1000000000ull), (long)(CFG.interval_ns % 1000000000ull)};
+    for (;;) {
+        nanosleep(&ts, NULL);
+        lock();
+        if (W.pid != me) { /* cannot happen: threads do not survive fork */
+            unlock();
+            return NULL;
+        }
+        if (atomic_load_explicit(&mp_active, memory_order_relaxed) && !W.lazy && !W.finished) {
+            uint64_t t = now_ns(CLOCK_MONOTONIC);
+            EMIT(mp_enc_time(&W.enc, (t - W.start_ns) / 1000, rss_kib()));
+            if (t - W.block_ns >= FLUSH_AFTER_NS)
+                flush_locked();
+        }
+        unlock();
+    }
+    return NULL;
+}
+
+static void start_sampler(void)
+{
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old); /* signals stay the program's */
+    pthread_attr_t attr;
+    pthread_t th;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    if (pthread_create(&th, &attr, sampler, NULL) != 0)
+        mp_log("memprof: cannot start the memory sampler; no memory-over-time data", NULL);
+    pthread_attr_destroy(&attr);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ---- fork ---- */
@@ -404,12 +700,33 @@ static void fork_parent(void)
 static void fork_child(void)
 {
     /* The child never writes into the parent's file. */
-    atomic_store(&mp_active, 0);
+    int was = atomic_exchange(&mp_active, 0);
     atomic_store(&wlock, 0);
     if (W.fd >= 0)
         close(W.fd);
     W.fd = -1;
+    pid_t parent = W.pid;
     W.pid = 0;
+    mp_self = NULL;
+    if (was && CFG.follow && !W.finished) {
+        /* its own capture, with tables of its own, made at its first event */
+        CFG.parent = parent;
+        mp_stacks_reset();
+        mp_py_reset();
+        if (native_on)
+            mp_native_reset();
+        LZ4_initStream(&lz4_stream, sizeof lz4_stream);
+        mp_enc_init(&W.enc, bufs.a, sizeof bufs.a);
+        W.allocs = W.frees = W.blocks = 0;
+        W.nthreads = 0;
+        W.live_threads = NULL;
+        W.npending = 0;
+        W.pid = getpid();
+        W.main_thread = pthread_self();
+        W.lazy = 1;
+        mp_py_emit_pseudo();
+        atomic_store(&mp_active, 1);
+    }
     mp_guard = fork_saved_guard;
 }
 
@@ -426,6 +743,9 @@ static char *env_get(const char *name)
     return NULL;
 }
 
+static const char *const our_vars[] = {"MEMPROF_FD=", "MEMPROF_EXE=", "MEMPROF_OPTS=", "MEMPROF_INTERVAL_US=",
+                                       "MEMPROF_OUT=", "MEMPROF_PARENT="};
+
 /* Takes memprof's variables out of the environment, in place (no
  * allocation), so the program and its children see what they would
  * without memprof: the MEMPROF_* that memprof run set go, and the first
@@ -435,7 +755,10 @@ static void env_scrub(void)
     extern char **environ;
     char **dst = environ;
     for (char **e = environ; e && *e; e++) {
-        if (strncmp(*e, "MEMPROF_FD=", 11) == 0 || strncmp(*e, "MEMPROF_EXE=", 12) == 0)
+        int ours = 0;
+        for (size_t i = 0; i < sizeof our_vars / sizeof *our_vars; i++)
+            ours |= strncmp(*e, our_vars[i], strlen(our_vars[i])) == 0;
+        if (ours)
             continue;
         if (strncmp(*e, "LD_PRELOAD=", 11) == 0) {
             char *v = *e + 11, *rest = v + strcspn(v, ": ");
@@ -464,6 +787,16 @@ static size_t read_small(const char *path, char *buf, size_t cap)
     return n;
 }
 
+static unsigned header_options(void)
+{
+    unsigned o = 0;
+    if (W.pystack == MEMPROF_PYSTACK_WALKER)
+        o |= MEMPROF_OPT_PYTHON_STACKS;
+    if (native_on)
+        o |= MEMPROF_OPT_NATIVE;
+    return o | (mp_opts & (MEMPROF_OPT_PYMEM | MEMPROF_OPT_FOLLOW_FORK));
+}
+
 static int write_header(void)
 {
     static uint8_t hdr[24576];
@@ -481,69 +814,116 @@ static int write_header(void)
         p += mp_tlv_bytes(p, MEMPROF_H_PYTHON_VERSION, pyv, strnlen(pyv, 256));
         p += mp_tlv_varint(p, MEMPROF_H_PYTHON_HEXVERSION, mp_py_hexversion());
     }
-    p += mp_tlv_varint(p, MEMPROF_H_OPTIONS, W.pystack == MEMPROF_PYSTACK_WALKER ? MEMPROF_OPT_PYTHON_STACKS : 0);
+    p += mp_tlv_varint(p, MEMPROF_H_OPTIONS, header_options());
     p += mp_tlv_bytes(p, MEMPROF_H_EXECUTABLE, exe, ne > 0 ? (size_t)ne : 0);
     p += mp_tlv_varint(p, MEMPROF_H_PAGE_SIZE, (uint64_t)sysconf(_SC_PAGESIZE));
     p += mp_tlv_bytes(p, MEMPROF_H_TOOL_VERSION, MEMPROF_VERSION_STRING, strlen(MEMPROF_VERSION_STRING));
     p += mp_tlv_varint(p, MEMPROF_H_PYSTACK, W.pystack);
+    p += mp_tlv_varint(p, MEMPROF_H_INTERVAL_US, CFG.interval_ns / 1000);
+    if (CFG.parent)
+        p += mp_tlv_varint(p, MEMPROF_H_PARENT_PID, (uint64_t)CFG.parent);
     size_t n = mp_header_seal(hdr, (size_t)(p - hdr) - MEMPROF_HEADER_FIXED);
     n += mp_lz4f_header(hdr + n);
     return write_all(hdr, n);
 }
 
+static unsigned long parse_ulong(const char *s, unsigned long dflt)
+{
+    if (!s || !*s)
+        return dflt;
+    unsigned long v = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || v > 1000000000ul)
+            return dflt;
+        v = v * 10 + (unsigned long)(*s - '0');
+    }
+    return v;
+}
+
 __attribute__((constructor)) static void mp_start(void)
 {
     mp_hooks_init();
-    char *fdv = env_get("MEMPROF_FD");
-    if (!fdv)
+    char *fdv = env_get("MEMPROF_FD"), *outv = env_get("MEMPROF_OUT");
+    if (!fdv && !outv)
         return; /* loaded, not asked to record */
     /* Only the program memprof started records: a wrapper in between (a
      * shell script, env, valgrind) passes the variables on untouched. */
-    const char *want = env_get("MEMPROF_EXE");
+    const char *want = fdv ? env_get("MEMPROF_EXE") : NULL;
     static char exe[4096];
     ssize_t ne = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (want && (ne <= 0 || (exe[ne] = '\0', strcmp(exe, want) != 0)))
         return;
-    int fd = 0;
-    for (const char *c = fdv; *c; c++) {
-        if (*c < '0' || *c > '9' || fd > 100000) {
-            mp_log("memprof: bad MEMPROF_FD, not recording", fdv);
-            return;
-        }
-        fd = fd * 10 + (*c - '0');
-    }
     mp_guard = MP_GUARD_REC;
+    mp_opts = (unsigned)parse_ulong(env_get("MEMPROF_OPTS"), 0);
+    unsigned long iv = parse_ulong(env_get("MEMPROF_INTERVAL_US"), 10000);
+    CFG.interval_ns = (iv ? iv : 10000) * 1000ull;
+    CFG.parent = (pid_t)parse_ulong(env_get("MEMPROF_PARENT"), 0);
+    if (outv && strlen(outv) < sizeof CFG.out - 64) {
+        strcpy(CFG.out, outv);
+        Dl_info di;
+        if (dladdr((void *)mp_start, &di) && di.dli_fname && strlen(di.dli_fname) < sizeof CFG.lib)
+            strcpy(CFG.lib, di.dli_fname);
+        CFG.follow = (mp_opts & MEMPROF_OPT_FOLLOW_FORK) && CFG.lib[0];
+    }
+    int fd = -1;
+    if (fdv) {
+        fd = (int)parse_ulong(fdv, ~0ul);
+        if (fd < 0 || fd > 100000) {
+            mp_log("memprof: bad MEMPROF_FD, not recording", fdv);
+            goto out;
+        }
+    }
     env_scrub();
+    W.pystack = mp_py_init();
+    if (!fdv && W.pystack == MEMPROF_PYSTACK_NONE)
+        goto out; /* a child that is not Python: it only passes the profiler on */
     if (!LZ4_initStream(&lz4_stream, sizeof lz4_stream)) {
         mp_log("memprof: cannot set up LZ4, not recording", NULL);
         goto out;
     }
-    /* Keep the capture on a high descriptor, closed on exec, out of the way. */
-    W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
-    if (W.fd < 0)
-        W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
-    if (W.fd < 0) {
-        mp_log("memprof: the capture file descriptor is not open, not recording", NULL);
-        goto out;
-    }
-    close(fd);
     W.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
     W.pid = getpid();
     W.main_thread = pthread_self();
-    W.start_ns = W.block_ns = W.time_ns = now_ns(CLOCK_MONOTONIC);
-    W.pystack = mp_py_init();
+    W.start_ns = W.block_ns = now_ns(CLOCK_MONOTONIC);
     mp_enc_init(&W.enc, bufs.a, sizeof bufs.a);
     if (pthread_key_create(&W.key, thread_gone) != 0 || pthread_atfork(fork_prepare, fork_parent, fork_child)) {
         mp_log("memprof: cannot set up thread hooks, not recording", NULL);
         goto out;
     }
-    int err = write_header();
-    if (err) {
-        mp_log("memprof: cannot write the capture header, not recording", strerrordesc_np(err));
-        goto out;
+    if ((mp_opts & MEMPROF_OPT_NATIVE) && mp_native_init() == 0)
+        native_on = 1;
+    if ((mp_opts & MEMPROF_OPT_PYMEM) && mp_pymem_install() != 0)
+        mp_log("memprof: no PyMem_SetAllocator in this process; Python allocators not traced", NULL);
+    if (fdv) {
+        /* Keep the capture on a high descriptor, closed on exec, out of the way. */
+        W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+        if (W.fd < 0)
+            W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (W.fd < 0) {
+            mp_log("memprof: the capture file descriptor is not open, not recording", NULL);
+            goto out;
+        }
+        close(fd);
+        int err = write_header();
+        if (err) {
+            mp_log("memprof: cannot write the capture header, not recording", strerrordesc_np(err));
+            goto out;
+        }
+        mp_py_emit_pseudo();
+        atomic_store(&mp_active, 1);
+        int g = mp_guard;
+        mp_guard = MP_GUARD_PYAPI;
+        start_sampler();
+        mp_guard = g;
+    } else {
+        /* a Python program a profiled one started with exec */
+        mp_py_emit_pseudo();
+        atomic_store(&mp_active, 1);
+        lock();
+        if (open_child_locked() != 0)
+            atomic_store(&mp_active, 0);
+        unlock();
     }
-    mp_py_emit_pseudo();
-    atomic_store(&mp_active, 1);
 out:
     mp_guard = 0;
 }

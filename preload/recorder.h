@@ -18,7 +18,9 @@
  * recorder runs (an allocation then is the recorder's own, and is counted
  * as a bug); MP_GUARD_PYAPI while memprof itself calls into Python on
  * purpose (not recorded, not counted). */
-enum { MP_GUARD_REC = 1, MP_GUARD_PYAPI = 2 };
+enum { MP_GUARD_REC = 1, MP_GUARD_PYAPI = 2, MP_GUARD_INNER = 3 };
+/* MP_GUARD_INNER: inside a traced PyMem allocator, which is recorded as
+ * such; what it asks of malloc or mmap is not recorded again. */
 extern MP_TLS int mp_guard;
 
 /* Read on every hook: 1 while this process records. */
@@ -28,10 +30,11 @@ extern atomic_int mp_active;
  * and qualified name objects: a dead code object's address can be reused
  * by another), instruction offset in code units. */
 typedef struct {
-    const void *code;
-    uintptr_t fp;
+    const void *code;       /* PyCodeObject, or a native return address */
+    uintptr_t fp;           /* MP_FP_NATIVE for a native frame */
     uint32_t instr;
 } mp_frame_t;
+#define MP_FP_NATIVE ((uintptr_t)1) /* a Python fingerprint is an even address mix */
 
 /* A stack prefix: hash of the frames from the root down to here, and the
  * node it interned to. */
@@ -40,27 +43,58 @@ typedef struct {
     uint32_t node;
 } mp_prefix_t;
 
+#define MP_NATIVE_MAX 256   /* native frames kept (innermost first) */
+#define MP_RECENT_STACKS 256 /* per-thread cache of whole stacks (a power of 2) */
+
 /* Per-thread state, in memory of its own (mmap), reached through mp_self. */
 typedef struct mp_thread_s {
     uint32_t index;         /* 1-based thread index in the capture */
     int is_main;
+    unsigned long ident;    /* pthread_self() */
     mp_frame_t *cur;        /* last walk, leaf first */
     uint32_t cur_cap;
+    /* --native: Python frames per evaluation-loop call, leaf first (seg[i]
+     * frames of cur belong to the i-th _PyEval_EvalFrameDefault from the
+     * leaf), the native return addresses, and the merged stack */
+    uint32_t *seg;
+    uint32_t seg_cap, nseg;
+    mp_frame_t *mix;
+    uint32_t mix_cap;
+    void *ips[MP_NATIVE_MAX];
+    /* whole stacks interned lately: key (all frames) -> node */
+    struct {
+        uint64_t key;
+        uint32_t depth, node;
+    } recent[MP_RECENT_STACKS];
     mp_prefix_t *prefix;    /* scratch: the walk's prefixes, root first */
     uint32_t prefix_cap;
     mp_prefix_t *prev;      /* previous stack's prefixes, root first */
     uint32_t prev_depth, prev_cap;
-    struct mp_thread_s *next_free;
+    struct mp_thread_s *next_free;  /* free list, or the list of live threads */
 } mp_thread_t;
 
 /* ---- recorder.c: events (callable from the hooks) ---- */
 void mp_rec_alloc(unsigned allocator, const void *p, size_t size);
 void mp_rec_free(unsigned deallocator, const void *p);
+void mp_rec_free_range(unsigned deallocator, const void *p, size_t len); /* munmap, mremap */
+void mp_rec_thread_name(unsigned long ident, const char *name, size_t n);
+/* exec: the capture is finished before the new image replaces this one,
+ * and resumed if the exec fails. */
+void mp_rec_exec_begin(void);
+void mp_rec_exec_failed(void);
+/* With --follow-fork: envp plus what a child needs to profile itself,
+ * built in `buf` (no allocation: this runs in vfork children too). Returns
+ * envp unchanged when children are not followed or the room is short. */
+char *const *mp_child_env(char *const *envp, char **out, size_t nout, char *buf, size_t len);
+extern unsigned mp_opts;    /* MEMPROF_OPT_* */
 void mp_rec_restore(const void *p);
 void mp_rec_mark(unsigned kind);
 void mp_rec_finish(void);              /* trailer; the process is ending */
 
-/* ---- recorder.c: for pystack.c, with the writer lock held ---- */
+/* ---- recorder.c: for pystack.c and native.c, with the writer lock held ---- */
+void mp_wlock(void);
+void mp_wunlock(void);
+int mp_capture_ready_locked(void);     /* 1: recording, the capture exists */
 void mp_emit_string(const void *s, size_t n);
 void mp_emit_code(unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno);
 void mp_emit_node(uint32_t id, uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno);
@@ -69,17 +103,39 @@ void mp_log(const char *msg, const char *detail);   /* one line to stderr, write
 void mp_stop_recording(const char *why, int err);
 int mp_mem_grow(void **p, uint32_t *cap, uint32_t need, size_t elem); /* mmap/mremap */
 
+/* ---- native.c (--native) ---- */
+int mp_native_init(void);               /* 0, or -1: no native stacks */
+void mp_native_reset(void);             /* fork child: a new capture */
+/* Unwinds the calling thread into t->ips (outside the lock). */
+uint32_t mp_native_walk(mp_thread_t *t);
+/* Merges native and Python frames into t->mix; returns its depth. */
+uint32_t mp_native_merge(mp_thread_t *t, uint32_t nnative, uint32_t npy);
+/* New loaded objects since the last look (outside the lock), then records
+ * them (with the lock held). */
+void mp_modules_refresh(void);
+void mp_modules_emit_locked(void);
+extern atomic_int mp_modules_dirty;
+/* With the writer lock held: a native frame's node under `parent`. */
+uint32_t mp_native_node(uint32_t parent, uintptr_t ip);
+int mp_native_eval_range(uintptr_t *lo, uintptr_t *hi);
+
+/* ---- pymem.c (--trace-python-allocators) ---- */
+int mp_pymem_install(void);             /* 0, or -1 */
+
 /* ---- pystack.c ---- */
 /* Looks for a CPython this build can walk. Returns a memprof_pystack_mode. */
 unsigned mp_py_init(void);
 const char *mp_py_version(void);
 unsigned long mp_py_hexversion(void);
 /* Walks the calling thread's Python frames into t->cur (no lock needed:
- * only this thread changes its own frame chain). Returns the depth. */
-uint32_t mp_py_walk(mp_thread_t *t);
-/* With the writer lock held: interns the walked stack, emitting any new
- * strings, code objects and nodes; returns its node id. */
-uint32_t mp_py_intern(mp_thread_t *t, uint32_t depth);
+ * only this thread changes its own frame chain). Returns the depth. With
+ * segments, also fills t->seg/t->nseg for the native merge. */
+uint32_t mp_py_walk(mp_thread_t *t, int segments);
+/* With the writer lock held: interns a stack of `depth` frames (leaf
+ * first, Python and native), emitting any new strings, code objects and
+ * nodes; returns its node id. */
+uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t depth);
+void mp_py_reset(void);                 /* fork child: a new capture */
 /* With the writer lock held, at start: the pseudo-frame for "no Python". */
 void mp_py_emit_pseudo(void);
 
@@ -89,6 +145,13 @@ void mp_py_emit_pseudo(void);
 int mp_table_grow(void **slots, size_t *cap, size_t esz, size_t first, size_t (*hash)(const void *),
                   int (*used)(const void *));
 uint32_t mp_string_intern(const char *s, size_t n);    /* emits STRING when new */
+void mp_stacks_reset(void);             /* fork child: a new capture */
+void mp_emit_thread_name(uint32_t thread, uint32_t name);
+void mp_emit_module(uint32_t id, uint64_t bias, uint32_t path, const uint8_t *build_id, size_t build_len,
+                    const uint64_t *segs, unsigned nseg);
+void mp_emit_module_unload(uint32_t id);
+uint32_t mp_native_node_intern(uint32_t parent, uint32_t module, uint64_t offset);
+void mp_emit_native_node(uint32_t id, uint32_t parent, uint32_t module, uint64_t offset);
 uint32_t mp_code_new_id(void);
 /* The stack trie: node (parent, code id, line), emitted when new
  * (firstlineno: the code object's, lines are written relative to it). */

@@ -127,7 +127,8 @@ uint32_t mp_string_intern(const char *s, size_t n)
 
 typedef struct {
     uint32_t parent, code, node;
-    int32_t line;
+    int32_t line;           /* native frames: code 0, line = module id */
+    uint64_t offset;        /* native frames: offset in the module */
 } node_entry_t;
 
 static struct {
@@ -136,35 +137,56 @@ static struct {
     uint32_t next_node, next_code;
 } N;
 
-static inline size_t node_hash(uint32_t parent, uint32_t code, int32_t line)
+static inline size_t node_hash(uint32_t parent, uint32_t code, int32_t line, uint64_t offset)
 {
-    return (size_t)mix64(((uint64_t)parent << 32 | code) ^ ((uint64_t)(uint32_t)line * 0x9e3779b97f4a7c15ull));
+    return (size_t)mix64(((uint64_t)parent << 32 | code) ^ ((uint64_t)(uint32_t)line * 0x9e3779b97f4a7c15ull) ^
+                         (offset * 0xc2b2ae3d27d4eb4full));
 }
 
 static size_t node_entry_hash(const void *e)
 {
     const node_entry_t *n = e;
-    return node_hash(n->parent, n->code, n->line);
+    return node_hash(n->parent, n->code, n->line, n->offset);
 }
 static int node_used(const void *e) { return ((const node_entry_t *)e)->node != 0; }
 
-uint32_t mp_node_intern(uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno)
+/* The node (parent, code, line, offset), and whether it is new. */
+static uint32_t node_get(uint32_t parent, uint32_t code, int32_t line, uint64_t offset, int *is_new)
 {
+    *is_new = 0;
     if ((N.n + 1) * 2 > N.cap &&
         mp_table_grow((void **)&N.slots, &N.cap, sizeof *N.slots, 4096, node_entry_hash, node_used)) {
         mp_stop_recording("memprof: out of memory for the stack table, recording stopped", 0);
         return parent;
     }
-    size_t j = node_hash(parent, code, line) & (N.cap - 1);
+    size_t j = node_hash(parent, code, line, offset) & (N.cap - 1);
     for (; N.slots[j].node; j = (j + 1) & (N.cap - 1)) {
         node_entry_t *e = &N.slots[j];
-        if (e->parent == parent && e->code == code && e->line == line)
+        if (e->parent == parent && e->code == code && e->line == line && e->offset == offset)
             return e->node;
     }
     uint32_t id = ++N.next_node;
-    N.slots[j] = (node_entry_t){parent, code, id, line};
+    N.slots[j] = (node_entry_t){parent, code, id, line, offset};
     N.n++;
-    mp_emit_node(id, parent, code, line, firstlineno);
+    *is_new = 1;
+    return id;
+}
+
+uint32_t mp_node_intern(uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno)
+{
+    int is_new;
+    uint32_t id = node_get(parent, code, line, 0, &is_new);
+    if (is_new)
+        mp_emit_node(id, parent, code, line, firstlineno);
+    return id;
+}
+
+uint32_t mp_native_node_intern(uint32_t parent, uint32_t module, uint64_t offset)
+{
+    int is_new;
+    uint32_t id = node_get(parent, 0, (int32_t)module, offset, &is_new);
+    if (is_new)
+        mp_emit_native_node(id, parent, module, offset);
     return id;
 }
 
@@ -210,4 +232,13 @@ void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t nod
         j = (j + 1) & (T.cap - 1);
     T.slots[j] = (prefix_entry_t){hash, code, instr, node};
     T.n++;
+}
+
+/* A fork child starts a capture of its own: every table starts empty (the
+ * old mappings are the parent's copy-on-write pages; they are left be). */
+void mp_stacks_reset(void)
+{
+    memset(&S, 0, sizeof S);
+    memset(&N, 0, sizeof N);
+    memset(&T, 0, sizeof T);
 }

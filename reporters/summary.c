@@ -10,6 +10,7 @@
 
 #include "analysis.h"
 #include "cli_common.h"
+#include "memprof/format.h"
 #include "report.h"
 
 static const char usage[] =
@@ -64,6 +65,31 @@ static void print_json(const mp_analysis_t *a, const char *path, size_t top)
     cJSON_AddNumberToObject(end, "time_s", (double)a->end_time_us / 1e6);
     cJSON_AddItemToObject(root, "leaked", end);
     cJSON_AddItemToObject(root, "at_exit", amount_json(a->live));
+    cJSON *files = cJSON_AddObjectToObject(root, "mapped_files");
+    cJSON_AddItemToObject(files, "total", amount_json(a->files_total));
+    cJSON_AddItemToObject(files, "peak", amount_json(a->files_peak));
+    cJSON_AddItemToObject(files, "at_exit", amount_json(a->files_live));
+    cJSON *threads = cJSON_AddArrayToObject(root, "threads");
+    for (uint32_t i = 1; i <= memprof_reader_thread_count(a->r); i++) {
+        cJSON *o = cJSON_CreateObject();
+        const char *name = memprof_reader_thread_name(a->r, i);
+        cJSON_AddNumberToObject(o, "index", i);
+        cJSON_AddNumberToObject(o, "tid", (double)memprof_reader_thread_tid(a->r, i));
+        if (name)
+            cJSON_AddStringToObject(o, "name", name);
+        else
+            cJSON_AddNullToObject(o, "name");
+        cJSON_AddItemToArray(threads, o);
+    }
+    cJSON *by = cJSON_AddArrayToObject(root, "allocators");
+    for (unsigned k = 1; k < MEMPROF_A_COUNT; k++) {
+        if (!a->by_allocator[k].count)
+            continue;
+        cJSON *o = amount_json(a->by_allocator[k]);
+        cJSON_AddStringToObject(o, "allocator", mp_allocator_name(k));
+        cJSON_AddBoolToObject(o, "file_backed", k == MEMPROF_A_MMAP_FILE);
+        cJSON_AddItemToArray(by, o);
+    }
     cJSON_AddItemToObject(root, "top_at_peak", top_json(a, MP_AT_PEAK, top));
     cJSON_AddItemToObject(root, "top_leaked", top_json(a, MP_AT_END, top));
     char *s = cJSON_Print(root);
@@ -73,12 +99,12 @@ static void print_json(const mp_analysis_t *a, const char *path, size_t top)
     cJSON_Delete(root);
 }
 
-static void print_stack(const memprof_reader_t *r, uint32_t node, int max)
+static void print_stack(const mp_analysis_t *a, uint32_t node, int max)
 {
     for (int depth = 0; node && depth < max; depth++) {
         mp_srcframe_t f;
         uint32_t parent;
-        if (mp_node_frame(r, node, &f, &parent))
+        if (mp_node_frame(a, node, &f, &parent))
             break;
         if (f.line >= 0)
             printf("         %s  %s:%d\n", f.function, f.file, f.line);
@@ -92,6 +118,7 @@ static void print_stack(const memprof_reader_t *r, uint32_t node, int max)
 
 static void print_top(const mp_analysis_t *a, mp_when_t when, size_t top, const char *title)
 {
+    int in_native = (memprof_reader_info(a->r)->options & MEMPROF_OPT_NATIVE) != 0;
     mp_location_t *locs;
     size_t n;
     char b[32];
@@ -103,17 +130,17 @@ static void print_top(const mp_analysis_t *a, mp_when_t when, size_t top, const 
     for (size_t i = 0; i < n; i++) {
         mp_srcframe_t f;
         uint32_t parent;
-        if (mp_node_frame(a->r, locs[i].stack, &f, &parent))
+        if (mp_node_frame(a, locs[i].node, &f, &parent))
             continue;
         char c[32];
         printf("%3zu. %10s in %s blocks  %s", i + 1, mp_human_bytes(locs[i].amount.bytes, b, sizeof b),
                mp_group_digits(locs[i].amount.count, c, sizeof c), f.function);
-        if (locs[i].line >= 0)
-            printf(" (%s:%d)", f.file, locs[i].line);
+        if (f.line >= 0)
+            printf(" (%s:%d)", f.file, f.line);
         if (locs[i].nstacks > 1)
             printf("  [%u stacks; the largest:]", locs[i].nstacks);
         printf("\n");
-        print_stack(a->r, locs[i].stack, 12);
+        print_stack(a, locs[i].stack, in_native ? 24 : 12);
     }
     free(locs);
 }
@@ -142,6 +169,14 @@ static void print_text(const mp_analysis_t *a, const char *path, size_t top)
            a->has_end ? "(live when the script ended)" : "(live at exit: the script end was not marked)");
     printf("live at exit     %s in %s blocks\n", mp_human_bytes(a->live.bytes, b2, sizeof b2),
            mp_group_digits(a->live.count, c2, sizeof c2));
+    if (a->files_total.count)
+        printf("mapped files     %s at most, in %s mappings (not heap: not in the figures above)\n",
+               mp_human_bytes(a->files_peak.bytes, b1, sizeof b1), mp_group_digits(a->files_total.count, c1, sizeof c1));
+    printf("allocators      ");
+    for (unsigned k = 1; k < MEMPROF_A_COUNT; k++)
+        if (a->by_allocator[k].count)
+            printf(" %s %s", mp_allocator_name(k), mp_group_digits(a->by_allocator[k].count, c1, sizeof c1));
+    printf("\n");
     if (in->pystack_mode != 1)
         printf("note             no Python stacks in this capture (%s)\n",
                in->pystack_mode == 2 ? "this Python version is not supported" : "not a Python program");
@@ -184,6 +219,8 @@ int main(int argc, char **argv)
         print_json(&a, path, top);
     else
         print_text(&a, path, top);
+    for (const char *p; (p = mp_symbol_problem(&a));)
+        fprintf(stderr, "%s: warning: %s\n", prog, p);
     mp_analysis_free(&a);
     memprof_reader_close(r);
     return 0;

@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 
+#include "memprof/format.h"
 #include "memprof/reader.h"
 
 typedef struct {
@@ -23,6 +24,16 @@ typedef struct {
     uint32_t stack, pad;
 } mp_live_t;
 
+/* A live mapping (mmap, mremap). Mappings can be unmapped in part, so
+ * they are kept sorted by address, apart from the heap blocks. */
+typedef struct {
+    uint64_t addr, size;
+    uint32_t stack;
+    uint16_t file;      /* backed by a file: not heap, counted apart */
+    uint16_t frag;      /* the rest of a mapping split by a partial unmap:
+                           bytes, but not another allocation */
+} mp_mapping_t;
+
 typedef struct mp_analysis_s {
     memprof_reader_t *r;
     mp_amount_t allocated;      /* every allocation made */
@@ -39,9 +50,22 @@ typedef struct mp_analysis_s {
     /* live blocks: open addressing on the address */
     mp_live_t *map;
     uint64_t map_cap, map_n;
-    /* per thread: the block freed by its last realloc (for RESTORE) */
+    /* per thread: the block freed by its last realloc (for RESTORE), and
+     * the first range its last mremap moved (for its file flag) */
     mp_live_t *last_realloc_free;
+    mp_mapping_t *last_mremap;
     uint32_t nthreads;
+    /* mappings, sorted by address */
+    mp_mapping_t *maps;
+    uint64_t nmaps, maps_cap;
+    /* file-backed mappings: not in any heap figure */
+    mp_amount_t files_live, files_peak, files_total;
+    /* every allocation by allocator (MEMPROF_A_*), and mapped-file ones apart */
+    mp_amount_t by_allocator[MEMPROF_A_COUNT];
+    /* native frames' names, from the objects the capture lists (made by
+     * mp_analysis_run, files opened on first use) */
+    struct mp_symbolizer_s *sym;
+    uint32_t problems_told;     /* modules whose problem was reported */
 } mp_analysis_t;
 
 /* Reads every event of r. Returns 0 (also for a truncated capture: see

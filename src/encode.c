@@ -111,6 +111,19 @@ int mp_enc_free(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t add
     return 0;
 }
 
+int mp_enc_free_range(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t addr, uint64_t len)
+{
+    if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
+    *p++ = tag(MEMPROF_R_FREE, deallocator);
+    p = put_addr(e, p, addr);
+    p += mp_varint_put(p, len);
+    e->freed[e->nfree++ & (MEMPROF_RING - 1)] = addr;
+    e->len = (size_t)(p - e->buf);
+    return 0;
+}
+
 int mp_enc_restore(mp_enc_t *e, uint32_t thread, uint64_t addr)
 {
     if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
@@ -130,6 +143,18 @@ int mp_enc_thread_new(mp_enc_t *e, uint32_t thread, uint64_t tid)
     *p++ = tag(MEMPROF_R_THREAD, MEMPROF_THREAD_NEW);
     p += mp_varint_put(p, tid);
     e->thread = thread;
+    e->len = (size_t)(p - e->buf);
+    return 0;
+}
+
+int mp_enc_thread_name(mp_enc_t *e, uint32_t thread, uint32_t name)
+{
+    if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = e->buf + e->len;
+    *p++ = tag(MEMPROF_R_THREAD, MEMPROF_THREAD_NAME);
+    p += mp_varint_put(p, thread);
+    p += mp_varint_put(p, name);
     e->len = (size_t)(p - e->buf);
     return 0;
 }
@@ -168,6 +193,50 @@ int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, int32_
     p += mp_varint_put(p, (uint64_t)id - parent); /* parents come before children: >= 1 */
     p += mp_varint_put(p, code);
     p += mp_varint_put(p, line < 0 ? 0 : mp_zigzag((int64_t)line - firstlineno) + 1);
+    e->len = (size_t)(p - e->buf);
+    return 0;
+}
+
+int mp_enc_node_native(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t module, uint64_t offset)
+{
+    if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = e->buf + e->len;
+    *p++ = tag(MEMPROF_R_NODE, MEMPROF_NODE_NATIVE);
+    p += mp_varint_put(p, (uint64_t)id - parent);
+    p += mp_varint_put(p, module);
+    p += mp_varint_put(p, offset);
+    e->len = (size_t)(p - e->buf);
+    return 0;
+}
+
+int mp_enc_module(mp_enc_t *e, uint32_t id, uint64_t bias, uint32_t path, const uint8_t *build_id,
+                  size_t build_len, const uint64_t *segs, unsigned nseg)
+{
+    if (mp_enc_room(e) < MP_ENC_FIXED_MAX + build_len + (size_t)nseg * 2 * MP_VARINT_MAX)
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = e->buf + e->len;
+    *p++ = tag(MEMPROF_R_MODULE, MEMPROF_MODULE_LOAD);
+    p += mp_varint_put(p, id);
+    p += mp_varint_put(p, bias);
+    p += mp_varint_put(p, path);
+    p += mp_varint_put(p, build_len);
+    memcpy(p, build_id, build_len);
+    p += build_len;
+    p += mp_varint_put(p, nseg);
+    for (unsigned i = 0; i < 2 * nseg; i++)
+        p += mp_varint_put(p, segs[i]);
+    e->len = (size_t)(p - e->buf);
+    return 0;
+}
+
+int mp_enc_module_unload(mp_enc_t *e, uint32_t id)
+{
+    if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = e->buf + e->len;
+    *p++ = tag(MEMPROF_R_MODULE, MEMPROF_MODULE_UNLOAD);
+    p += mp_varint_put(p, id);
     e->len = (size_t)(p - e->buf);
     return 0;
 }

@@ -33,13 +33,22 @@ static inline size_t mp_enc_room(const mp_enc_t *e) { return e->cap - e->len; }
 int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr, uint64_t size,
                  uint32_t stack);
 int mp_enc_free(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t addr);
+/* munmap (thread 0) and the old range of an mremap (thread named). */
+int mp_enc_free_range(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t addr, uint64_t len);
 int mp_enc_restore(mp_enc_t *e, uint32_t thread, uint64_t addr);
 int mp_enc_thread_new(mp_enc_t *e, uint32_t thread, uint64_t tid); /* thread = next index */
+int mp_enc_thread_name(mp_enc_t *e, uint32_t thread, uint32_t name);
 int mp_enc_string(mp_enc_t *e, const void *s, size_t n);
 int mp_enc_code(mp_enc_t *e, unsigned flags, uint32_t filename, uint32_t qualname, uint32_t firstlineno);
 /* line: source line, or -1 when the frame has none; firstlineno: the
  * code object's (lines are written relative to it) */
 int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, int32_t line, uint32_t firstlineno);
+/* A native frame: module id (0: none) and offset from its load bias. */
+int mp_enc_node_native(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t module, uint64_t offset);
+/* segs: nseg (vaddr, memsz) pairs, nseg <= MEMPROF_MODULE_SEGMENTS_MAX; build_len <= 255. */
+int mp_enc_module(mp_enc_t *e, uint32_t id, uint64_t bias, uint32_t path, const uint8_t *build_id,
+                  size_t build_len, const uint64_t *segs, unsigned nseg);
+int mp_enc_module_unload(mp_enc_t *e, uint32_t id);
 int mp_enc_time(mp_enc_t *e, uint64_t us, uint64_t rss_kib);
 int mp_enc_mark(mp_enc_t *e, unsigned kind, uint64_t us);
 

@@ -24,10 +24,21 @@
 #include "xxhash32.h"
 
 typedef struct {
-    uint32_t *parent, *code;
-    int32_t *line;
+    uint32_t parent, code;  /* code 0: a native frame */
+    int32_t line;           /* Python: source line or -1; native: module id */
+    uint64_t offset;        /* native: offset from the module's load bias */
+} node_t;
+
+typedef struct {
+    node_t *v;
     uint32_t n, cap;
 } node_table_t;
+
+typedef struct {
+    memprof_module_t m;
+    uint8_t build_id[255];
+    uint64_t segs[2 * MEMPROF_MODULE_SEGMENTS_MAX];
+} module_t;
 
 struct memprof_reader_s {
     const uint8_t *data;
@@ -59,7 +70,10 @@ struct memprof_reader_s {
     uint32_t ncode, capcode;
     node_table_t nodes;
     uint64_t *tids;
+    uint32_t *thread_names; /* string id, 0: none */
     uint32_t nthread, capthread;
+    module_t *modules;
+    uint32_t nmodule, capmodule;
 };
 
 static int fail(memprof_reader_t *r, int code, const char *fmt, ...)
@@ -261,10 +275,10 @@ void memprof_reader_close(memprof_reader_t *r)
         free(r->str[i]);
     free(r->str);
     free(r->codes);
-    free(r->nodes.parent);
-    free(r->nodes.code);
-    free(r->nodes.line);
+    free(r->nodes.v);
     free(r->tids);
+    free(r->thread_names);
+    free(r->modules);
     free(r->strings_mem);
     free(r);
 }
@@ -412,11 +426,23 @@ static int add_code(memprof_reader_t *r, unsigned flags, uint64_t fn, uint64_t q
     return 0;
 }
 
-static int add_node(memprof_reader_t *r, uint64_t delta, uint64_t code, uint64_t line1)
+static int node_push(memprof_reader_t *r, uint64_t delta, node_t n)
 {
     node_table_t *t = &r->nodes;
     uint64_t id = (uint64_t)t->n + 1;
-    if (delta == 0 || delta > id || code == 0 || code > r->ncode)
+    if (delta == 0 || delta > id)
+        return corrupt_record(r, "bad stack node");
+    int rc = grow((void **)&t->v, &t->cap, t->n, sizeof *t->v);
+    if (rc)
+        return fail(r, rc, "too many stack nodes in capture");
+    n.parent = (uint32_t)(id - delta);
+    t->v[t->n++] = n;
+    return 0;
+}
+
+static int add_node(memprof_reader_t *r, uint64_t delta, uint64_t code, uint64_t line1)
+{
+    if (code == 0 || code > r->ncode)
         return corrupt_record(r, "bad stack node");
     int64_t line = -1, d = line1 ? mp_unzigzag(line1 - 1) : 0;
     if (d < INT32_MIN || d > INT32_MAX) /* checked first: firstlineno + d must not overflow */
@@ -425,31 +451,28 @@ static int add_node(memprof_reader_t *r, uint64_t delta, uint64_t code, uint64_t
         line = (int64_t)r->codes[code - 1].firstlineno + d;
     if (line < -1 || line > INT32_MAX)
         return corrupt_record(r, "bad stack node line");
-    uint32_t cap = t->cap;
-    int rc = grow((void **)&t->parent, &cap, t->n, sizeof *t->parent);
-    if (!rc) {
-        cap = t->cap;
-        rc = grow((void **)&t->code, &cap, t->n, sizeof *t->code);
-    }
-    if (!rc) {
-        cap = t->cap;
-        rc = grow((void **)&t->line, &cap, t->n, sizeof *t->line);
-    }
-    if (rc)
-        return fail(r, rc, "too many stack nodes in capture");
-    t->cap = cap;
-    t->parent[t->n] = (uint32_t)(id - delta);
-    t->code[t->n] = (uint32_t)code;
-    t->line[t->n] = (int32_t)line;
-    t->n++;
-    return 0;
+    return node_push(r, delta, (node_t){0, (uint32_t)code, (int32_t)line, 0});
+}
+
+static int add_native_node(memprof_reader_t *r, uint64_t delta, uint64_t module, uint64_t offset)
+{
+    if (module > r->nmodule)
+        return corrupt_record(r, "native stack node names an unknown module");
+    return node_push(r, delta, (node_t){0, 0, (int32_t)module, offset});
 }
 
 static int add_thread(memprof_reader_t *r, uint64_t tid)
 {
-    int rc = grow((void **)&r->tids, &r->capthread, r->nthread, sizeof *r->tids);
+    uint32_t cap = r->capthread;
+    int rc = grow((void **)&r->tids, &cap, r->nthread, sizeof *r->tids);
+    if (!rc) {
+        cap = r->capthread;
+        rc = grow((void **)&r->thread_names, &cap, r->nthread, sizeof *r->thread_names);
+    }
     if (rc)
         return fail(r, rc, "too many threads in capture");
+    r->capthread = cap;
+    r->thread_names[r->nthread] = 0;
     r->tids[r->nthread++] = tid;
     r->thread = r->nthread;
     return 0;
@@ -471,6 +494,44 @@ static inline uint64_t next_addr(memprof_reader_t *r, uint64_t v)
 static inline uint64_t ring_get(const uint64_t *ring, unsigned n, unsigned k)
 {
     return ring[(n - 1 - k) & (MEMPROF_RING - 1)];
+}
+
+/* MODULE: a loaded object (path, load bias, build id, segments) or an unload. */
+static int decode_module(memprof_reader_t *r, unsigned arg, const uint8_t **pp, const uint8_t *end)
+{
+    const uint8_t *p = *pp;
+    uint64_t id, bias, path, blen, nseg;
+    GET(id);
+    if (arg == MEMPROF_MODULE_UNLOAD) {
+        if (id == 0 || id > r->nmodule)
+            return corrupt_record(r, "unload of an unknown module");
+        r->modules[id - 1].m.unloaded = 1;
+        *pp = p;
+        return 0;
+    }
+    if (arg != MEMPROF_MODULE_LOAD || id != (uint64_t)r->nmodule + 1)
+        return corrupt_record(r, "bad module record");
+    GET(bias);
+    GET(path);
+    GET(blen);
+    if (path == 0 || path > r->nstr || blen > 255 || blen > (uint64_t)(end - p))
+        return corrupt_record(r, "bad module record");
+    int rc = grow((void **)&r->modules, &r->capmodule, r->nmodule, sizeof *r->modules);
+    if (rc)
+        return fail(r, rc, "too many modules in capture");
+    module_t *m = &r->modules[r->nmodule];
+    memcpy(m->build_id, p, (size_t)blen);
+    p += blen;
+    GET(nseg);
+    if (nseg > MEMPROF_MODULE_SEGMENTS_MAX)
+        return corrupt_record(r, "bad module record");
+    for (uint64_t i = 0; i < 2 * nseg; i++)
+        GET(m->segs[i]);
+    /* build_id and segs are pointed at when asked for: the table may move */
+    m->m = (memprof_module_t){r->str[path - 1], bias, NULL, (size_t)blen, (uint32_t)nseg, NULL, 0};
+    r->nmodule++;
+    *pp = p;
+    return 0;
 }
 
 /* ALLOC, ALLOC_SAME, REUSE, REUSE_SAME. */
@@ -530,13 +591,20 @@ static int decode_free(memprof_reader_t *r, unsigned type, unsigned arg, const u
             return corrupt_record(r, "bad free record");
         a = next_addr(r, a);
     }
-    int named = type == MEMPROF_R_RESTORE || kind == MEMPROF_D_REALLOC;
+    /* 1.1: munmap and mremap frees carry the range's length (in 1.0 they
+     * had none, and mremap's named no thread) */
+    int ranged = type == MEMPROF_R_FREE && (kind == MEMPROF_D_MUNMAP || kind == MEMPROF_D_MREMAP) &&
+                 r->info.version_minor >= 1;
+    uint64_t len = 0;
+    if (ranged)
+        GET(len);
+    int named = type == MEMPROF_R_RESTORE || kind == MEMPROF_D_REALLOC || (ranged && kind == MEMPROF_D_MREMAP);
     if (named && r->thread == 0)
         return corrupt_record(r, "bad free record: no thread");
     if (type != MEMPROF_R_RESTORE)
         r->freed[r->nfree++ & (MEMPROF_RING - 1)] = a;
     *ev = (memprof_event_t){type == MEMPROF_R_RESTORE ? MEMPROF_EV_RESTORE : MEMPROF_EV_FREE, kind,
-                            named ? r->thread : 0, 0, a, 0, type == MEMPROF_R_RESTORE ? r->index : r->index++,
+                            named ? r->thread : 0, 0, a, len, type == MEMPROF_R_RESTORE ? r->index : r->index++,
                             r->time_us, 0};
     *pp = p;
     return 1;
@@ -555,6 +623,11 @@ static int decode_table(memprof_reader_t *r, unsigned type, unsigned arg, const 
                 return r->state;
         } else if (arg == MEMPROF_THREAD_SWITCH && a >= 1 && a <= r->nthread) {
             r->thread = (uint32_t)a;
+        } else if (arg == MEMPROF_THREAD_NAME && a >= 1 && a <= r->nthread) {
+            GET(b);
+            if (b == 0 || b > r->nstr)
+                return corrupt_record(r, "thread name names an unknown string");
+            r->thread_names[a - 1] = (uint32_t)b;
         } else {
             return corrupt_record(r, "bad thread record");
         }
@@ -574,11 +647,15 @@ static int decode_table(memprof_reader_t *r, unsigned type, unsigned arg, const 
         if (add_code(r, arg, a, b, c))
             return r->state;
         break;
+    case MEMPROF_R_MODULE:
+        if (decode_module(r, arg, &p, end))
+            return r->state;
+        break;
     default: /* MEMPROF_R_NODE */
         GET(a); GET(b); GET(c);
-        if (arg != 0)
-            return corrupt_record(r, "bad node record");
-        if (add_node(r, a, b, c))
+        if (arg == MEMPROF_NODE_PYTHON ? add_node(r, a, b, c)
+            : arg == MEMPROF_NODE_NATIVE ? add_native_node(r, a, b, c)
+                                           : corrupt_record(r, "bad node record"))
             return r->state;
         break;
     }
@@ -611,6 +688,7 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
     case MEMPROF_R_STRING:
     case MEMPROF_R_CODE:
     case MEMPROF_R_NODE:
+    case MEMPROF_R_MODULE:
         rc = decode_table(r, type, arg, &p, end);
         break;
     case MEMPROF_R_TIME:
@@ -671,10 +749,43 @@ int memprof_reader_node(const memprof_reader_t *r, uint32_t id, uint32_t *parent
 {
     if (id == 0 || id > r->nodes.n)
         return MEMPROF_EINVAL;
-    *parent = r->nodes.parent[id - 1];
-    *code = r->nodes.code[id - 1];
-    *line = r->nodes.line[id - 1];
+    const node_t *n = &r->nodes.v[id - 1];
+    *parent = n->parent;
+    *code = n->code;
+    *line = n->code ? n->line : -1;
     return 0;
+}
+
+int memprof_reader_node_native(const memprof_reader_t *r, uint32_t id, uint32_t *module, uint64_t *offset)
+{
+    if (id == 0 || id > r->nodes.n)
+        return MEMPROF_EINVAL;
+    const node_t *n = &r->nodes.v[id - 1];
+    if (n->code)
+        return 0;
+    *module = (uint32_t)n->line;
+    *offset = n->offset;
+    return 1;
+}
+
+uint32_t memprof_reader_module_count(const memprof_reader_t *r) { return r->nmodule; }
+
+int memprof_reader_module(const memprof_reader_t *r, uint32_t id, memprof_module_t *out)
+{
+    if (id == 0 || id > r->nmodule)
+        return MEMPROF_EINVAL;
+    const module_t *m = &r->modules[id - 1];
+    *out = m->m;
+    out->build_id = m->build_id;
+    out->segs = m->segs;
+    return 0;
+}
+
+const char *memprof_reader_thread_name(const memprof_reader_t *r, uint32_t index)
+{
+    if (index == 0 || index > r->nthread || !r->thread_names[index - 1])
+        return NULL;
+    return r->str[r->thread_names[index - 1] - 1];
 }
 
 int memprof_reader_code(const memprof_reader_t *r, uint32_t id, memprof_code_t *out)

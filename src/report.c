@@ -7,16 +7,84 @@
 #include <string.h>
 
 #include "memprof/format.h"
+#include "symbolize.h"
 
-int mp_node_frame(const memprof_reader_t *r, uint32_t id, mp_srcframe_t *out, uint32_t *parent)
+/* The module a module-less native frame (its object was not listed yet
+ * when the frame was first seen) falls in: the last listed one covering it. */
+static uint32_t module_of(const memprof_reader_t *r, uint64_t addr, uint64_t *offset)
 {
-    uint32_t code_id;
+    for (uint32_t id = memprof_reader_module_count(r); id >= 1; id--) {
+        memprof_module_t m;
+        if (memprof_reader_module(r, id, &m))
+            continue;
+        for (uint32_t i = 0; i < m.nseg; i++) {
+            uint64_t lo = m.bias + m.segs[2 * i];
+            if (addr >= lo && addr - lo < m.segs[2 * i + 1]) {
+                *offset = addr - m.bias;
+                return id;
+            }
+        }
+    }
+    return 0;
+}
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
+}
+
+static void native_frame(const mp_analysis_t *a, uint32_t module, uint64_t offset, mp_srcframe_t *out)
+{
+    if (!module)
+        module = module_of(a->r, offset, &offset);
+    out->native = 1;
+    out->offset = offset;
+    out->line = -1;
+    out->function = out->file = NULL;
+    mp_symbol_t sym;
+    memprof_module_t m;
+    if (module && memprof_reader_module(a->r, module, &m) == 0) {
+        out->module = m.path;
+        if (a->sym && mp_symbolizer_lookup(a->sym, module, offset, &sym) == 0) {
+            out->function = sym.function;
+            if (sym.file) {
+                out->file = sym.file;
+                out->line = sym.line > 0 ? sym.line : -1;
+            }
+        }
+        if (!out->function) {
+            snprintf(out->buf, sizeof out->buf, "%s+0x%" PRIx64, base_name(m.path), offset);
+            out->function = out->buf;
+        }
+        if (!out->file)
+            out->file = m.path;
+    } else {
+        snprintf(out->buf, sizeof out->buf, "0x%" PRIx64, offset);
+        out->function = out->buf;
+        out->file = "?";
+    }
+}
+
+int mp_node_frame(const mp_analysis_t *a, uint32_t id, mp_srcframe_t *out, uint32_t *parent)
+{
+    const memprof_reader_t *r = a->r;
+    uint32_t code_id, module;
+    uint64_t offset;
     int32_t line;
     memprof_code_t code;
     int rc = memprof_reader_node(r, id, parent, &code_id, &line);
-    if (rc == 0)
-        rc = memprof_reader_code(r, code_id, &code);
     if (rc)
+        return rc;
+    out->native = 0;
+    out->module = NULL;
+    out->offset = 0;
+    out->pseudo = 0;
+    if (memprof_reader_node_native(r, id, &module, &offset) == 1) {
+        native_frame(a, module, offset, out);
+        return 0;
+    }
+    if ((rc = memprof_reader_code(r, code_id, &code)))
         return rc;
     out->function = memprof_reader_string(r, code.qualname);
     out->file = memprof_reader_string(r, code.filename);
@@ -27,6 +95,18 @@ int mp_node_frame(const memprof_reader_t *r, uint32_t id, mp_srcframe_t *out, ui
     if (!out->file)
         out->file = "?";
     return 0;
+}
+
+const char *mp_symbol_problem(const mp_analysis_t *a)
+{
+    mp_analysis_t *w = (mp_analysis_t *)a; /* only the count of what was said moves */
+    uint32_t n = memprof_reader_module_count(a->r);
+    while (a->sym && w->problems_told < n) {
+        const char *p = mp_symbolizer_module_problem(a->sym, ++w->problems_told);
+        if (p)
+            return p;
+    }
+    return NULL;
 }
 
 static mp_amount_t amount_at(const mp_stackstat_t *s, mp_when_t when)
@@ -41,34 +121,53 @@ static int by_bytes_desc(const void *x, const void *y)
         return a->amount.bytes < b->amount.bytes ? 1 : -1;
     if (a->amount.count != b->amount.count)
         return a->amount.count < b->amount.count ? 1 : -1;
-    return a->code != b->code ? (a->code < b->code ? -1 : 1) : a->line - b->line;
+    return a->node != b->node ? (a->node < b->node ? -1 : 1) : 0;
 }
 
 int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_location_t **out, size_t *n)
 {
-    /* group stacks by (code, line) of their leaf with a small hash */
-    size_t cap = 1024;
+    /* each node's location: its innermost Python frame (parents come
+     * before children, so one pass), else the native leaf itself */
     uint32_t nodes = memprof_reader_node_count(a->r);
+    uint32_t *py = calloc((size_t)nodes + 1, sizeof *py);
+    size_t cap = 1024;
     while (cap < 2 * (size_t)nodes + 2)
         cap *= 2;
     mp_location_t *t = calloc(cap, sizeof *t);
-    if (!t)
+    if (!t || !py) {
+        free(t);
+        free(py);
         return MEMPROF_ENOMEM;
+    }
+    for (uint32_t id = 1; id <= nodes; id++) {
+        uint32_t parent, code;
+        int32_t line;
+        if (memprof_reader_node(a->r, id, &parent, &code, &line) == 0)
+            py[id] = code ? id : py[parent];
+    }
     for (uint32_t id = 1; id < a->nst && id <= nodes; id++) {
         mp_amount_t am = amount_at(&a->st[id], when);
         if (!am.bytes && !am.count)
             continue;
-        uint32_t parent, code;
+        uint32_t where = py[id] ? py[id] : id, parent, code, module = 0;
+        uint64_t offset = 0;
         int32_t line;
-        if (memprof_reader_node(a->r, id, &parent, &code, &line))
+        if (memprof_reader_node(a->r, where, &parent, &code, &line))
             continue;
-        size_t j = ((size_t)code * 0x9e3779b1u ^ (size_t)(unsigned)line * 0x85ebca6bu) & (cap - 1);
-        while (t[j].code && !(t[j].code == code && t[j].line == line))
+        if (!code) {
+            memprof_reader_node_native(a->r, where, &module, &offset);
+            line = (int32_t)module;
+        }
+        size_t j = ((size_t)code * 0x9e3779b1u ^ (size_t)(unsigned)line * 0x85ebca6bu ^
+                    (size_t)(offset * 0xc2b2ae3d27d4eb4full)) & (cap - 1);
+        while (t[j].node && !(t[j].code == code && t[j].line == line && t[j].offset == offset))
             j = (j + 1) & (cap - 1);
         mp_location_t *l = &t[j];
-        if (!l->code) {
+        if (!l->node) {
             l->code = code;
             l->line = line;
+            l->offset = offset;
+            l->node = where;
         }
         l->amount.bytes += am.bytes;
         l->amount.count += am.count;
@@ -78,14 +177,37 @@ int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_lo
             l->stack_bytes = am.bytes;
         }
     }
+    free(py);
     size_t k = 0;
     for (size_t j = 0; j < cap; j++)
-        if (t[j].code)
+        if (t[j].node)
             t[k++] = t[j];
     qsort(t, k, sizeof *t, by_bytes_desc);
     *n = k < limit ? k : limit;
     *out = t;
     return 0;
+}
+
+const char *mp_allocator_name(unsigned kind)
+{
+    static const char *const names[MEMPROF_A_COUNT] = {
+        [MEMPROF_A_MALLOC] = "malloc",
+        [MEMPROF_A_CALLOC] = "calloc",
+        [MEMPROF_A_REALLOC] = "realloc",
+        [MEMPROF_A_REALLOCARRAY] = "reallocarray",
+        [MEMPROF_A_POSIX_MEMALIGN] = "posix_memalign",
+        [MEMPROF_A_ALIGNED_ALLOC] = "aligned_alloc",
+        [MEMPROF_A_MEMALIGN] = "memalign",
+        [MEMPROF_A_VALLOC] = "valloc",
+        [MEMPROF_A_PVALLOC] = "pvalloc",
+        [MEMPROF_A_MMAP] = "mmap",
+        [MEMPROF_A_MREMAP] = "mremap",
+        [MEMPROF_A_PYMEM_RAW] = "PyMem_RawMalloc",
+        [MEMPROF_A_PYMEM_MEM] = "PyMem_Malloc",
+        [MEMPROF_A_PYMEM_OBJ] = "PyObject_Malloc",
+        [MEMPROF_A_MMAP_FILE] = "mmap (file)",
+    };
+    return kind < MEMPROF_A_COUNT && names[kind] ? names[kind] : "?";
 }
 
 const char *mp_human_bytes(uint64_t n, char *buf, size_t len)
@@ -128,16 +250,21 @@ static cJSON *frame_json(const mp_srcframe_t *f)
         cJSON_AddNumberToObject(o, "line", f->line);
     else
         cJSON_AddNullToObject(o, "line");
+    if (f->native) {
+        cJSON_AddBoolToObject(o, "native", 1);
+        if (f->module)
+            cJSON_AddStringToObject(o, "module", f->module);
+    }
     return o;
 }
 
-cJSON *mp_json_stack(const memprof_reader_t *r, uint32_t node)
+cJSON *mp_json_stack(const mp_analysis_t *a, uint32_t node)
 {
     cJSON *arr = cJSON_CreateArray();
     for (uint32_t guard = 0; arr && node && guard < (1u << 20); guard++) {
         mp_srcframe_t f;
         uint32_t parent;
-        if (mp_node_frame(r, node, &f, &parent))
+        if (mp_node_frame(a, node, &f, &parent))
             break;
         cJSON_AddItemToArray(arr, frame_json(&f));
         node = parent;
@@ -150,18 +277,20 @@ cJSON *mp_json_location(const mp_analysis_t *a, const mp_location_t *loc)
     cJSON *o = cJSON_CreateObject();
     mp_srcframe_t f;
     uint32_t parent;
-    if (!o || mp_node_frame(a->r, loc->stack, &f, &parent))
+    if (!o || mp_node_frame(a, loc->node, &f, &parent))
         return o;
     cJSON_AddNumberToObject(o, "bytes", (double)loc->amount.bytes);
     cJSON_AddNumberToObject(o, "allocations", (double)loc->amount.count);
     cJSON_AddStringToObject(o, "function", f.function);
     cJSON_AddStringToObject(o, "file", f.file);
-    if (loc->line >= 0)
-        cJSON_AddNumberToObject(o, "line", loc->line);
+    if (f.line >= 0)
+        cJSON_AddNumberToObject(o, "line", f.line);
     else
         cJSON_AddNullToObject(o, "line");
+    if (f.native)
+        cJSON_AddBoolToObject(o, "native", 1);
     cJSON_AddNumberToObject(o, "stacks", loc->nstacks);
-    cJSON_AddItemToObject(o, "stack", mp_json_stack(a->r, loc->stack));
+    cJSON_AddItemToObject(o, "stack", mp_json_stack(a, loc->stack));
     return o;
 }
 

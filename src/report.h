@@ -10,21 +10,33 @@
 #include "analysis.h"
 
 typedef struct {
-    const char *function, *file;
+    const char *function, *file;    /* never NULL ("?" when unknown) */
     int line;       /* -1 when unknown */
     int pseudo;     /* a memprof pseudo-frame, not Python code */
+    int native;     /* a native (C/C++) frame */
+    const char *module; /* native: the object's path, NULL when unknown */
+    uint64_t offset;    /* native: offset in the module (absolute address without one) */
+    char buf[192];      /* room for a made-up name ("libz.so.1+0x1f2e") */
 } mp_srcframe_t;
 
-/* Frame of node `id` (1-based) and its parent node (0 at the root). */
-int mp_node_frame(const memprof_reader_t *r, uint32_t id, mp_srcframe_t *out, uint32_t *parent);
+/* Frame of node `id` (1-based) and its parent node (0 at the root). Native
+ * frames are symbolized offline (function, file and line from the objects
+ * the capture lists), else named module+offset. */
+int mp_node_frame(const mp_analysis_t *a, uint32_t id, mp_srcframe_t *out, uint32_t *parent);
+/* One line per module that could not be symbolized (missing or changed
+ * file), each reported once; NULL when there is none left to say. */
+const char *mp_symbol_problem(const mp_analysis_t *a);
 
 typedef enum { MP_AT_PEAK, MP_AT_END, MP_TOTAL } mp_when_t;
 
-/* A location is a leaf frame (code object and line): several stacks can
- * end there. `stack` is the one that holds the most bytes. */
+/* A location is the innermost Python frame of a stack (code object and
+ * line), or its native leaf when it has no Python frame: several stacks can
+ * share it. `node` names it, `stack` is the stack holding the most bytes. */
 typedef struct {
-    uint32_t code;
+    uint32_t code;      /* 0: a native location (module in line, offset) */
     int line;
+    uint64_t offset;
+    uint32_t node;
     mp_amount_t amount;
     uint32_t stack;
     uint64_t stack_bytes;
@@ -35,13 +47,16 @@ typedef struct {
  * *out is malloc'ed; *n may be less than limit. */
 int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_location_t **out, size_t *n);
 
+/* "malloc", "mmap (file)", "PyObject_Malloc"...; "?" for an unknown kind. */
+const char *mp_allocator_name(unsigned kind);
+
 /* "12.3 MiB" style; buf of at least 32 bytes. */
 const char *mp_human_bytes(uint64_t n, char *buf, size_t len);
 /* "1,234,567"; buf of at least 32 bytes. */
 const char *mp_group_digits(uint64_t n, char *buf, size_t len);
 
 /* JSON pieces (NULL on out of memory). */
-cJSON *mp_json_stack(const memprof_reader_t *r, uint32_t node);
+cJSON *mp_json_stack(const mp_analysis_t *a, uint32_t node);
 cJSON *mp_json_location(const mp_analysis_t *a, const mp_location_t *loc);
 cJSON *mp_json_capture(const memprof_reader_t *r, const char *path);
 

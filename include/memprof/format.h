@@ -8,7 +8,7 @@
 #define MEMPROF_FORMAT_H
 
 #define MEMPROF_FORMAT_MAJOR 1
-#define MEMPROF_FORMAT_MINOR 0
+#define MEMPROF_FORMAT_MINOR 1
 
 /* File = header, one LZ4 frame of records, trailer. */
 #define MEMPROF_MAGIC "\x89MEMPROF"   /* 8 bytes, at offset 0 */
@@ -40,6 +40,8 @@ enum memprof_header_tag {
     MEMPROF_H_PAGE_SIZE = 10,   /* varint */
     MEMPROF_H_TOOL_VERSION = 11, /* string, memprof's version */
     MEMPROF_H_PYSTACK = 12,     /* varint, memprof_pystack_mode */
+    MEMPROF_H_INTERVAL_US = 13, /* varint: memory sampling interval (1.1) */
+    MEMPROF_H_PARENT_PID = 14,  /* varint: the profiled parent this process descends from (1.1) */
 };
 
 enum memprof_pystack_mode {
@@ -50,6 +52,9 @@ enum memprof_pystack_mode {
 
 /* Option bits recorded in MEMPROF_H_OPTIONS. */
 #define MEMPROF_OPT_PYTHON_STACKS 0x1u
+#define MEMPROF_OPT_NATIVE 0x2u          /* native stacks, merged with Python's (1.1) */
+#define MEMPROF_OPT_PYMEM 0x4u           /* PyMem RAW/MEM/OBJ domains traced (1.1) */
+#define MEMPROF_OPT_FOLLOW_FORK 0x8u     /* children write captures of their own (1.1) */
 
 /* Trailer TLV tags (after the trailer magic: u32 length, TLVs, u32 xxh32). */
 enum memprof_trailer_tag {
@@ -66,11 +71,14 @@ enum memprof_trailer_tag {
  * carry a small type-specific field ("arg"). 0 is invalid on purpose. */
 enum memprof_record_type {
     MEMPROF_R_ALLOC = 1,   /* arg=allocator; addr, size, zz stack delta */
-    MEMPROF_R_FREE = 2,    /* arg=deallocator; addr */
-    MEMPROF_R_THREAD = 3,  /* arg=0: varint thread index (switch); arg=1: new thread, varint tid */
+    MEMPROF_R_FREE = 2,    /* arg=deallocator; addr; munmap/mremap: then varint length (1.1) */
+    MEMPROF_R_THREAD = 3,  /* arg=0: varint thread index (switch); arg=1: new thread, varint tid;
+                              arg=2: name, varint thread index, name sid (1.1) */
     MEMPROF_R_STRING = 4,  /* varint length, bytes (UTF-8) */
     MEMPROF_R_CODE = 5,    /* arg=flags; filename sid, qualname sid, firstlineno */
-    MEMPROF_R_NODE = 6,    /* varint (new id - parent), code id, zz(line - firstlineno) + 1 (0: no line) */
+    MEMPROF_R_NODE = 6,    /* arg=0: varint (new id - parent), code id, zz(line - firstlineno) + 1 (0: no line);
+                              arg=1 native (1.1): varint (new id - parent), module id (0: none),
+                              offset from the module's load bias (absolute address without module) */
     MEMPROF_R_TIME = 7,    /* varint us since start, varint rss KiB */
     MEMPROF_R_MARK = 8,    /* arg=mark kind; varint us since start */
     MEMPROF_R_RESTORE = 9, /* addr: undo this thread's last FREE at addr */
@@ -79,6 +87,9 @@ enum memprof_record_type {
     MEMPROF_R_REUSE_SAME = 12,  /* arg=k: malloc at the k-th most recently freed address; size;
                                    stack = the previous ALLOC's */
     MEMPROF_R_REUSE = 13,       /* arg=k: as REUSE_SAME, then zz stack delta */
+    MEMPROF_R_MODULE = 14,      /* (1.1) arg=0 loaded: varint id (next), varint load bias, path sid,
+                                   varint build-id length, build id, varint segments,
+                                   per segment varint vaddr, varint memsz; arg=1 unloaded: varint id */
 };
 
 /* "addr" fields: v = zigzag(delta) << 1 | 1, or, when both the address and
@@ -89,8 +100,16 @@ enum memprof_record_type {
 
 #define MEMPROF_THREAD_SWITCH 0
 #define MEMPROF_THREAD_NEW 1
+#define MEMPROF_THREAD_NAME 2
 
-/* Allocators (ALLOC arg). 12-14 are reserved for the PyMem domains. */
+#define MEMPROF_NODE_PYTHON 0
+#define MEMPROF_NODE_NATIVE 1
+#define MEMPROF_MODULE_LOAD 0
+#define MEMPROF_MODULE_UNLOAD 1
+#define MEMPROF_MODULE_SEGMENTS_MAX 64 /* PT_LOAD segments a module record may list */
+
+/* Allocators (ALLOC arg). MREMAP's result is file-backed when the range it
+ * moved was (a reader carries that over from the FREE half). */
 enum memprof_allocator {
     MEMPROF_A_MALLOC = 1,
     MEMPROF_A_CALLOC = 2,
@@ -106,15 +125,16 @@ enum memprof_allocator {
     MEMPROF_A_PYMEM_RAW = 12,
     MEMPROF_A_PYMEM_MEM = 13,
     MEMPROF_A_PYMEM_OBJ = 14,
-    MEMPROF_A_COUNT = 15,
+    MEMPROF_A_MMAP_FILE = 15,   /* mmap of a file (not heap) (1.1) */
+    MEMPROF_A_COUNT = 16,
 };
 
 /* Deallocators (FREE arg). */
 enum memprof_deallocator {
     MEMPROF_D_FREE = 1,
     MEMPROF_D_REALLOC = 2, /* the old block of a realloc, recorded before the call */
-    MEMPROF_D_MUNMAP = 3,
-    MEMPROF_D_MREMAP = 4,
+    MEMPROF_D_MUNMAP = 3,  /* frees [addr, addr + length): maybe part of a mapping */
+    MEMPROF_D_MREMAP = 4,  /* the old range of an mremap, recorded before the call */
     MEMPROF_D_PYMEM_RAW = 5,
     MEMPROF_D_PYMEM_MEM = 6,
     MEMPROF_D_PYMEM_OBJ = 7,

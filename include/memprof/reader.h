@@ -36,7 +36,7 @@ typedef struct {
     uint32_t thread;    /* thread index (1-based); 0 for plain frees, marks, time */
     uint32_t stack;     /* ALLOC: stack node id (0: no stack) */
     uint64_t addr;      /* ALLOC/FREE/RESTORE */
-    uint64_t size;      /* ALLOC */
+    uint64_t size;      /* ALLOC; FREE by munmap/mremap: the length of the range */
     uint64_t index;     /* number of ALLOC/FREE events before this one */
     uint64_t time_us;   /* MARK/TIME: us since start; others: last known time */
     uint64_t rss_kib;   /* TIME */
@@ -70,6 +70,17 @@ typedef struct {
     unsigned flags;         /* MEMPROF_CODE_* */
 } memprof_code_t;
 
+/* A loaded ELF object of the profiled process, as recorded. */
+typedef struct {
+    const char *path;
+    uint64_t bias;              /* load bias: runtime address - ELF virtual address */
+    const uint8_t *build_id;    /* GNU build id, build_id_len bytes (0: none) */
+    size_t build_id_len;
+    uint32_t nseg;              /* PT_LOAD segments: segs[2i] vaddr, segs[2i+1] memsz */
+    const uint64_t *segs;
+    int unloaded;               /* dlclose'd since (by the end of what was read) */
+} memprof_module_t;
+
 /* Open `path` and check its header. On failure *out is still set (NULL only
  * for MEMPROF_ENOMEM) so that memprof_reader_error() can say what is wrong,
  * naming both versions for a refused one; close it either way. */
@@ -88,9 +99,18 @@ MEMPROF_API const char *memprof_reader_error(const memprof_reader_t *r);
 /* Tables built so far. Ids are 1-based; 0 or an unknown id gives an error. */
 MEMPROF_API uint32_t memprof_reader_node_count(const memprof_reader_t *r);
 /* A stack node: its parent node (0 at the root), code object and source
- * line (-1 when the frame has no line). */
+ * line (-1 when the frame has no line). A native frame has code 0. */
 MEMPROF_API int memprof_reader_node(const memprof_reader_t *r, uint32_t id, uint32_t *parent,
                                     uint32_t *code, int32_t *line);
+/* 1 for a native frame, with its module (0: in no known module) and the
+ * offset of its return address from the module's load bias (the absolute
+ * address without a module); 0 for a Python frame; < 0 for a bad id. */
+MEMPROF_API int memprof_reader_node_native(const memprof_reader_t *r, uint32_t id, uint32_t *module,
+                                           uint64_t *offset);
+MEMPROF_API uint32_t memprof_reader_module_count(const memprof_reader_t *r);
+MEMPROF_API int memprof_reader_module(const memprof_reader_t *r, uint32_t id, memprof_module_t *out);
+/* The thread's last recorded name, or NULL. */
+MEMPROF_API const char *memprof_reader_thread_name(const memprof_reader_t *r, uint32_t index);
 MEMPROF_API int memprof_reader_code(const memprof_reader_t *r, uint32_t id, memprof_code_t *out);
 MEMPROF_API uint32_t memprof_reader_code_count(const memprof_reader_t *r);
 MEMPROF_API const char *memprof_reader_string(const memprof_reader_t *r, uint32_t id);

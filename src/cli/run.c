@@ -10,6 +10,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -21,10 +22,12 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "memprof/format.h"
 #include "report.h"
 
 static const char usage[] =
-    "usage: memprof run [-o FILE] [--force] [--python PATH] [-q]\n"
+    "usage: memprof run [-o FILE] [--force] [--native] [--trace-python-allocators]\n"
+    "                   [--follow-fork] [--interval MS] [--python PATH] [-q]\n"
     "                   (script.py [args...] | -m module [args...] | -c code [args...])\n"
     "\n"
     "Runs a Python program and records every allocation it makes, with its\n"
@@ -34,6 +37,14 @@ static const char usage[] =
     "options:\n"
     "  -o, --output FILE   capture file (default: memprof-<script>.<pid>.memprof)\n"
     "  -f, --force         overwrite FILE if it exists\n"
+    "  --native            record native (C/C++) stacks too, merged with the Python\n"
+    "                      frames each interpreter frame was running\n"
+    "  --trace-python-allocators\n"
+    "                      record every Python object allocation (PyMem RAW, MEM\n"
+    "                      and OBJ domains) instead of the pymalloc arenas\n"
+    "  --follow-fork       profile child processes too: a forked child, and a Python\n"
+    "                      program started with exec, writes FILE.<pid>\n"
+    "  --interval MS       sample resident memory every MS milliseconds (default 10)\n"
     "  --python PATH       interpreter to run (default: " MEMPROF_DEFAULT_PYTHON ")\n"
     "  -q, --quiet         do not print where the capture went\n"
     "  -h, --help          show this help\n";
@@ -43,6 +54,8 @@ static const char *prog = "memprof run";
 typedef struct {
     const char *output, *python;
     int force, quiet;
+    unsigned opts;           /* MEMPROF_OPT_* the program records with */
+    unsigned long interval_us;
     char **target;  /* what follows the python executable: script args / -m mod args / -c code args */
     int ntarget;
     const char *stem;
@@ -57,6 +70,19 @@ static void parse(int argc, char **argv, run_opts_t *o)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) {
             fputs(usage, stdout);
             exit(0);
+        } else if (!strcmp(a, "--native")) {
+            o->opts |= MEMPROF_OPT_NATIVE;
+        } else if (!strcmp(a, "--trace-python-allocators")) {
+            o->opts |= MEMPROF_OPT_PYMEM;
+        } else if (!strcmp(a, "--follow-fork")) {
+            o->opts |= MEMPROF_OPT_FOLLOW_FORK;
+        } else if (!strcmp(a, "--interval") || !strncmp(a, "--interval=", 11)) {
+            const char *v = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
+            char *end;
+            double ms = v ? strtod(v, &end) : 0;
+            if (!v || !*v || *end || !(ms >= 0.1 && ms <= 60000))
+                mp_cli_die(prog, "--interval needs milliseconds between 0.1 and 60000, e.g. --interval 10");
+            o->interval_us = (unsigned long)(ms * 1000 + 0.5);
         } else if (!strcmp(a, "-o") || !strcmp(a, "--output") || !strcmp(a, "--python")) {
             if (i + 1 >= argc)
                 mp_cli_die(prog, "%s needs a value; see 'memprof run --help'", a);
@@ -197,6 +223,20 @@ static void child(const run_opts_t *o, const char *python, const char *lib, int 
         child_fail(pipefd, 2, "cannot set up the capture for %s", out);
     close(fd);
     setenv("MEMPROF_FD", fdv, 1);
+    char num[32], abs_out[PATH_MAX];
+    snprintf(num, sizeof num, "%u", o->opts);
+    setenv("MEMPROF_OPTS", num, 1);
+    snprintf(num, sizeof num, "%lu", o->interval_us ? o->interval_us : 10000ul);
+    setenv("MEMPROF_INTERVAL_US", num, 1);
+    if (o->opts & MEMPROF_OPT_FOLLOW_FORK) { /* children name their captures after this */
+        if (out[0] == '/')
+            snprintf(abs_out, sizeof abs_out, "%s", out);
+        else if (!getcwd(abs_out, sizeof abs_out) || strlen(abs_out) + strlen(out) + 2 > sizeof abs_out)
+            child_fail(pipefd, 2, "cannot find the current directory for %s", out);
+        else
+            strcat(strcat(abs_out, "/"), out);
+        setenv("MEMPROF_OUT", abs_out, 1);
+    }
     char exe[PATH_MAX];
     if (realpath(python, exe))
         setenv("MEMPROF_EXE", exe, 1);
@@ -228,6 +268,23 @@ static void report(const run_opts_t *o, pid_t pid, int status)
         snprintf(why, sizeof why, ", truncated: the program was killed by signal %d", WTERMSIG(status));
     fprintf(stderr, "memprof: wrote %s (%s%s); see: memprof summary %s\n", out,
             mp_human_bytes(bytes, size, sizeof size), why, out);
+    if (!(o->opts & MEMPROF_OPT_FOLLOW_FORK))
+        return;
+    /* children's captures: FILE.<pid>[.<n>] */
+    char pattern[PATH_MAX + 8];
+    snprintf(pattern, sizeof pattern, "%s.*", out);
+    glob_t g;
+    if (glob(pattern, 0, NULL, &g) == 0) {
+        size_t n = 0;
+        for (size_t i = 0; i < g.gl_pathc; i++) {
+            const char *tail = g.gl_pathv[i] + strlen(out) + 1;
+            if (strspn(tail, "0123456789.") == strlen(tail))
+                n++;
+        }
+        if (n)
+            fprintf(stderr, "memprof: and %zu child capture%s: %s.<pid>\n", n, n == 1 ? "" : "s", out);
+        globfree(&g);
+    }
 }
 
 int main(int argc, char **argv)

@@ -1,5 +1,6 @@
-/* rich_capture.c - builds the rich capture of rich_capture.h: the tables,
- * every allocator and deallocator, the compact record forms and the address
+/* rich_capture.c - builds the rich capture of rich_capture.h: the tables
+ * (modules and native nodes among them), every allocator and deallocator,
+ * the mappings of 1.1, the compact record forms and the address
  * forms (asserting, record by record, the form the encoder picks), the
  * clock, and noise enough for many blocks. The builders run in this order
  * on one capture; each compact-form sequence starts a block of its own and
@@ -16,24 +17,54 @@
 
 const char *const rich_strings[RICH_NSTRINGS] = {
     MEMPROF_PSEUDO_NO_PYTHON, "/srv/app/main.py", "main", "Worker.run", "h\xc3\xa9llo \xe2\x9c\x93", "",
+    "/usr/lib/x86_64-linux-gnu/libc.so.6", "/srv/app/_speedups.cpython-311-x86_64-linux-gnu.so",
+    "MainThread", "worker-1", "pool-worker-2",
 };
 
 const node_spec_t rich_node_specs[RICH_NNODES + 1] = {
-    {0, 0, 0},                  /* unused: the root */
-    {0, 0, -1},                 /* 1: the pseudo-frame, no line */
-    {0, 1, 10},                 /* 2: on the code's first line (line field 1) */
-    {2, 2, 117},                /* 3: below it */
-    {3, 1, 300},                /* 4: above it */
-    {4, 2, -1},                 /* 5: a Python frame with no line */
-    {2, 1, 0},                  /* 6: line 0, below the first line */
-    {0, 3, 0},                  /* 7: INT32_MAX below */
-    {7, 3, INT32_MAX},          /* 8: the largest line, delta 0 */
-    {0, 1, INT32_MAX},          /* 9: same parent and code as 2, another line: another node */
+    {0, 0, 0, 0, 0},                   /* unused: the root */
+    {0, 0, -1, 0, 0},                  /* 1: the pseudo-frame, no line */
+    {0, 1, 10, 0, 0},                  /* 2: on the code's first line (line field 1) */
+    {2, 2, 117, 0, 0},                 /* 3: below it */
+    {3, 1, 300, 0, 0},                 /* 4: above it */
+    {4, 2, -1, 0, 0},                  /* 5: a Python frame with no line */
+    {2, 1, 0, 0, 0},                   /* 6: line 0, below the first line */
+    {0, 3, 0, 0, 0},                   /* 7: INT32_MAX below */
+    {7, 3, INT32_MAX, 0, 0},           /* 8: the largest line, delta 0 */
+    {0, 1, INT32_MAX, 0, 0},           /* 9: same parent and code as 2, another line: another node */
+    {4, -1, -1, 1, 0x9a0f4},           /* 10: native, called from Python frame 4, in module 1 */
+    {10, -1, -1, 0, 0x7ffff7fc1234},   /* 11: native in no known module: the absolute address */
+    {11, 1, 12, 0, 0},                 /* 12: a Python frame under a native one */
+    {0, -1, -1, 2, 0},                 /* 13: native at the root, offset 0 */
+    {13, -1, -1, 3, UINT64_MAX},       /* 14: in module 3, loaded after module 2 went */
 };
+
+const module_spec_t rich_module_specs[RICH_NMODULES + 1] = {
+    {0},
+    /* 1: a shared library with a 20-byte GNU build id and three PT_LOADs */
+    {6,
+     0x7f3a12340000ull,
+     {0x8b, 0x1d, 0x00, 0xff, 0x42, 0x10, 0x9c, 0x7e, 0x01, 0x80, 0x3f, 0xa5, 0x5a, 0x00, 0x00, 0x13, 0x37, 0xc0,
+      0xde, 0x99},
+     20,
+     {0x0, 0x28000, 0x28000, 0x195000, 0x1bd000, 0x5a000},
+     3,
+     0},
+    /* 2: the main program (empty path, no bias), no build id, no segment; unloaded */
+    {5, 0, {0}, 0, {0}, 0, 1},
+    /* 3: a one-byte build id (a 0), the largest values */
+    {7, UINT64_MAX, {0x00}, 1, {UINT64_MAX, UINT64_MAX}, 1, 0},
+};
+
+static uint32_t rich_module(tk_capture_t *c, const rich_ids_t *id, unsigned i)
+{
+    const module_spec_t *m = &rich_module_specs[i];
+    return tk_module(c, m->bias, id->str[m->path], m->build_id, m->build_len, m->segs, m->nseg);
+}
 
 uint32_t rich_spec_code(const rich_ids_t *id, int code)
 {
-    return code == 0 ? id->code_pseudo : code == 1 ? id->code_main : code == 2 ? id->code_run : id->code_far;
+    return code < 0 ? 0 : code == 0 ? id->code_pseudo : code == 1 ? id->code_main : code == 2 ? id->code_run : id->code_far;
 }
 
 static void rich_tables(tk_capture_t *c, rich_ids_t *id)
@@ -44,42 +75,75 @@ static void rich_tables(tk_capture_t *c, rich_ids_t *id)
     id->code_main = tk_code(c, 0, id->str[1], id->str[2], 10);
     id->code_run = tk_code(c, 0, id->str[1], id->str[3], 120);
     id->code_far = tk_code(c, 0, id->str[1], id->str[5], INT32_MAX);
+    id->module[0] = 0;
+    id->module[1] = rich_module(c, id, 1);
+    id->module[2] = rich_module(c, id, 2);
     id->node[0] = 0;
-    for (unsigned i = 1; i <= RICH_NNODES; i++)
-        id->node[i] = tk_node(c, id->node[rich_node_specs[i].parent], rich_spec_code(id, rich_node_specs[i].code),
-                              rich_node_specs[i].line);
+    for (unsigned i = 1; i <= RICH_NNODES; i++) {
+        const node_spec_t *n = &rich_node_specs[i];
+        if (i == RICH_NODE_AFTER_RELOAD) {
+            tk_module_unload(c, id->module[2]);
+            id->module[3] = rich_module(c, id, 3);
+        }
+        if (n->code < 0)
+            id->node[i] = tk_node_native(c, id->node[n->parent], id->module[n->module], n->offset);
+        else
+            id->node[i] = tk_node(c, id->node[n->parent], rich_spec_code(id, n->code), n->line);
+    }
     id->t1 = tk_thread_new(c, RICH_TID_1);
     id->t2 = tk_thread_new(c, RICH_TID_2);
     id->t3 = tk_thread_new(c, RICH_TID_3);
+    tk_thread_name(c, id->t1, id->str[RICH_NAME_T1]);
+    tk_thread_name(c, id->t2, id->str[RICH_NAME_T2_FIRST]); /* renamed later */
 }
 
 /* Every allocator with the address and the stack going up and down. */
 static void rich_allocs(tk_capture_t *c, const rich_ids_t *id)
 {
-    static const unsigned stacks[] = {4, 1, 3, 0, 2, 4, 0};
-    for (unsigned k = MEMPROF_A_MALLOC; k <= MEMPROF_A_PYMEM_OBJ; k++) {
+    static const unsigned stacks[] = {4, 1, 3, 0, 2, 4, 0, 10, 12, 11, 14, 13};
+    for (unsigned k = MEMPROF_A_MALLOC; k < MEMPROF_A_COUNT; k++) {
         uint64_t addr = k % 2 ? RICH_BASE + k * 0x100 : RICH_BASE - k * 0x10000;
         uint32_t t = k % 3 == 0 ? id->t1 : k % 3 == 1 ? id->t2 : id->t3;
-        tk_alloc(c, t, k, addr, 16ull * k + (k == 5 ? 1ull << 40 : 0), id->node[stacks[k % 7]]);
+        tk_alloc(c, t, k, addr, 16ull * k + (k == 5 ? 1ull << 40 : 0), id->node[stacks[k % MP_ARRAY_LEN(stacks)]]);
     }
     tk_alloc(c, id->t1, MEMPROF_A_MALLOC, 0x10, 0, id->node[4]);
     tk_alloc(c, id->t1, MEMPROF_A_MMAP, UINT64_MAX - 4095, UINT64_MAX, id->node[1]); /* delta wraps */
     tk_alloc(c, id->t1, MEMPROF_A_MALLOC, 0x20, 1, id->node[1]);
 }
 
-/* Every deallocator: plain ones without a thread, realloc's with one. */
+/* Every deallocator: plain ones without a thread, realloc's and mremap's
+ * with one; munmap's and mremap's with a length. */
 static void rich_frees(tk_capture_t *c, const rich_ids_t *id)
 {
     for (unsigned k = MEMPROF_D_FREE; k <= MEMPROF_D_PYMEM_OBJ; k++) {
         uint64_t addr = k % 2 ? RICH_BASE + k * 0x100 : RICH_BASE - k * 0x10000;
-        tk_free(c, k == MEMPROF_D_REALLOC ? id->t2 : 0, k, addr);
+        if (k == MEMPROF_D_MUNMAP || k == MEMPROF_D_MREMAP)
+            tk_free_range(c, k == MEMPROF_D_MREMAP ? id->t2 : 0, k, addr, 0x1000ull * k);
+        else
+            tk_free(c, k == MEMPROF_D_REALLOC ? id->t2 : 0, k, addr);
     }
     tk_flush(c);
     tk_free(c, 0, MEMPROF_D_FREE, RICH_BASE); /* first in a block: no thread known yet */
     tk_free(c, id->t3, MEMPROF_D_FREE, RICH_BASE + 8); /* a thread may be named */
     tk_free(c, id->t1, MEMPROF_D_REALLOC, 0x20);
     tk_restore(c, id->t1, 0x20);
-    tk_free(c, 0, MEMPROF_D_MUNMAP, UINT64_MAX - 4095);
+    tk_free_range(c, 0, MEMPROF_D_MUNMAP, UINT64_MAX - 4095, UINT64_MAX); /* a 10-byte length */
+}
+
+/* 1.1's mappings: a file mapping cut in the middle, an mremap that moves
+ * and one that fails, a length of 0; then a thread renamed. */
+static void rich_mappings(tk_capture_t *c, const rich_ids_t *id)
+{
+    const uint64_t m = RICH_BASE + 0x10000000;
+    tk_alloc(c, id->t1, MEMPROF_A_MMAP_FILE, m, 0x3000, id->node[10]);
+    tk_free_range(c, 0, MEMPROF_D_MUNMAP, m + 0x1000, 0x1000);
+    tk_free_range(c, id->t3, MEMPROF_D_MREMAP, m, 0x1000);
+    tk_alloc(c, id->t3, MEMPROF_A_MREMAP, m + 0x100000, 0x2000, id->node[10]);
+    tk_alloc(c, id->t2, MEMPROF_A_MMAP, m + 0x200000, 0x10000, id->node[14]);
+    tk_free_range(c, id->t2, MEMPROF_D_MREMAP, m + 0x200000, 0x10000);
+    tk_restore(c, id->t2, m + 0x200000);
+    tk_free_range(c, 0, MEMPROF_D_MUNMAP, m + 0x2000, 0);
+    tk_thread_name(c, id->t2, id->str[RICH_NAME_T2]);
 }
 
 /* ---- the compact forms: which record the encoder picks ------------------ */
@@ -128,8 +192,11 @@ static void compact_allocs(tk_capture_t *c, const rich_ids_t *id)
     /* frees do not move the allocated ring: the third is still 14 back */
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, a + 2 * 0x40), MEMPROF_R_FREE_RECENT, 14);
     /* only plain frees are compact */
-    ASSERT_TAG(tk_free(c, 0, MEMPROF_D_MUNMAP, a + 3 * 0x40), MEMPROF_R_FREE, MEMPROF_D_MUNMAP);
+    ASSERT_TAG(tk_free_range(c, 0, MEMPROF_D_MUNMAP, a + 3 * 0x40, 0x40), MEMPROF_R_FREE, MEMPROF_D_MUNMAP);
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_PYMEM_RAW, a + 4 * 0x40), MEMPROF_R_FREE, MEMPROF_D_PYMEM_RAW);
+    ASSERT_TAG(tk_free_range(c, id->t1, MEMPROF_D_MREMAP, a + 5 * 0x40, 0x40), MEMPROF_R_FREE, MEMPROF_D_MREMAP);
+    /* range frees feed the freed ring too: malloc may reuse their address */
+    ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_MALLOC, a + 3 * 0x40, 1, id->node[6]), MEMPROF_R_REUSE_SAME, 2);
     seq_end(c, nb);
 
     /* the rings restart with the block: the same free is plain again */
@@ -219,7 +286,7 @@ static void address_forms(tk_capture_t *c, const rich_ids_t *id)
     cr_assert_eq(tk_last_field(c), mp_zigzag(0x1001) << 1 | 1);
     /* a FREE_RECENT moves the previous address to the block it frees */
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, o + 8), MEMPROF_R_FREE_RECENT, 3);
-    ASSERT_TAG(tk_free(c, 0, MEMPROF_D_MUNMAP, o + 0x18), MEMPROF_R_FREE, MEMPROF_D_MUNMAP);
+    ASSERT_TAG(tk_free_range(c, 0, MEMPROF_D_MUNMAP, o + 0x18, 0x18), MEMPROF_R_FREE, MEMPROF_D_MUNMAP);
     cr_assert_eq(tk_last_field(c), mp_zigzag(0x10) << 1 | 1);
     /* and a REUSE: */
     ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, o + 8, 3, id->node[8]), MEMPROF_R_REUSE_SAME, 1);
@@ -288,6 +355,7 @@ void rich_build(tk_capture_t *c, rich_ids_t *id)
     rich_tables(c, id);
     rich_allocs(c, id);
     rich_frees(c, id);
+    rich_mappings(c, id);
     compact_allocs(c, id);
     compact_reuse(c, id);
     compact_realloc(c, id);

@@ -2,10 +2,18 @@
  * totals, the peak and what each stack held at the true peak (not at a
  * later, lower high point), the script-end snapshot against what is live
  * at exit, failed reallocs restored, frees of unknown blocks, and an
- * allocation at an address that is still live (its free was never seen). */
+ * allocation at an address that is still live (its free was never seen).
+ * Mappings (1.1): munmap of part of a mapping, of several at once, of
+ * length 0; a mapping over part of another; file mappings kept out of the
+ * heap; mremap keeping a mapping's file-ness; a failed mremap restored;
+ * mappings in the peak; counts per allocator; sizes that would wrap; and
+ * the rich capture's replay keeps its books balanced. */
 #include <criterion/criterion.h>
+#include <string.h>
 
 #include "analysis.h"
+#include "mp_common.h"
+#include "rich_capture.h"
 #include "testkit.h"
 
 #define T1 1
@@ -238,7 +246,7 @@ Test(analysis, free_of_unknown_address)
     begin(&x.c);
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 16, 1);
     tk_free(&x.c, 0, MEMPROF_D_FREE, 0xdead0);
-    tk_free(&x.c, 0, MEMPROF_D_MUNMAP, 0x1001);
+    tk_free_range(&x.c, 0, MEMPROF_D_MUNMAP, 0x1001, 0x1000); /* heap blocks are not mappings */
     run(&x);
     cr_assert_eq(x.a.frees, 2);
     cr_assert_eq(x.a.unmatched_frees, 2);
@@ -249,7 +257,7 @@ Test(analysis, free_of_unknown_address)
 Test(analysis, address_zero_is_no_block)
 {
     /* 0 is nobody's block (and the live map's empty mark): frees and
-     * restores of it change nothing */
+     * restores of it change nothing, an allocation there is never live */
     run_t x;
     begin(&x.c);
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 16, 1);
@@ -261,11 +269,14 @@ Test(analysis, address_zero_is_no_block)
         tk_free(&x.c, 0, MEMPROF_D_FREE, 0);
     for (uint64_t i = 1; i <= 100; i++)
         tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x100000 + i * 16, 1, 2);
+    tk_alloc(&x.c, T2, MEMPROF_A_MALLOC, 0, 5, 3);        /* made, but never live */
     run(&x);
     cr_assert_eq(x.a.frees, 4);
     cr_assert_eq(x.a.unmatched_frees, 3);
     ASSERT_AMOUNT(x.a.live, 116, 101);
-    ASSERT_AMOUNT(x.a.allocated, 116, 101);
+    ASSERT_AMOUNT(x.a.allocated, 121, 102);
+    ASSERT_AMOUNT(x.a.st[3].total, 5, 1);
+    ASSERT_AMOUNT(x.a.st[3].cur, 0, 0);
     ASSERT_AMOUNT(x.a.st[0].cur, 0, 0);
     cr_assert_eq(x.a.map_n, 101);
     done(&x);
@@ -276,8 +287,8 @@ Test(analysis, alloc_at_a_live_address_drops_the_stale_block)
     run_t x;
     begin(&x.c);
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
-    tk_alloc(&x.c, T1, MEMPROF_A_MMAP, 0x1000, 40, 2);   /* free of the first never seen */
-    tk_free(&x.c, 0, MEMPROF_D_MUNMAP, 0x1000);
+    tk_alloc(&x.c, T1, MEMPROF_A_CALLOC, 0x1000, 40, 2); /* free of the first never seen */
+    tk_free(&x.c, 0, MEMPROF_D_FREE, 0x1000);
     tk_free(&x.c, 0, MEMPROF_D_FREE, 0x1000);            /* the block is gone: unmatched */
     run(&x);
     mp_analysis_t *a = &x.a;
@@ -348,6 +359,430 @@ Test(analysis, truncated_capture_is_not_an_error)
     cr_assert_eq(memprof_reader_info(r)->truncated, 1);
     ASSERT_AMOUNT(a.allocated, 16, 1);
     ASSERT_AMOUNT(a.at_end, 16, 1);
+    mp_analysis_free(&a);
+    memprof_reader_close(r);
+    tk_close(&c);
+}
+
+/* ---- mappings (1.1) ------------------------------------------------------ */
+
+#define MiB (1ull << 20)
+#define M 0x7f0000000000ull /* where the test mappings go */
+
+/* The capture of begin() plus the first `steps` steps of a script. */
+typedef void (*script_t)(tk_capture_t *c, int step);
+
+static void run_steps(run_t *x, script_t script, int steps)
+{
+    begin(&x->c);
+    for (int i = 0; i < steps; i++)
+        script(&x->c, i);
+    run(x);
+}
+
+static void partial_unmaps(tk_capture_t *c, int step)
+{
+    switch (step) {
+    case 0: tk_alloc(c, T1, MEMPROF_A_MMAP, M, 10 * MiB, 1); break;
+    case 1: tk_free_range(c, 0, MEMPROF_D_MUNMAP, M + 3 * MiB, 4 * MiB); break; /* the middle */
+    case 2: tk_free_range(c, 0, MEMPROF_D_MUNMAP, M, 3 * MiB); break;           /* the left piece */
+    case 3: tk_free_range(c, 0, MEMPROF_D_MUNMAP, M + 7 * MiB, 3 * MiB); break; /* the right one */
+    }
+}
+
+Test(mappings, munmap_of_part_of_a_mapping)
+{
+    /* live after each step: the mapping stays one allocation while the part
+     * left of the hole lives; the part right of it keeps its bytes only */
+    static const struct {
+        uint64_t bytes, count, nmaps;
+    } want[] = {{10 * MiB, 1, 1}, {6 * MiB, 1, 2}, {3 * MiB, 0, 1}, {0, 0, 0}};
+    for (int steps = 1; steps <= 4; steps++) {
+        run_t x;
+        run_steps(&x, partial_unmaps, steps);
+        mp_analysis_t *a = &x.a;
+        cr_assert(a->live.bytes == want[steps - 1].bytes && a->live.count == want[steps - 1].count,
+                  "after %d steps: live {%llu, %llu}", steps, (unsigned long long)a->live.bytes,
+                  (unsigned long long)a->live.count);
+        cr_assert_eq(a->nmaps, want[steps - 1].nmaps, "after %d steps", steps);
+        ASSERT_AMOUNT(a->st[1].cur, want[steps - 1].bytes, want[steps - 1].count);
+        ASSERT_AMOUNT(a->allocated, 10 * MiB, 1);
+        ASSERT_AMOUNT(a->peak, 10 * MiB, 1);
+        cr_assert_eq(a->peak_index, 0);
+        cr_assert_eq(a->frees, (uint64_t)steps - 1);
+        cr_assert_eq(a->unmatched_frees, 0);
+        ASSERT_AMOUNT(a->files_live, 0, 0);
+        done(&x);
+    }
+}
+
+static void spanning_unmaps(tk_capture_t *c, int step)
+{
+    switch (step) {
+    case 0:
+        tk_alloc(c, T1, MEMPROF_A_MMAP, M, 4 * MiB, 1);
+        tk_alloc(c, T1, MEMPROF_A_MMAP, M + 4 * MiB, 4 * MiB, 2); /* right after the first */
+        tk_alloc(c, T2, MEMPROF_A_MMAP, M + 9 * MiB, 1 * MiB, 3);
+        break;
+    case 1: tk_free_range(c, 0, MEMPROF_D_MUNMAP, M + 3 * MiB, 6 * MiB + MiB / 2); break;
+    case 2: tk_free_range(c, 0, MEMPROF_D_MUNMAP, M + 20 * MiB, MiB); break; /* nothing there */
+    case 3: tk_free_range(c, 0, MEMPROF_D_MUNMAP, M - MiB, 16 * MiB); break;
+    }
+}
+
+Test(mappings, munmap_spanning_mappings)
+{
+    run_t x;
+    run_steps(&x, spanning_unmaps, 2);
+    /* [M+3, M+9.5) takes the first one's last MiB, all of the second, half of the third */
+    ASSERT_AMOUNT(x.a.live, 3 * MiB + MiB / 2, 2);
+    ASSERT_AMOUNT(x.a.st[1].cur, 3 * MiB, 1);
+    ASSERT_AMOUNT(x.a.st[2].cur, 0, 0);
+    ASSERT_AMOUNT(x.a.st[3].cur, MiB / 2, 1);
+    cr_assert_eq(x.a.nmaps, 2);
+    cr_assert(x.a.maps[0].addr == M && x.a.maps[0].size == 3 * MiB);
+    cr_assert(x.a.maps[1].addr == M + 9 * MiB + MiB / 2 && x.a.maps[1].size == MiB / 2);
+    cr_assert_eq(x.a.unmatched_frees, 0);
+    ASSERT_AMOUNT(x.a.peak, 9 * MiB, 3);
+    done(&x);
+
+    run_steps(&x, spanning_unmaps, 4);
+    ASSERT_AMOUNT(x.a.live, 0, 0);
+    cr_assert_eq(x.a.nmaps, 0);
+    cr_assert_eq(x.a.frees, 3);
+    cr_assert_eq(x.a.unmatched_frees, 1);
+    for (uint32_t s = 1; s <= 3; s++)
+        ASSERT_AMOUNT(x.a.st[s].cur, 0, 0);
+    done(&x);
+}
+
+static void fixed_maps(tk_capture_t *c, int step)
+{
+    switch (step) {
+    case 0: tk_alloc(c, T1, MEMPROF_A_MMAP, M, 8 * MiB, 1); break;
+    case 1: tk_alloc(c, T1, MEMPROF_A_MMAP, M + 2 * MiB, MiB, 2); break;     /* MAP_FIXED inside it */
+    case 2: tk_alloc(c, T2, MEMPROF_A_MMAP_FILE, M + 4 * MiB, MiB, 3); break; /* a file over its rest */
+    case 3: tk_free_range(c, 0, MEMPROF_D_MUNMAP, M, 8 * MiB); break;
+    }
+}
+
+Test(mappings, mapping_over_part_of_another)
+{
+    run_t x;
+    run_steps(&x, fixed_maps, 2);
+    ASSERT_AMOUNT(x.a.live, 8 * MiB, 2); /* the replaced MiB went with the new mapping's arrival */
+    ASSERT_AMOUNT(x.a.st[1].cur, 7 * MiB, 1);
+    ASSERT_AMOUNT(x.a.st[2].cur, MiB, 1);
+    ASSERT_AMOUNT(x.a.allocated, 9 * MiB, 2);
+    ASSERT_AMOUNT(x.a.peak, 8 * MiB, 1); /* not higher: first reached at the first mapping */
+    cr_assert_eq(x.a.peak_index, 0);
+    cr_assert_eq(x.a.nmaps, 3);
+    done(&x);
+
+    run_steps(&x, fixed_maps, 3);
+    ASSERT_AMOUNT(x.a.live, 7 * MiB, 2);
+    ASSERT_AMOUNT(x.a.st[1].cur, 6 * MiB, 1);
+    ASSERT_AMOUNT(x.a.st[3].cur, 0, 0);
+    ASSERT_AMOUNT(x.a.files_live, MiB, 1);
+    cr_assert_eq(x.a.nmaps, 5);
+    for (uint64_t i = 0; i + 1 < x.a.nmaps; i++)
+        cr_assert_leq(x.a.maps[i].addr + x.a.maps[i].size, x.a.maps[i + 1].addr, "mapping %llu overlaps",
+                      (unsigned long long)i);
+    done(&x);
+
+    run_steps(&x, fixed_maps, 4);
+    ASSERT_AMOUNT(x.a.live, 0, 0);
+    ASSERT_AMOUNT(x.a.files_live, 0, 0);
+    ASSERT_AMOUNT(x.a.files_peak, MiB, 1);
+    ASSERT_AMOUNT(x.a.files_total, MiB, 1);
+    ASSERT_AMOUNT(x.a.st[1].cur, 0, 0);
+    ASSERT_AMOUNT(x.a.st[2].cur, 0, 0);
+    cr_assert_eq(x.a.nmaps, 0);
+    cr_assert_eq(x.a.unmatched_frees, 0);
+    done(&x);
+}
+
+Test(mappings, file_mapping_is_not_heap)
+{
+    run_t x;
+    begin(&x.c);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
+    tk_alloc(&x.c, T1, MEMPROF_A_MMAP_FILE, M, 16 * MiB, 2);
+    tk_alloc(&x.c, T2, MEMPROF_A_MMAP, M + 32 * MiB, MiB, 3);
+    tk_free_range(&x.c, 0, MEMPROF_D_MUNMAP, M, 8 * MiB); /* half the file */
+    run(&x);
+    mp_analysis_t *a = &x.a;
+    ASSERT_AMOUNT(a->live, MiB + 100, 2);
+    ASSERT_AMOUNT(a->peak, MiB + 100, 2);
+    cr_assert_eq(a->peak_index, 2);
+    ASSERT_AMOUNT(a->files_live, 8 * MiB, 1);
+    ASSERT_AMOUNT(a->files_peak, 16 * MiB, 1);
+    ASSERT_AMOUNT(a->files_total, 16 * MiB, 1);
+    ASSERT_AMOUNT(a->st[2].cur, 0, 0);
+    ASSERT_AMOUNT(a->st[2].total, 0, 0);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 2), 0, 0);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 3), MiB, 1);
+    ASSERT_AMOUNT(a->at_end, MiB + 100, 2);
+    ASSERT_AMOUNT(a->allocated, 17 * MiB + 100, 3); /* every allocation event */
+    done(&x);
+}
+
+Test(mappings, mremap_keeps_file_ness)
+{
+    run_t x;
+    begin(&x.c);
+    tk_capture_t *c = &x.c;
+    tk_alloc(c, T1, MEMPROF_A_MMAP_FILE, M, 2 * MiB, 1);
+    tk_alloc(c, T2, MEMPROF_A_MMAP, M + 16 * MiB, MiB, 2);
+    /* two mremaps at once: each thread's result follows its own free half */
+    tk_free_range(c, T1, MEMPROF_D_MREMAP, M, 2 * MiB);
+    tk_free_range(c, T2, MEMPROF_D_MREMAP, M + 16 * MiB, MiB);
+    tk_alloc(c, T2, MEMPROF_A_MREMAP, M + 32 * MiB, 3 * MiB, 2);
+    tk_alloc(c, T1, MEMPROF_A_MREMAP, M + 64 * MiB, 4 * MiB, 1);
+    /* an mremap that frees nothing (old length 0, MREMAP_DONTUNMAP): anonymous */
+    tk_alloc(c, T1, MEMPROF_A_MREMAP, M + 128 * MiB, MiB, 3);
+    /* one of a range nobody mapped: anonymous */
+    tk_free_range(c, T1, MEMPROF_D_MREMAP, M + 256 * MiB, MiB);
+    tk_alloc(c, T1, MEMPROF_A_MREMAP, M + 512 * MiB, MiB, 1);
+    run(&x);
+    mp_analysis_t *a = &x.a;
+    ASSERT_AMOUNT(a->files_live, 4 * MiB, 1);
+    ASSERT_AMOUNT(a->files_peak, 4 * MiB, 1);
+    ASSERT_AMOUNT(a->files_total, 6 * MiB, 2);
+    ASSERT_AMOUNT(a->live, 5 * MiB, 3);
+    ASSERT_AMOUNT(a->st[1].cur, MiB, 1);
+    ASSERT_AMOUNT(a->st[2].cur, 3 * MiB, 1);
+    ASSERT_AMOUNT(a->st[3].cur, MiB, 1);
+    ASSERT_AMOUNT(a->peak, 5 * MiB, 3);
+    cr_assert_eq(a->frees, 3);
+    cr_assert_eq(a->unmatched_frees, 1);
+    cr_assert_eq(a->nmaps, 4);
+    done(&x);
+}
+
+Test(mappings, failed_mremap_restores_the_range)
+{
+    run_t x;
+    begin(&x.c);
+    tk_capture_t *c = &x.c;
+    tk_alloc(c, T1, MEMPROF_A_MMAP, M, 2 * MiB, 2);           /* 0 */
+    tk_free_range(c, T1, MEMPROF_D_MREMAP, M, 2 * MiB);       /* 1: mremap(M, 2 MiB, ...) */
+    tk_restore(c, T2, M);                                     /* not this thread's */
+    tk_alloc(c, T2, MEMPROF_A_MMAP, M + 16 * MiB, 3 * MiB, 3); /* 2: live 3 MiB */
+    tk_restore(c, T1, M);                                     /* ... failed: live 5 MiB, a new peak */
+    tk_restore(c, T1, M);                                     /* only once */
+    tk_free_range(c, 0, MEMPROF_D_MUNMAP, M, 2 * MiB);        /* 3: a mapping again */
+    run(&x);
+    mp_analysis_t *a = &x.a;
+    ASSERT_AMOUNT(a->live, 3 * MiB, 1);
+    ASSERT_AMOUNT(a->peak, 5 * MiB, 2);
+    cr_assert_eq(a->peak_index, 3);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 2), 2 * MiB, 1);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 3), 3 * MiB, 1);
+    ASSERT_AMOUNT(a->allocated, 5 * MiB, 2); /* a restore is no new allocation */
+    ASSERT_AMOUNT(a->st[2].total, 2 * MiB, 1);
+    ASSERT_AMOUNT(a->st[2].cur, 0, 0);
+    cr_assert_eq(a->frees, 2);
+    cr_assert_eq(a->unmatched_frees, 0);
+    done(&x);
+}
+
+Test(mappings, failed_mremap_of_a_file_part_or_nothing)
+{
+    run_t x;
+    begin(&x.c);
+    tk_capture_t *c = &x.c;
+    tk_alloc(c, T1, MEMPROF_A_MMAP_FILE, M, MiB, 1);
+    tk_free_range(c, T1, MEMPROF_D_MREMAP, M, MiB);
+    tk_restore(c, T1, M);                                    /* a file again */
+    tk_alloc(c, T2, MEMPROF_A_MMAP, M + 16 * MiB, 4 * MiB, 2);
+    tk_free_range(c, T2, MEMPROF_D_MREMAP, M + 18 * MiB, 2 * MiB); /* its right half */
+    tk_restore(c, T2, M + 18 * MiB);                        /* bytes back, no second allocation */
+    tk_free_range(c, T1, MEMPROF_D_MREMAP, M + 64 * MiB, MiB); /* nothing mapped there */
+    tk_restore(c, T1, M + 64 * MiB);                        /* nothing to restore */
+    run(&x);
+    mp_analysis_t *a = &x.a;
+    ASSERT_AMOUNT(a->files_live, MiB, 1);
+    ASSERT_AMOUNT(a->files_peak, MiB, 1);
+    ASSERT_AMOUNT(a->live, 4 * MiB, 1);
+    ASSERT_AMOUNT(a->st[2].cur, 4 * MiB, 1);
+    cr_assert_eq(a->nmaps, 3);
+    cr_assert_eq(a->unmatched_frees, 1);
+    done(&x);
+}
+
+Test(mappings, restore_over_a_later_mapping)
+{
+    /* what a capture says was mapped in the range since its failed mremap
+     * cannot be there: the restored range replaces it, and mappings stay
+     * disjoint */
+    run_t x;
+    begin(&x.c);
+    tk_alloc(&x.c, T1, MEMPROF_A_MMAP, M, 2 * MiB, 1);
+    tk_free_range(&x.c, T1, MEMPROF_D_MREMAP, M, 2 * MiB);
+    tk_alloc(&x.c, T2, MEMPROF_A_MMAP, M + MiB, MiB, 2);
+    tk_restore(&x.c, T1, M);
+    run(&x);
+    ASSERT_AMOUNT(x.a.live, 2 * MiB, 1);
+    ASSERT_AMOUNT(x.a.st[1].cur, 2 * MiB, 1);
+    ASSERT_AMOUNT(x.a.st[2].cur, 0, 0);
+    cr_assert_eq(x.a.nmaps, 1);
+    cr_assert(x.a.maps[0].addr == M && x.a.maps[0].size == 2 * MiB);
+    done(&x);
+}
+
+Test(mappings, peak_includes_anonymous_mappings)
+{
+    run_t x;
+    begin(&x.c);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
+    tk_alloc(&x.c, T1, MEMPROF_A_MMAP, M, MiB, 2);           /* 1: the peak */
+    tk_free(&x.c, 0, MEMPROF_D_FREE, 0x1000);
+    tk_free_range(&x.c, 0, MEMPROF_D_MUNMAP, M, MiB);
+    tk_alloc(&x.c, T2, MEMPROF_A_MMAP_FILE, M, 8 * MiB, 3);  /* bigger, but not heap */
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x2000, 200, 1);
+    run(&x);
+    mp_analysis_t *a = &x.a;
+    ASSERT_AMOUNT(a->peak, MiB + 100, 2);
+    cr_assert_eq(a->peak_index, 1);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 1), 100, 1);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 2), MiB, 1);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 3), 0, 0);
+    ASSERT_AMOUNT(a->live, 200, 1);
+    ASSERT_AMOUNT(a->files_peak, 8 * MiB, 1);
+    done(&x);
+}
+
+Test(mappings, counts_by_allocator)
+{
+    run_t x;
+    begin(&x.c);
+    tk_capture_t *c = &x.c;
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x2000, 50, 1);
+    tk_alloc(c, T2, MEMPROF_A_CALLOC, 0x3000, 30, 2);
+    tk_free(c, T1, MEMPROF_D_REALLOC, 0x1000);
+    tk_alloc(c, T1, MEMPROF_A_REALLOC, 0x4000, 300, 1);
+    tk_free(c, T1, MEMPROF_D_REALLOC, 0x2000);
+    tk_restore(c, T1, 0x2000);                              /* no allocation */
+    tk_alloc(c, T1, MEMPROF_A_MMAP, M, 4096, 3);
+    tk_alloc(c, T1, MEMPROF_A_MMAP_FILE, M + MiB, 8192, 3);
+    tk_free_range(c, T1, MEMPROF_D_MREMAP, M, 4096);
+    tk_alloc(c, T1, MEMPROF_A_MREMAP, M + 2 * MiB, 16384, 3);
+    tk_alloc(c, T2, MEMPROF_A_PYMEM_OBJ, 0x5000, 7, 2);
+    run(&x);
+    static const struct {
+        unsigned kind;
+        uint64_t bytes, count;
+    } want[] = {{MEMPROF_A_MALLOC, 150, 2},    {MEMPROF_A_CALLOC, 30, 1},       {MEMPROF_A_REALLOC, 300, 1},
+                {MEMPROF_A_MMAP, 4096, 1},     {MEMPROF_A_MMAP_FILE, 8192, 1},  {MEMPROF_A_MREMAP, 16384, 1},
+                {MEMPROF_A_PYMEM_OBJ, 7, 1}};
+    uint64_t count = 0;
+    for (unsigned k = 0; k < MEMPROF_A_COUNT; k++) {
+        mp_amount_t w = {0, 0};
+        for (size_t i = 0; i < MP_ARRAY_LEN(want); i++)
+            if (want[i].kind == k)
+                w = (mp_amount_t){want[i].bytes, want[i].count};
+        cr_assert(x.a.by_allocator[k].bytes == w.bytes && x.a.by_allocator[k].count == w.count,
+                  "allocator %u: {%llu, %llu}", k, (unsigned long long)x.a.by_allocator[k].bytes,
+                  (unsigned long long)x.a.by_allocator[k].count);
+        count += x.a.by_allocator[k].count;
+    }
+    cr_assert_eq(count, x.a.allocated.count);
+    ASSERT_AMOUNT(x.a.allocated, 29159, 8);
+    ASSERT_AMOUNT(x.a.files_live, 8192, 1);
+    ASSERT_AMOUNT(x.a.live, 50 + 30 + 300 + 16384 + 7, 5);
+    done(&x);
+}
+
+Test(mappings, munmap_of_length_zero_changes_nothing)
+{
+    /* munmap(p, 0) fails, but is recorded before the call */
+    run_t x;
+    begin(&x.c);
+    tk_alloc(&x.c, T1, MEMPROF_A_MMAP, M, 4 * MiB, 1);
+    tk_free_range(&x.c, 0, MEMPROF_D_MUNMAP, M + MiB, 0);
+    tk_free_range(&x.c, 0, MEMPROF_D_MUNMAP, M, MiB);
+    run(&x);
+    ASSERT_AMOUNT(x.a.live, 3 * MiB, 1); /* not split by the empty unmap: still one allocation */
+    cr_assert_eq(x.a.nmaps, 1);
+    cr_assert_eq(x.a.frees, 2);
+    cr_assert_eq(x.a.unmatched_frees, 1);
+    done(&x);
+}
+
+Test(mappings, mmap_of_size_zero_maps_nothing)
+{
+    run_t x;
+    begin(&x.c);
+    tk_alloc(&x.c, T1, MEMPROF_A_MMAP, M, 0, 1);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 8, 1);
+    run(&x);
+    ASSERT_AMOUNT(x.a.allocated, 8, 2);
+    ASSERT_AMOUNT(x.a.live, 8, 1);
+    cr_assert_eq(x.a.nmaps, 0);
+    cr_assert_eq(x.a.end_index, 2); /* = events */
+    done(&x);
+}
+
+Test(mappings, sizes_that_would_wrap)
+{
+    /* a mapping can reach the end of the address space, not past it */
+    const uint64_t e = UINT64_MAX - 0xfff;
+    run_t x;
+    begin(&x.c);
+    tk_alloc(&x.c, T1, MEMPROF_A_MMAP, e, UINT64_MAX, 1);
+    tk_alloc(&x.c, T1, MEMPROF_A_MMAP, 0x10000, 0x1000, 2);
+    tk_free_range(&x.c, 0, MEMPROF_D_MUNMAP, 0x10000, 0x1000);
+    tk_free_range(&x.c, 0, MEMPROF_D_MUNMAP, e, 0x1000); /* addr + length wraps to 0 */
+    run(&x);
+    ASSERT_AMOUNT(x.a.peak, 0xfff + 0x1000, 2);
+    ASSERT_AMOUNT(x.a.live, 0, 0);
+    ASSERT_AMOUNT(x.a.st[1].cur, 0, 0);
+    cr_assert_eq(x.a.nmaps, 0);
+    cr_assert_eq(x.a.unmatched_frees, 0);
+    done(&x);
+}
+
+/* The rich capture (every record kind, hostile values) replays with its
+ * books balanced: mappings sorted and disjoint, live = the stacks' sum =
+ * the heap blocks' and anonymous mappings' sum, the file figures = the
+ * file mappings', every allocation counted once by allocator. */
+Test(mappings, rich_capture_books_balance)
+{
+    tk_capture_t c;
+    rich_ids_t id;
+    memset(&id, 0, sizeof id);
+    rich_build(&c, &id);
+    memprof_reader_t *r = tk_open(c.data, c.len);
+    mp_analysis_t a;
+    cr_assert_eq(mp_analysis_run(&a, r), 0, "%s", memprof_reader_error(r));
+    cr_assert_gt(a.nmaps, 2);
+    mp_amount_t anon = {0, 0}, files = {0, 0}, stacks = {0, 0}, heap = {0, 0};
+    for (uint64_t i = 0; i < a.nmaps; i++) {
+        const mp_mapping_t *m = &a.maps[i];
+        cr_assert(m->size > 0 && m->size <= UINT64_MAX - m->addr, "mapping %llu", (unsigned long long)i);
+        if (i + 1 < a.nmaps)
+            cr_assert_leq(m->addr + m->size, a.maps[i + 1].addr, "mapping %llu overlaps", (unsigned long long)i);
+        mp_amount_t *t = m->file ? &files : &anon;
+        t->bytes += m->size;
+        t->count += !m->frag;
+    }
+    for (uint64_t i = 0; i < a.map_cap; i++)
+        if (a.map[i].addr)
+            heap.bytes += a.map[i].size, heap.count++;
+    for (uint32_t i = 0; i < a.nst; i++)
+        stacks.bytes += a.st[i].cur.bytes, stacks.count += a.st[i].cur.count;
+    ASSERT_AMOUNT(a.live, stacks.bytes, stacks.count);
+    ASSERT_AMOUNT(a.live, heap.bytes + anon.bytes, heap.count + anon.count);
+    ASSERT_AMOUNT(a.files_live, files.bytes, files.count);
+    cr_assert_gt(files.bytes, 0);
+    uint64_t count = 0;
+    for (unsigned k = 0; k < MEMPROF_A_COUNT; k++)
+        count += a.by_allocator[k].count;
+    cr_assert_eq(count, a.allocated.count);
+    cr_assert_eq(a.allocated.count, c.allocs);
+    cr_assert_eq(a.frees, c.frees);
     mp_analysis_free(&a);
     memprof_reader_close(r);
     tk_close(&c);

@@ -1,19 +1,22 @@
 /* test_format.c - the capture format end to end: captures built with the
  * encoders (as the recorder writes them) read back with the reader. The
- * rich capture (rich_capture.h: every record type, the compact record forms
- * the encoder must pick, node lines relative to their code's first line,
- * many small blocks) has the shape the tests rely on and round-trips with
- * every field, every table entry and the header and trailer; an empty
- * capture reads as one; newer and older format versions are refused; the
- * worked example of docs/format.md is what the encoders write. Linked
- * blocks, liblz4's view of the frame, cuts and flipped bytes are in
- * test_damage.c. */
+ * rich capture (rich_capture.h: every record type, every 1.1 kind, the
+ * compact record forms the encoder must pick, node lines relative to their
+ * code's first line, many small blocks) has the shape the tests rely on and
+ * round-trips with every field, every table entry (modules, native nodes,
+ * thread names included) and the header and trailer; modules at the limits
+ * (255-byte build id, 64 segments) round-trip; an empty capture reads as
+ * one; newer and older format versions are refused, a 1.0 capture is read
+ * by the 1.0 rules; the worked example of docs/format.md and its 1.1
+ * records are what the encoders write. Linked blocks, liblz4's view of the
+ * frame, cuts and flipped bytes are in test_damage.c. */
 #include <criterion/criterion.h>
 #include <lz4.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "analysis.h"
 #include "mp_common.h"
 #include "rich_capture.h"
 #include "testkit.h"
@@ -33,7 +36,8 @@ static void check_info(const memprof_info_t *in, const tk_capture_t *c)
     cr_assert_eq(memcmp(in->argv, tk_argv, TK_ARGV_LEN), 0);
     cr_assert_str_eq(in->python_version, TK_PYVERSION);
     cr_assert_eq(in->python_hexversion, TK_HEXVERSION);
-    cr_assert_eq(in->options, MEMPROF_OPT_PYTHON_STACKS);
+    cr_assert_eq(in->options, TK_OPTIONS);
+    cr_assert_eq(in->options, 0xfu);
     cr_assert_eq(in->pystack_mode, MEMPROF_PYSTACK_WALKER);
     cr_assert_str_eq(in->executable, TK_EXECUTABLE);
     cr_assert_eq(in->page_size, TK_PAGE_SIZE);
@@ -69,6 +73,40 @@ static void check_node(memprof_reader_t *r, uint32_t id, uint32_t parent, uint32
               code, line);
 }
 
+static void check_module(memprof_reader_t *r, uint32_t id, const module_spec_t *want)
+{
+    memprof_module_t m;
+    memset(&m, 0x55, sizeof m);
+    cr_assert_eq(memprof_reader_module(r, id, &m), 0, "module %u", id);
+    cr_assert_str_eq(m.path, rich_strings[want->path], "module %u path", id);
+    cr_assert_eq(m.bias, want->bias, "module %u bias", id);
+    cr_assert_eq(m.build_id_len, want->build_len, "module %u build id length", id);
+    cr_assert_not_null(m.build_id);
+    cr_assert_eq(memcmp(m.build_id, want->build_id, want->build_len), 0, "module %u build id", id);
+    cr_assert_eq(m.nseg, want->nseg, "module %u segments", id);
+    cr_assert_not_null(m.segs);
+    for (unsigned i = 0; i < 2 * want->nseg; i++)
+        cr_assert_eq(m.segs[i], want->segs[i], "module %u segs[%u]", id, i);
+    cr_assert_eq(m.unloaded, want->unloaded, "module %u unloaded", id);
+}
+
+/* Native frames: code 0, no line, and their module and offset; Python
+ * frames have no native side. */
+static void check_native(memprof_reader_t *r, uint32_t id, const node_spec_t *want, const rich_ids_t *ids)
+{
+    uint32_t module = 99;
+    uint64_t offset = 99;
+    int rc = memprof_reader_node_native(r, id, &module, &offset);
+    if (want->code >= 0) {
+        cr_assert_eq(rc, 0, "node %u is a Python frame", id);
+        cr_assert(module == 99 && offset == 99, "node %u: outputs untouched", id);
+        return;
+    }
+    cr_assert_eq(rc, 1, "node %u is native", id);
+    cr_assert_eq(module, ids->module[want->module], "node %u module", id);
+    cr_assert_eq(offset, want->offset, "node %u offset", id);
+}
+
 static void check_tables(memprof_reader_t *r, const tk_capture_t *c, const rich_ids_t *id)
 {
     for (size_t i = 0; i < MP_ARRAY_LEN(rich_strings); i++)
@@ -88,9 +126,10 @@ static void check_tables(memprof_reader_t *r, const tk_capture_t *c, const rich_
     cr_assert_eq(memprof_reader_code(r, 5, &co), MEMPROF_EINVAL);
     cr_assert_eq(memprof_reader_node_count(r), RICH_NNODES);
     for (uint32_t i = 1; i <= RICH_NNODES; i++) {
+        const node_spec_t *n = &rich_node_specs[i];
         cr_assert_eq(id->node[i], i);
-        check_node(r, i, id->node[rich_node_specs[i].parent], rich_spec_code(id, rich_node_specs[i].code),
-                   rich_node_specs[i].line);
+        check_node(r, i, id->node[n->parent], rich_spec_code(id, n->code), n->code < 0 ? -1 : n->line);
+        check_native(r, i, n, id);
     }
     /* spelled out */
     check_node(r, 1, 0, id->code_pseudo, -1);
@@ -99,10 +138,35 @@ static void check_tables(memprof_reader_t *r, const tk_capture_t *c, const rich_
     check_node(r, 4, 3, id->code_main, 300);
     check_node(r, 5, 4, id->code_run, -1);
     check_node(r, 8, 7, id->code_far, INT32_MAX);
+    check_node(r, 10, 4, 0, -1);
+    check_node(r, 12, 11, id->code_main, 12);
     uint32_t a, b;
     int32_t d;
+    uint64_t off;
     cr_assert_eq(memprof_reader_node(r, 0, &a, &b, &d), MEMPROF_EINVAL);
     cr_assert_eq(memprof_reader_node(r, RICH_NNODES + 1, &a, &b, &d), MEMPROF_EINVAL);
+    cr_assert_eq(memprof_reader_node_native(r, 0, &a, &off), MEMPROF_EINVAL);
+    cr_assert_eq(memprof_reader_node_native(r, RICH_NNODES + 1, &a, &off), MEMPROF_EINVAL);
+    cr_assert(memprof_reader_node_native(r, 11, &a, &off) == 1 && a == 0 && off == 0x7ffff7fc1234);
+    cr_assert(memprof_reader_node_native(r, 14, &a, &off) == 1 && a == 3 && off == UINT64_MAX);
+    /* modules */
+    cr_assert_eq(memprof_reader_module_count(r), RICH_NMODULES);
+    for (uint32_t i = 1; i <= RICH_NMODULES; i++) {
+        cr_assert_eq(id->module[i], i);
+        check_module(r, i, &rich_module_specs[i]);
+    }
+    memprof_module_t m;
+    cr_assert_eq(memprof_reader_module(r, 0, &m), MEMPROF_EINVAL);
+    cr_assert_eq(memprof_reader_module(r, RICH_NMODULES + 1, &m), MEMPROF_EINVAL);
+    cr_assert(memprof_reader_module(r, 2, &m) == 0 && m.unloaded == 1 && m.build_id_len == 0 && m.nseg == 0 &&
+              strcmp(m.path, "") == 0);
+    /* thread names: the last one wins; none is NULL */
+    cr_assert_str_eq(memprof_reader_thread_name(r, id->t1), "MainThread");
+    cr_assert_str_eq(memprof_reader_thread_name(r, id->t2), rich_strings[RICH_NAME_T2]);
+    cr_assert_str_eq(memprof_reader_thread_name(r, id->t2), "pool-worker-2");
+    cr_assert_null(memprof_reader_thread_name(r, id->t3));
+    cr_assert_null(memprof_reader_thread_name(r, 0));
+    cr_assert_null(memprof_reader_thread_name(r, 4));
     cr_assert_eq(memprof_reader_thread_count(r), 3);
     cr_assert_eq(memprof_reader_thread_tid(r, id->t1), RICH_TID_1);
     cr_assert_eq(memprof_reader_thread_tid(r, id->t2), RICH_TID_2);
@@ -123,7 +187,7 @@ Test(format, rich_capture_shape)
     cr_assert_geq(c.nblocks, 20, "only %zu blocks", c.nblocks);
     cr_assert_geq(stored, 3, "stored (uncompressed) blocks: %zu", stored);
     cr_assert_geq(c.nblocks - stored, 10, "compressed blocks: %zu", c.nblocks - stored);
-    cr_assert_eq(rich_count_type(&c, MEMPROF_EV_RESTORE), 6);
+    cr_assert_eq(rich_count_type(&c, MEMPROF_EV_RESTORE), 7);
     cr_assert_eq(rich_count_type(&c, MEMPROF_EV_MARK), 2);
     cr_assert_eq(rich_count_type(&c, MEMPROF_EV_TIME), 3 + RICH_NOISE_ROUNDS / 16);
     /* every event record type, and the ring positions at both ends */
@@ -142,6 +206,17 @@ Test(format, rich_capture_shape)
     cr_assert_geq(c.tags[TK_TAG(MEMPROF_R_REUSE, 15)], 1);
     cr_assert_geq(c.tags[TK_TAG(MEMPROF_R_REUSE, 0)], 1);
     cr_assert_geq(c.tags[TK_TAG(MEMPROF_R_REUSE_SAME, 0)], 1);
+    /* 1.1: range frees of both kinds, file mappings, a moved mapping */
+    cr_assert_geq(c.tags[TK_TAG(MEMPROF_R_FREE, MEMPROF_D_MUNMAP)], 3);
+    cr_assert_geq(c.tags[TK_TAG(MEMPROF_R_FREE, MEMPROF_D_MREMAP)], 3);
+    cr_assert_geq(c.tags[TK_TAG(MEMPROF_R_ALLOC, MEMPROF_A_MMAP_FILE)] +
+                      c.tags[TK_TAG(MEMPROF_R_ALLOC_SAME, MEMPROF_A_MMAP_FILE)], 2);
+    cr_assert_geq(c.tags[TK_TAG(MEMPROF_R_ALLOC, MEMPROF_A_MREMAP)] +
+                      c.tags[TK_TAG(MEMPROF_R_ALLOC_SAME, MEMPROF_A_MREMAP)], 2);
+    uint64_t ranged = 0;
+    for (size_t i = 0; i < c.nev; i++)
+        ranged += c.ev[i].type == MEMPROF_EV_FREE && c.ev[i].size != 0;
+    cr_assert_geq(ranged, 6, "frees with a length: %llu", (unsigned long long)ranged);
     tk_close(&c);
 }
 
@@ -181,6 +256,64 @@ Test(format, event_fields_spot_check)
     cr_assert_eq(memprof_reader_next(r, &ev), 1);
     cr_assert(ev.type == MEMPROF_EV_ALLOC && ev.kind == MEMPROF_A_CALLOC && ev.thread == 3 && ev.stack == 3 &&
               ev.addr == RICH_BASE - 0x20000 && ev.size == 32 && ev.index == 1);
+    /* the file mapping, then rich_frees' munmap and mremap: their lengths as sizes */
+    while (memprof_reader_next(r, &ev) == 1 && ev.type == MEMPROF_EV_ALLOC && ev.kind != MEMPROF_A_MMAP_FILE)
+        ;
+    cr_assert(ev.type == MEMPROF_EV_ALLOC && ev.thread == 1 && ev.stack == 0 && ev.addr == RICH_BASE + 0xf00 &&
+              ev.size == 240 && ev.index == 14);
+    while (memprof_reader_next(r, &ev) == 1 && ev.type != MEMPROF_EV_FREE)
+        ;
+    cr_assert(ev.kind == MEMPROF_D_FREE);
+    cr_assert_eq(memprof_reader_next(r, &ev), 1);
+    cr_assert(ev.kind == MEMPROF_D_REALLOC && ev.thread == 2 && ev.size == 0);
+    cr_assert_eq(memprof_reader_next(r, &ev), 1);
+    cr_assert(ev.type == MEMPROF_EV_FREE && ev.kind == MEMPROF_D_MUNMAP && ev.thread == 0 &&
+              ev.addr == RICH_BASE + 0x300 && ev.size == 0x3000);
+    cr_assert_eq(memprof_reader_next(r, &ev), 1);
+    cr_assert(ev.type == MEMPROF_EV_FREE && ev.kind == MEMPROF_D_MREMAP && ev.thread == 2 &&
+              ev.addr == RICH_BASE - 0x40000 && ev.size == 0x4000);
+    memprof_reader_close(r);
+    tk_close(&c);
+}
+
+Test(format, modules_at_the_limits)
+{
+    /* 255-byte build ids and 64 segments, more modules than the table's
+     * first size, unloads in any order */
+    enum { NMOD = 70 };
+    uint8_t bid[255];
+    uint64_t segs[2 * MEMPROF_MODULE_SEGMENTS_MAX];
+    for (size_t i = 0; i < sizeof bid; i++)
+        bid[i] = (uint8_t)(i * 7 + 3);
+    for (size_t i = 0; i < MP_ARRAY_LEN(segs); i++)
+        segs[i] = i % 2 ? 0x1000 * i : UINT64_MAX - i;
+    tk_capture_t c;
+    tk_begin(&c, 4096);
+    uint32_t path = tk_string(&c, "/opt/lib/libbig.so");
+    for (uint32_t i = 1; i <= NMOD; i++) {
+        unsigned nseg = i % 2 ? MEMPROF_MODULE_SEGMENTS_MAX : i % MEMPROF_MODULE_SEGMENTS_MAX;
+        cr_assert_eq(tk_module(&c, 0x10000ull * i, path, bid, i % 3 ? 255 : i, segs, nseg), i);
+        if (i % 9 == 0)
+            tk_module_unload(&c, i / 3);
+    }
+    tk_module_unload(&c, NMOD);
+    tk_finish(&c);
+    cr_assert_geq(c.nblocks, 10, "%zu blocks", c.nblocks);
+    memprof_reader_t *r = tk_open(c.data, c.len);
+    memprof_event_t ev;
+    cr_assert_eq(memprof_reader_next(r, &ev), 0, "%s", memprof_reader_error(r));
+    cr_assert_eq(memprof_reader_module_count(r), NMOD);
+    for (uint32_t i = 1; i <= NMOD; i++) {
+        memprof_module_t m;
+        cr_assert_eq(memprof_reader_module(r, i, &m), 0);
+        unsigned nseg = i % 2 ? MEMPROF_MODULE_SEGMENTS_MAX : i % MEMPROF_MODULE_SEGMENTS_MAX;
+        size_t blen = i % 3 ? 255 : i;
+        cr_assert_str_eq(m.path, "/opt/lib/libbig.so");
+        cr_assert_eq(m.bias, 0x10000ull * i);
+        cr_assert(m.build_id_len == blen && memcmp(m.build_id, bid, blen) == 0, "module %u build id", i);
+        cr_assert(m.nseg == nseg && memcmp(m.segs, segs, 2 * nseg * sizeof *segs) == 0, "module %u segments", i);
+        cr_assert_eq(m.unloaded, i == NMOD || (i * 3 <= NMOD && (i * 3) % 9 == 0), "module %u unloaded", i);
+    }
     memprof_reader_close(r);
     tk_close(&c);
 }
@@ -222,20 +355,35 @@ static int open_as_version(unsigned major, unsigned minor, int reseal, char *err
     return rc;
 }
 
+Test(format, this_is_format_1_1)
+{
+    /* docs/format.md specifies 1.1: a change of version changes the spec */
+    cr_assert_eq(MEMPROF_FORMAT_MAJOR, 1);
+    cr_assert_eq(MEMPROF_FORMAT_MINOR, 1);
+}
+
 Test(format, newer_minor_refused)
 {
     char err[256];
-    cr_assert_eq(open_as_version(1, 1, 1, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "1.1") && strstr(err, "1.0"), "message: %s", err);
+    cr_assert_eq(open_as_version(1, 2, 1, err, sizeof err), MEMPROF_EVERSION);
+    cr_assert(strstr(err, "1.2") && strstr(err, "(1.1)"), "message: %s", err);
+    cr_assert_eq(open_as_version(1, 65535, 1, err, sizeof err), MEMPROF_EVERSION);
 }
 
 Test(format, newer_major_refused)
 {
     char err[256];
     cr_assert_eq(open_as_version(2, 0, 1, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "2.0") && strstr(err, "1.0"), "message: %s", err);
+    cr_assert(strstr(err, "2.0") && strstr(err, "(1.1)"), "message: %s", err);
+    cr_assert_eq(open_as_version(2, 1, 1, err, sizeof err), MEMPROF_EVERSION);
     cr_assert_eq(open_as_version(65535, 65535, 1, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "65535.65535") && strstr(err, "1.0"), "message: %s", err);
+    cr_assert(strstr(err, "65535.65535") && strstr(err, "(1.1)"), "message: %s", err);
+}
+
+Test(format, older_minor_accepted)
+{
+    char err[256];
+    cr_assert_eq(open_as_version(1, 0, 1, err, sizeof err), 0, "%s", err);
 }
 
 Test(format, older_major_refused)
@@ -249,10 +397,50 @@ Test(format, version_checked_before_checksum)
 {
     /* bytes 8..11 patched, checksum left stale: still a version error */
     char err[256];
-    cr_assert_eq(open_as_version(1, 1, 0, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "1.1") && strstr(err, "1.0"), "message: %s", err);
+    cr_assert_eq(open_as_version(1, 2, 0, err, sizeof err), MEMPROF_EVERSION);
+    cr_assert(strstr(err, "1.2") && strstr(err, "(1.1)"), "message: %s", err);
     cr_assert_eq(open_as_version(2, 0, 0, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert_eq(open_as_version(1, 0, 0, err, sizeof err), 0, "%s", err);
+    cr_assert_eq(open_as_version(1, 0, 0, err, sizeof err), MEMPROF_ECORRUPT, "1.0 over 1.1: the checksum");
+    cr_assert_eq(open_as_version(1, 1, 0, err, sizeof err), 0, "%s", err); /* bytes unchanged */
+}
+
+/* A 1.0 capture, as the 1.0 writer made it, but with what a 1.0 writer
+ * could write and no 1.0 memprof did: a munmap and an mremap free. In 1.0
+ * these have no length, and the mremap's names no thread: a 1.1 reader
+ * must read them so, not take the next record's first byte for a length. */
+Test(format, range_frees_of_a_1_0_capture)
+{
+    tk_capture_t c;
+    tk_begin(&c, 200);
+    mp_put_le16(c.data + 10, 0);
+    size_t hend = c.header_len - 4;
+    mp_put_le32(c.data + hend, mp_xxh32(c.data, hend, 0));
+    tk_raw(&c, (const uint8_t[]){0x32, 0x80, 0x08}, 3); /* FREE munmap 0x1000: zz(0x100) << 1 = 0x400 */
+    tk_raw(&c, (const uint8_t[]){0x42, 0x80, 0x01}, 3); /* FREE mremap 0x1200, no thread */
+    tk_flush(&c);
+    uint32_t t = tk_thread_new(&c, 5);
+    tk_alloc(&c, t, MEMPROF_A_MMAP, 0x2000, 0x1000, 0);
+    tk_finish_counting(&c, 3);
+    memprof_reader_t *r = tk_open(c.data, c.len);
+    cr_assert_eq(memprof_reader_info(r)->version_minor, 0);
+    memprof_event_t ev[4];
+    int rc;
+    cr_assert_eq(tk_read_all(r, ev, 4, 3, &rc), 3);
+    cr_assert_eq(rc, 0, "%s", memprof_reader_error(r));
+    tk_assert_event(&ev[0], &(memprof_event_t){MEMPROF_EV_FREE, MEMPROF_D_MUNMAP, 0, 0, 0x1000, 0, 0, 0, 0}, 0);
+    tk_assert_event(&ev[1], &(memprof_event_t){MEMPROF_EV_FREE, MEMPROF_D_MREMAP, 0, 0, 0x1200, 0, 1, 0, 0}, 1);
+    tk_assert_event(&ev[2], &(memprof_event_t){MEMPROF_EV_ALLOC, MEMPROF_A_MMAP, 1, 0, 0x2000, 0x1000, 2, 0, 0}, 2);
+    memprof_reader_close(r);
+    /* the same bytes read as 1.1 would be misread: the munmap takes the
+     * mremap's tag for its length, and 0x80 is no record */
+    mp_put_le16(c.data + 10, 1);
+    mp_put_le32(c.data + hend, mp_xxh32(c.data, hend, 0));
+    r = tk_open(c.data, c.len);
+    cr_assert_eq(tk_read_all(r, ev, 4, 3, &rc), 1);
+    cr_assert(ev[0].kind == MEMPROF_D_MUNMAP && ev[0].size == 0x42);
+    cr_assert_eq(rc, MEMPROF_ECORRUPT);
+    memprof_reader_close(r);
+    tk_close(&c);
 }
 
 Test(format, same_version_accepted)
@@ -264,8 +452,8 @@ Test(format, same_version_accepted)
 /* ---- the worked example of docs/format.md, byte for byte ----------------- */
 
 static const uint8_t example[112] = {
-    0x89, 0x4d, 0x45, 0x4d, 0x50, 0x52, 0x4f, 0x46, 0x01, 0x00, 0x00, 0x00, 0x0b, 0x00, 0x00, 0x00,
-    0x01, 0x02, 0xd2, 0x09, 0x0b, 0x05, 0x30, 0x2e, 0x31, 0x2e, 0x30, 0xb1, 0xcc, 0x47, 0xc7, 0x04,
+    0x89, 0x4d, 0x45, 0x4d, 0x50, 0x52, 0x4f, 0x46, 0x01, 0x00, 0x01, 0x00, 0x0b, 0x00, 0x00, 0x00,
+    0x01, 0x02, 0xd2, 0x09, 0x0b, 0x05, 0x30, 0x2e, 0x31, 0x2e, 0x30, 0x58, 0x96, 0xc7, 0x24, 0x04,
     0x22, 0x4d, 0x18, 0x50, 0x40, 0xc0, 0x22, 0x00, 0x00, 0x80, 0x04, 0x04, 0x61, 0x2e, 0x70, 0x79,
     0x04, 0x01, 0x66, 0x05, 0x01, 0x02, 0x0a, 0x06, 0x01, 0x01, 0x05, 0x13, 0xd2, 0x09, 0x11, 0x80,
     0x08, 0x64, 0x02, 0x1a, 0xa1, 0x03, 0x18, 0x1b, 0x0c, 0x40, 0x22, 0x00, 0x10, 0x61, 0x01, 0xb7,
@@ -299,6 +487,86 @@ static size_t write_example(uint8_t *out, LZ4_stream_t *lz4)
     k += mp_tlv_varint(out + k, MEMPROF_T_FREES, 2);
     k += mp_tlv_varint(out + k, MEMPROF_T_BLOCKS, 1);
     return t0 + mp_trailer_seal(out + t0, k - t0 - MP_TRAILER_FIXED);
+}
+
+/* The 1.1 records of docs/format.md §13, byte for byte. */
+static const uint8_t example_1_1[77] = {
+    0x04, 0x09, 0x6c, 0x69, 0x62, 0x6d, 0x2e, 0x73, 0x6f, 0x2e, 0x36,                         /* STRING */
+    0x04, 0x04, 0x6d, 0x61, 0x69, 0x6e,                                                       /* STRING */
+    0x0e, 0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0xe0, 0x1f, 0x01, 0x02, 0xab, 0xcd, 0x01, 0x80, 0x20, 0x80,
+    0x40,                                                                                     /* MODULE */
+    0x16, 0x01, 0x01, 0xb4, 0x24,                                                             /* NODE */
+    0x16, 0x01, 0x00, 0x80, 0xa0, 0x80, 0x02,                                                 /* NODE */
+    0x13, 0x4d,                                                                               /* THREAD NEW */
+    0x23, 0x01, 0x02,                                                                         /* THREAD NAME */
+    0xf1, 0x80, 0x80, 0x10, 0x80, 0x60, 0x04,                                                 /* ALLOC */
+    0x32, 0x80, 0x08, 0x80, 0x20,                                                             /* FREE munmap */
+    0x42, 0xfe, 0x07, 0x80, 0x20,                                                             /* FREE mremap */
+    0xba, 0x80, 0x80, 0x10, 0x80, 0x40,                                                       /* ALLOC_SAME */
+    0x1e, 0x01,                                                                               /* MODULE unload */
+};
+
+Test(format, records_of_1_1_in_the_spec)
+{
+    uint8_t rec[256];
+    mp_enc_t e;
+    mp_enc_init(&e, rec, sizeof rec);
+    cr_assert(!mp_enc_string(&e, "libm.so.6", 9) && !mp_enc_string(&e, "main", 4));
+    cr_assert(!mp_enc_module(&e, 1, 0x7f0000000000ull, 1, (const uint8_t[]){0xab, 0xcd}, 2,
+                             (const uint64_t[]){0x1000, 0x2000}, 1));
+    cr_assert(!mp_enc_node_native(&e, 1, 0, 1, 0x1234) && !mp_enc_node_native(&e, 2, 1, 0, 0x401000));
+    cr_assert(!mp_enc_thread_new(&e, 1, 77) && !mp_enc_thread_name(&e, 1, 2));
+    cr_assert(!mp_enc_alloc(&e, 1, MEMPROF_A_MMAP_FILE, 0x100000, 0x3000, 2));
+    cr_assert(!mp_enc_free_range(&e, 0, MEMPROF_D_MUNMAP, 0x101000, 0x1000));
+    cr_assert(!mp_enc_free_range(&e, 1, MEMPROF_D_MREMAP, 0x100000, 0x1000));
+    cr_assert(!mp_enc_alloc(&e, 1, MEMPROF_A_MREMAP, 0x200000, 0x2000, 2));
+    cr_assert(!mp_enc_module_unload(&e, 1));
+    cr_assert_eq(e.len, sizeof example_1_1);
+    for (size_t i = 0; i < e.len; i++)
+        cr_assert_eq(rec[i], example_1_1[i], "byte %zu: %#04x, the spec says %#04x", i, rec[i], example_1_1[i]);
+
+    /* read back as the spec says */
+    tk_capture_t c;
+    tk_begin(&c, 4096);
+    tk_raw(&c, example_1_1, sizeof example_1_1);
+    tk_finish_counting(&c, 4);
+    memprof_reader_t *r = tk_open(c.data, c.len);
+    memprof_event_t ev[5];
+    int rc;
+    cr_assert_eq(tk_read_all(r, ev, 5, 4, &rc), 4);
+    cr_assert_eq(rc, 0, "%s", memprof_reader_error(r));
+    tk_assert_event(&ev[0], &(memprof_event_t){MEMPROF_EV_ALLOC, 15, 1, 2, 0x100000, 0x3000, 0, 0, 0}, 0);
+    tk_assert_event(&ev[1], &(memprof_event_t){MEMPROF_EV_FREE, 3, 0, 0, 0x101000, 0x1000, 1, 0, 0}, 1);
+    tk_assert_event(&ev[2], &(memprof_event_t){MEMPROF_EV_FREE, 4, 1, 0, 0x100000, 0x1000, 2, 0, 0}, 2);
+    tk_assert_event(&ev[3], &(memprof_event_t){MEMPROF_EV_ALLOC, 11, 1, 2, 0x200000, 0x2000, 3, 0, 0}, 3);
+    memprof_module_t m;
+    cr_assert_eq(memprof_reader_module_count(r), 1);
+    cr_assert_eq(memprof_reader_module(r, 1, &m), 0);
+    cr_assert(!strcmp(m.path, "libm.so.6") && m.bias == 0x7f0000000000ull && m.build_id_len == 2 &&
+              m.build_id[0] == 0xab && m.build_id[1] == 0xcd && m.nseg == 1 && m.segs[0] == 0x1000 &&
+              m.segs[1] == 0x2000 && m.unloaded == 1);
+    uint32_t parent, code, module;
+    int32_t line;
+    uint64_t offset;
+    cr_assert(!memprof_reader_node(r, 1, &parent, &code, &line) && parent == 0 && code == 0 && line == -1);
+    cr_assert(memprof_reader_node_native(r, 1, &module, &offset) == 1 && module == 1 && offset == 0x1234);
+    cr_assert(!memprof_reader_node(r, 2, &parent, &code, &line) && parent == 1 && code == 0 && line == -1);
+    cr_assert(memprof_reader_node_native(r, 2, &module, &offset) == 1 && module == 0 && offset == 0x401000);
+    cr_assert_eq(memprof_reader_thread_tid(r, 1), 77);
+    cr_assert_str_eq(memprof_reader_thread_name(r, 1), "main");
+    memprof_reader_close(r);
+
+    /* and replayed as §8 says: the mapping moved by mremap stays a file */
+    r = tk_open(c.data, c.len);
+    mp_analysis_t a;
+    cr_assert_eq(mp_analysis_run(&a, r), 0);
+    cr_assert(a.files_live.bytes == 0x3000 && a.files_live.count == 1);
+    cr_assert(a.files_peak.bytes == 0x3000 && a.files_peak.count == 1);
+    cr_assert(a.live.bytes == 0 && a.live.count == 0 && a.peak.bytes == 0);
+    cr_assert(a.allocated.bytes == 0x5000 && a.allocated.count == 2 && a.frees == 2 && a.unmatched_frees == 0);
+    mp_analysis_free(&a);
+    memprof_reader_close(r);
+    tk_close(&c);
 }
 
 Test(format, worked_example_of_the_spec)
@@ -335,6 +603,17 @@ Test(format, worked_example_of_the_spec)
     cr_assert_eq(tk_read_all(r, ev, 6, 5, &rc), 5);
     cr_assert(rc == 0 && memprof_reader_info(r)->truncated == 1);
     memprof_reader_close(r);
+    /* with byte 10 set to 2 it is refused as format 1.2 (before its checksum) */
+    uint8_t newer[sizeof example];
+    memcpy(newer, example, sizeof example);
+    newer[10] = 2;
+    r = NULL;
+    cr_assert_eq(memprof_reader_open_mem(newer, sizeof newer, &r), MEMPROF_EVERSION);
+    cr_assert(strstr(memprof_reader_error(r), "format 1.2 is newer"), "%s", memprof_reader_error(r));
+    memprof_reader_close(r);
+    /* the header the spec spells out: 1.1, checksum 0x24c79658 */
+    cr_assert(example[8] == 1 && example[9] == 0 && example[10] == MEMPROF_FORMAT_MINOR && example[11] == 0);
+    cr_assert_eq(mp_xxh32(example, 27, 0), 0x24c79658u);
     /* the frame header the spec spells out: FLG 0x50 (linked blocks), HC 0xc0 */
     cr_assert(example[35] == MEMPROF_LZ4F_FLG && example[35] == 0x50 && example[36] == 0x40 && example[37] == 0xc0);
     cr_assert_eq(mp_xxh32((const uint8_t[]){0x50, 0x40}, 2, 0), 0xc50ac075u);

@@ -186,10 +186,8 @@ typedef struct {
  * with first line 1 and one node. */
 static bad_record_t bad_records[] = {
     {"type 0", RAW(0x00), 0, 0, "unknown record type"},
-    {"type 14", RAW(0x0e, 0x00), 0, 0, "unknown record type"},
     {"type 15", RAW(0x0f), 0, 0, "unknown record type"},
     {"alloc kind 0", RAW(0x01, 0x00, 0x08, 0x00), 0, 0, "bad allocation"},
-    {"alloc kind 15", RAW(0xf1, 0x00, 0x08, 0x00), 0, 0, "bad allocation"},
     {"alloc without a thread", RAW(0x11, 0x02, 0x08, 0x00), 1, 0, "before any thread"},
     {"alloc naming stack 2 of 1", RAW(0x11, 0x02, 0x08, 0x02), 0, 0, "unknown stack"},    /* prev 1, +1 */
     {"alloc naming stack -1", RAW(0x11, 0x02, 0x08, 0x03), 0, 0, "unknown stack"},        /* prev 1, -2 */
@@ -201,7 +199,6 @@ static bad_record_t bad_records[] = {
     {"alloc varint overflow", RAW(0x11, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02, 0x08, 0x00), 0, 0,
      "cut record"},
     {"alloc_same kind 0", RAW(0x0a, 0x02, 0x08), 0, 0, "bad allocation"},
-    {"alloc_same kind 15", RAW(0xfa, 0x02, 0x08), 0, 0, "bad allocation"},
     {"alloc_same without a thread", RAW(0x1a, 0x02, 0x08), 1, 0, "before any thread"},
     {"free kind 0", RAW(0x02, 0x00), 0, 0, "bad free"},
     {"free kind 8", RAW(0x82, 0x00), 0, 0, "bad free"},
@@ -223,7 +220,14 @@ static bad_record_t bad_records[] = {
     {"reuse naming stack 2 of 1", RAW(0x12, 0x02, 0x0d, 0x08, 0x02), 0, 1, "unknown stack"},
     {"thread switch to 0", RAW(0x03, 0x00), 0, 0, "bad thread"},
     {"thread switch to 2 of 1", RAW(0x03, 0x02), 0, 0, "bad thread"},
-    {"thread kind 2", RAW(0x23, 0x01), 0, 0, "bad thread"},
+    {"thread kind 3", RAW(0x33, 0x01), 0, 0, "bad thread"},
+    {"thread kind 15", RAW(0xf3, 0x01), 0, 0, "bad thread"},
+    /* 1.1: THREAD NAME names a thread defined before, and a string */
+    {"thread name of thread 0", RAW(0x23, 0x00, 0x01), 0, 0, "bad thread"},
+    {"thread name of thread 2 of 1", RAW(0x23, 0x02, 0x01), 0, 0, "bad thread"},
+    {"thread name naming string 0", RAW(0x23, 0x01, 0x00), 0, 0, "unknown string"},
+    {"thread name naming string 3 of 2", RAW(0x23, 0x01, 0x03), 0, 0, "unknown string"},
+    {"thread name cut at the end of the block", RAW(0x23, 0x01), 0, 0, "cut record"},
     {"string past the block", RAW(0x04, 0x7f, 'a'), 0, 0, "bad string"},
     {"string with an arg", RAW(0x14, 0x00), 0, 0, "bad string"},
     {"code naming string 0", RAW(0x05, 0x00, 0x01, 0x01), 0, 0, "unknown string"},
@@ -237,7 +241,14 @@ static bad_record_t bad_records[] = {
     {"node that is its own parent", RAW(0x06, 0x00, 0x01, 0x00), 0, 0, "bad stack node"},
     {"node naming code 0", RAW(0x06, 0x01, 0x00, 0x00), 0, 0, "bad stack node"},
     {"node naming an unknown code", RAW(0x06, 0x01, 0x02, 0x00), 0, 0, "bad stack node"},
-    {"node with an arg", RAW(0x16, 0x01, 0x01, 0x00), 0, 0, "bad node"},
+    {"node kind 2", RAW(0x26, 0x01, 0x01, 0x00), 0, 0, "bad node"},
+    {"node kind 15", RAW(0xf6, 0x01, 0x01, 0x00), 0, 0, "bad node"},
+    /* 1.1: native nodes (no module defined here) */
+    {"native node naming module 1 of 0", RAW(0x16, 0x01, 0x01, 0x00), 0, 0, "unknown module"},
+    {"native node naming module 2^32", RAW(0x16, 0x01, 0x80, 0x80, 0x80, 0x80, 0x10, 0x00), 0, 0, "unknown module"},
+    {"native node that is its own parent", RAW(0x16, 0x00, 0x00, 0x00), 0, 0, "bad stack node"},
+    {"native node with parent in the future", RAW(0x16, 0x03, 0x00, 0x00), 0, 0, "bad stack node"},
+    {"native node cut at the end of the block", RAW(0x16, 0x01, 0x00), 0, 0, "cut record"},
     /* code 1 starts at line 1: line field zz(d) + 1 gives line 1 + d */
     {"node line -2", RAW(0x06, 0x01, 0x01, 0x06), 0, 0, "node line"},                 /* d = -3 */
     {"node line past INT32_MAX", RAW(0x06, 0x01, 0x01, 0xff, 0xff, 0xff, 0xff, 0x0f), 0, 0, "node line"},
@@ -252,6 +263,28 @@ static bad_record_t bad_records[] = {
     {"mark kind 0", RAW(0x08, 0x70), 0, 0, "bad mark"},
     {"mark kind 2", RAW(0x28, 0x70), 0, 0, "bad mark"},
     {"record cut at the end of the block", RAW(0x11, 0x00, 0x80), 0, 0, "cut record"},
+    /* 1.1: munmap and mremap frees carry a length; mremap's names a thread */
+    {"munmap length cut at the end of the block", RAW(0x32, 0x00), 0, 0, "cut record"},
+    {"mremap length cut at the end of the block", RAW(0x42, 0x00), 0, 0, "cut record"},
+    {"mremap free without a thread", RAW(0x42, 0x00, 0x10), 1, 0, "no thread"},
+    {"munmap length varint overflow", RAW(0x32, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02), 0,
+     0, "cut record"},
+    /* 1.1: MODULE (strings 1 and 2 exist, no module yet) */
+    {"module id 0", RAW(0x0e, 0x00, 0x00, 0x01, 0x00, 0x00), 0, 0, "bad module"},
+    {"module id 2 of none", RAW(0x0e, 0x02, 0x00, 0x01, 0x00, 0x00), 0, 0, "bad module"},
+    {"module naming string 0", RAW(0x0e, 0x01, 0x00, 0x00, 0x00, 0x00), 0, 0, "bad module"},
+    {"module naming string 3 of 2", RAW(0x0e, 0x01, 0x00, 0x03, 0x00, 0x00), 0, 0, "bad module"},
+    {"module build id of 256 bytes", RAW(0x0e, 0x01, 0x00, 0x01, 0x80, 0x02), 0, 0, "bad module"},
+    {"module build id cut at the end of the block", RAW(0x0e, 0x01, 0x00, 0x01, 0x05, 0xab), 0, 0, "bad module"},
+    {"module with 65 segments", RAW(0x0e, 0x01, 0x00, 0x01, 0x00, 0x41), 0, 0, "bad module"},
+    {"module with 2^64 - 1 segments",
+     RAW(0x0e, 0x01, 0x00, 0x01, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), 0, 0, "bad module"},
+    {"module segments cut at the end of the block", RAW(0x0e, 0x01, 0x00, 0x01, 0x00, 0x01, 0x80), 0, 0,
+     "cut record"},
+    {"module kind 2", RAW(0x2e, 0x01, 0x00, 0x01, 0x00, 0x00), 0, 0, "bad module"},
+    {"module kind 15", RAW(0xfe, 0x01), 0, 0, "bad module"},
+    {"unload of module 0", RAW(0x1e, 0x00), 0, 0, "unknown module"},
+    {"unload of module 1 of none", RAW(0x1e, 0x01), 0, 0, "unknown module"},
 };
 
 ParameterizedTestParameters(reader_corrupt, record)
@@ -315,7 +348,7 @@ ParameterizedTest(bad_record_t *bad, reader_corrupt, record)
 
 Test(reader_corrupt, every_bad_record_is_listed)
 {
-    cr_assert_eq(MP_ARRAY_LEN(bad_records), 56);
+    cr_assert_eq(MP_ARRAY_LEN(bad_records), 82);
 }
 
 Test(reader_corrupt, control_without_a_bad_record)
@@ -351,6 +384,7 @@ typedef struct {
 
 #define EV_FREE(addr, index) {MEMPROF_EV_FREE, MEMPROF_D_FREE, 0, 0, addr, 0, index, 100, 0}
 #define EV_MALLOC(addr, size, stack, index) {MEMPROF_EV_ALLOC, MEMPROF_A_MALLOC, 1, stack, addr, size, index, 100, 0}
+#define EV_RANGE(kind, thread, addr, len, index) {MEMPROF_EV_FREE, kind, thread, 0, addr, len, index, 100, 0}
 
 static good_record_t good_records[] = {
     {"free_recent k=0", RAW(0x0b), 0, {EV_FREE(0x1000, 1)}, 1, 1},
@@ -370,6 +404,24 @@ static good_record_t good_records[] = {
      {EV_FREE(0x1000, 1), {MEMPROF_EV_RESTORE, 0, 1, 0, 0x1010, 0, 2, 100, 0}, EV_MALLOC(0x1000, 8, 1, 2)}, 3, 2},
     {"restore pushes on no allocated ring", RAW(0x09, 0x04, 0x0b), 0,
      {{MEMPROF_EV_RESTORE, 0, 1, 0, 0x1010, 0, 1, 100, 0}, EV_FREE(0x1000, 1)}, 2, 1},
+    /* 1.1 */
+    {"allocator 15: a file mapping", RAW(0xf1, 0x00, 0x08, 0x00, 0xfa, 0x02, 0x08), 0,
+     {{MEMPROF_EV_ALLOC, MEMPROF_A_MMAP_FILE, 1, 1, 0x1000, 8, 1, 100, 0},
+      {MEMPROF_EV_ALLOC, MEMPROF_A_MMAP_FILE, 1, 1, 0x0ff0, 8, 2, 100, 0}},
+     2, 2},
+    {"munmap: its length is the size", RAW(0x32, 0x40, 0x80, 0x20), 0, {EV_RANGE(3, 0, 0x1100, 0x1000, 1)}, 1, 1},
+    {"mremap's free names its thread", RAW(0x42, 0x00, 0x10), 0, {EV_RANGE(4, 1, 0x1000, 16, 1)}, 1, 1},
+    {"munmap of lengths 0 and 2^64 - 1",
+     RAW(0x32, 0x00, 0x00, 0x32, 0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01), 0,
+     {EV_RANGE(3, 0, 0x1000, 0, 1), EV_RANGE(3, 0, 0x1000, UINT64_MAX, 2)}, 2, 2},
+    {"a range free feeds the freed ring", RAW(0x32, 0x40, 0x01, 0x0c, 0x08), 0,
+     {EV_RANGE(3, 0, 0x1100, 1, 1), EV_MALLOC(0x1100, 8, 1, 2)}, 2, 2},
+    {"module, native node, an alloc on it", RAW(0x0e, 0x01, 0x00, 0x01, 0x00, 0x00, 0x16, 0x01, 0x01, 0x05, 0x11,
+                                                0x00, 0x08, 0x02),
+     0, {EV_MALLOC(0x1000, 8, 2, 1)}, 1, 1},
+    {"thread name and module unload: no event", RAW(0x0e, 0x01, 0x00, 0x02, 0x00, 0x00, 0x23, 0x01, 0x02, 0x1e, 0x01,
+                                                     0x1e, 0x01, 0x0b),
+     0, {EV_FREE(0x1000, 1)}, 1, 1},
 };
 
 ParameterizedTestParameters(reader_records, good)

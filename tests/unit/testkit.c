@@ -7,9 +7,10 @@
  * the end mark and trailer. The expected events follow the reader's rules
  * (memprof/reader.h), whichever record form the encoder picks: allocations
  * and frees take the next index, RESTORE/TIME/MARK carry the current one;
- * allocations, RESTORE and a realloc's FREE carry the block's current
- * thread, other frees, TIME and MARK thread 0; TIME sets the clock and MARK
- * only raises it.
+ * allocations, RESTORE and a realloc's or an mremap's FREE carry the
+ * block's current thread, other frees, TIME and MARK thread 0; munmap and
+ * mremap frees carry their length as the size; TIME sets the clock and
+ * MARK only raises it.
  */
 #include "testkit.h"
 
@@ -70,12 +71,14 @@ void tk_begin(tk_capture_t *c, size_t block_cap)
     p += mp_tlv_bytes(p, MEMPROF_H_ARGV, tk_argv, TK_ARGV_LEN);
     p += mp_tlv_bytes(p, MEMPROF_H_PYTHON_VERSION, TK_PYVERSION, strlen(TK_PYVERSION));
     p += mp_tlv_varint(p, MEMPROF_H_PYTHON_HEXVERSION, TK_HEXVERSION);
-    p += mp_tlv_varint(p, MEMPROF_H_OPTIONS, MEMPROF_OPT_PYTHON_STACKS);
+    p += mp_tlv_varint(p, MEMPROF_H_OPTIONS, TK_OPTIONS);
     p += mp_tlv_bytes(p, 99, "future field", 12); /* unknown: skipped */
     p += mp_tlv_bytes(p, MEMPROF_H_EXECUTABLE, TK_EXECUTABLE, strlen(TK_EXECUTABLE));
     p += mp_tlv_varint(p, MEMPROF_H_PAGE_SIZE, TK_PAGE_SIZE);
     p += mp_tlv_bytes(p, MEMPROF_H_TOOL_VERSION, MEMPROF_VERSION_STRING, strlen(MEMPROF_VERSION_STRING));
     p += mp_tlv_varint(p, MEMPROF_H_PYSTACK, MEMPROF_PYSTACK_WALKER);
+    p += mp_tlv_varint(p, MEMPROF_H_INTERVAL_US, TK_INTERVAL_US);
+    p += mp_tlv_varint(p, MEMPROF_H_PARENT_PID, TK_PARENT_PID);
     size_t n = mp_header_seal(hdr, (size_t)(p - hdr) - MEMPROF_HEADER_FIXED);
     c->header_len = n;
     n += mp_lz4f_header(hdr + n);
@@ -171,6 +174,28 @@ uint32_t tk_node(tk_capture_t *c, uint32_t parent, uint32_t code, int32_t line)
     return c->nnodes = id;
 }
 
+uint32_t tk_node_native(tk_capture_t *c, uint32_t parent, uint32_t module, uint64_t offset)
+{
+    uint32_t id = c->nnodes + 1;
+    EMIT(c, mp_enc_node_native(&c->enc, id, parent, module, offset));
+    return c->nnodes = id;
+}
+
+uint32_t tk_module(tk_capture_t *c, uint64_t bias, uint32_t path, const uint8_t *build_id, size_t build_len,
+                   const uint64_t *segs, unsigned nseg)
+{
+    uint32_t id = c->nmodules + 1;
+    EMIT(c, mp_enc_module(&c->enc, id, bias, path, build_id, build_len, segs, nseg));
+    return c->nmodules = id;
+}
+
+void tk_module_unload(tk_capture_t *c, uint32_t id) { EMIT(c, mp_enc_module_unload(&c->enc, id)); }
+
+void tk_thread_name(tk_capture_t *c, uint32_t thread, uint32_t name)
+{
+    EMIT(c, mp_enc_thread_name(&c->enc, thread, name));
+}
+
 /* The tag byte of the event record an EMIT just wrote at `start` of the
  * block in progress (0 if the block was flushed and the record retried),
  * after the THREAD switch that may come first. */
@@ -218,11 +243,23 @@ uint8_t tk_alloc(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr,
 
 uint8_t tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr)
 {
+    cr_assert(kind != MEMPROF_D_MUNMAP && kind != MEMPROF_D_MREMAP, "a range free: use tk_free_range");
     size_t start;
     EMIT_EVENT(c, start, mp_enc_free(&c->enc, thread, kind, addr));
     c->frees++;
     uint32_t named = kind == MEMPROF_D_REALLOC ? c->enc.thread : 0; /* plain frees name none */
     push(c, MEMPROF_EV_FREE, kind, named, 0, addr, 0, c->index++, c->time_us, 0);
+    return event_tag(c, start);
+}
+
+uint8_t tk_free_range(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t len)
+{
+    cr_assert(kind == MEMPROF_D_MUNMAP || kind == MEMPROF_D_MREMAP, "not a range free: use tk_free");
+    size_t start;
+    EMIT_EVENT(c, start, mp_enc_free_range(&c->enc, thread, kind, addr, len));
+    c->frees++;
+    uint32_t named = kind == MEMPROF_D_MREMAP ? c->enc.thread : 0; /* munmap names none */
+    push(c, MEMPROF_EV_FREE, kind, named, 0, addr, len, c->index++, c->time_us, 0);
     return event_tag(c, start);
 }
 

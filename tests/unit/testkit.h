@@ -33,6 +33,9 @@
 #define TK_END_REALTIME 1700000009123456789ull
 #define TK_END_MONOTONIC 996654321ull
 #define TK_TRACKER_ALLOCS 0u
+#define TK_OPTIONS (MEMPROF_OPT_PYTHON_STACKS | MEMPROF_OPT_NATIVE | MEMPROF_OPT_PYMEM | MEMPROF_OPT_FOLLOW_FORK)
+#define TK_INTERVAL_US 10000u   /* header tag 13 (1.1): written, skipped by the reader */
+#define TK_PARENT_PID 4000u     /* header tag 14 (1.1): likewise */
 extern const char tk_argv[]; /* "python3\0-c\0pass\0" */
 #define TK_ARGV_LEN 16u
 
@@ -62,7 +65,7 @@ typedef struct {
     uint8_t *raw;       /* every block's records, in file order */
     size_t raw_len, raw_cap;
     uint64_t index, time_us, allocs, frees;
-    uint32_t nthreads, nstrings, ncodes, nnodes;
+    uint32_t nthreads, nstrings, ncodes, nnodes, nmodules;
     uint32_t *firstlineno; /* per code id (1-based: [id - 1]) */
     uint64_t tags[256];  /* event records written, by tag byte */
     size_t last_tag;     /* offset in enc.buf of the last event record's tag */
@@ -85,10 +88,20 @@ uint32_t tk_code(tk_capture_t *c, unsigned flags, uint32_t filename, uint32_t qu
 /* line: -1 for none; written relative to the code's firstlineno (0 for a
  * code id the kit did not define) */
 uint32_t tk_node(tk_capture_t *c, uint32_t parent, uint32_t code, int32_t line);
+/* A native frame: module id (0: none) and offset from its load bias. */
+uint32_t tk_node_native(tk_capture_t *c, uint32_t parent, uint32_t module, uint64_t offset);
+/* segs: nseg (vaddr, memsz) pairs. */
+uint32_t tk_module(tk_capture_t *c, uint64_t bias, uint32_t path, const uint8_t *build_id, size_t build_len,
+                   const uint64_t *segs, unsigned nseg);
+void tk_module_unload(tk_capture_t *c, uint32_t id);
+void tk_thread_name(tk_capture_t *c, uint32_t thread, uint32_t name);
 /* Events return the tag byte of the record the encoder chose (ALLOC,
  * ALLOC_SAME, REUSE_SAME, REUSE; FREE, FREE_RECENT; RESTORE). */
 uint8_t tk_alloc(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t size, uint32_t stack);
-uint8_t tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr);
+uint8_t tk_free(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr); /* not munmap, mremap */
+/* munmap (names no thread) and mremap's old range (names its thread): a
+ * FREE with the range's length, which the reader returns as the size. */
+uint8_t tk_free_range(tk_capture_t *c, uint32_t thread, unsigned kind, uint64_t addr, uint64_t len);
 uint8_t tk_restore(tk_capture_t *c, uint32_t thread, uint64_t addr);
 void tk_time(tk_capture_t *c, uint64_t us, uint64_t rss_kib);
 void tk_mark(tk_capture_t *c, unsigned kind, uint64_t us);
