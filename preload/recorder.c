@@ -95,7 +95,7 @@ static struct {
     pthread_t main_thread;
     mp_enc_t enc;
     uint64_t start_ns, block_ns, time_ns;
-    uint64_t allocs, frees, blocks;
+    uint64_t allocs, frees;
     uint32_t nthreads;
     mp_thread_t *free_threads, *live_threads;
     pthread_key_t key;
@@ -109,16 +109,26 @@ static struct {
 } W;
 
 static atomic_ulong tracker_allocs;
-/* Two block buffers used in turn (blocks are linked: the previous one must
- * stay intact while the next is compressed), kept apart by the output
- * buffer (struct members keep their order) so that LZ4 never sees them as
- * one contiguous stream. */
+/* Block buffers, used in turn. A full block is handed to the writer thread,
+ * which compresses and writes it while the program goes on; blocks are
+ * linked (each is the LZ4 dictionary of the next), so block k's buffer is
+ * reused only once block k+1 is compressed: at most NBUF - 2 full blocks
+ * wait for the writer. A gap keeps each buffer from following another in
+ * memory (LZ4 would take two adjacent blocks for one stream). */
+#define NBUF 6
 static struct {
-    _Alignas(64) uint8_t a[MEMPROF_BLOCK_MAX];
+    struct {
+        _Alignas(64) uint8_t data[MEMPROF_BLOCK_MAX];
+        uint8_t gap[64];
+    } raw[NBUF];
+    uint32_t len[NBUF];
     _Alignas(64) uint8_t out[8 + LZ4_COMPRESSBOUND(MEMPROF_BLOCK_MAX)];
-    _Alignas(64) uint8_t b[MEMPROF_BLOCK_MAX];
 } bufs;
 static LZ4_stream_t lz4_stream;
+static atomic_uint blocks_full; /* handed over (under the writer lock) */
+static atomic_uint blocks_done; /* compressed and written (by one thread at a time) */
+static int writer_on;           /* a writer thread runs in this process */
+static MP_TLS int is_writer;
 
 static uint64_t now_ns(clockid_t clk)
 {
@@ -159,18 +169,54 @@ static int write_all(const uint8_t *p, size_t n)
     return 0;
 }
 
+static void futex_wake_all(atomic_uint *w) { syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL, NULL, 0); }
+
+static void futex_wait_ns(atomic_uint *w, unsigned seen, uint64_t ns)
+{
+    struct timespec ts = {(time_t)(ns / 1000000000ull), (long)(ns % 1000000000ull)};
+    syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, seen, ns ? &ts : NULL, NULL, 0);
+}
+
+/* Compresses and writes block k (the oldest not written). */
+static void write_block(unsigned k)
+{
+    unsigned b = k % NBUF;
+    size_t n = mp_lz4f_block(&lz4_stream, bufs.raw[b].data, bufs.len[b], bufs.out);
+    int err = write_all(bufs.out, n);
+    if (err)
+        mp_stop_recording("memprof: cannot write the capture, recording stopped", err);
+    atomic_store_explicit(&blocks_done, k + 1, memory_order_release);
+}
+
+/* Hands the block in progress over and starts the next one. */
 static MP_COLD MP_NOINLINE void flush_locked(void)
 {
     if (W.enc.len == 0)
         return;
-    size_t n = mp_lz4f_block(&lz4_stream, W.enc.buf, W.enc.len, bufs.out);
-    int err = write_all(bufs.out, n);
-    if (err)
-        mp_stop_recording("memprof: cannot write the capture, recording stopped", err);
-    W.blocks++;
-    W.enc.buf = W.enc.buf == bufs.a ? bufs.b : bufs.a;
+    unsigned k = atomic_load_explicit(&blocks_full, memory_order_relaxed);
+    bufs.len[k % NBUF] = (uint32_t)W.enc.len;
+    atomic_store_explicit(&blocks_full, k + 1, memory_order_release);
+    if (!writer_on || is_writer) { /* no writer thread (or this is it): write it now */
+        for (unsigned d; (d = atomic_load(&blocks_done)) != k + 1;)
+            write_block(d);
+    } else {
+        futex_wake_all(&blocks_full);
+        /* block k+1 reuses the buffer of block k+1-NBUF, free once block k+2-NBUF is written */
+        for (unsigned d; (int)((d = atomic_load_explicit(&blocks_done, memory_order_acquire)) - (k + 3 - NBUF)) < 0;)
+            futex_wait_ns(&blocks_done, d, 0);
+    }
+    W.enc.buf = bufs.raw[(k + 1) % NBUF].data;
     mp_enc_reset(&W.enc);
     W.block_ns = now_ns(CLOCK_MONOTONIC);
+}
+
+/* Everything recorded is in the file once this returns. */
+static void drain_locked(void)
+{
+    flush_locked();
+    for (unsigned d; (d = atomic_load_explicit(&blocks_done, memory_order_acquire)) !=
+                     atomic_load_explicit(&blocks_full, memory_order_relaxed);)
+        futex_wait_ns(&blocks_done, d, 0);
 }
 
 /* Calls `enc` again after a flush when the block is full. */
@@ -455,7 +501,7 @@ void mp_rec_mark(unsigned kind)
     lock();
     if (live_locked()) {
         EMIT(mp_enc_mark(&W.enc, kind, (now_ns(CLOCK_MONOTONIC) - W.start_ns) / 1000));
-        flush_locked(); /* the mark matters: get it to disk now */
+        flush_locked(); /* the mark matters: on its way to disk now */
     }
     unlock();
     mp_guard = g;
@@ -505,7 +551,7 @@ static void write_trailer_locked(void)
     k += mp_tlv_varint(buf + k, MEMPROF_T_EVENTS, W.allocs + W.frees);
     k += mp_tlv_varint(buf + k, MEMPROF_T_ALLOCS, W.allocs);
     k += mp_tlv_varint(buf + k, MEMPROF_T_FREES, W.frees);
-    k += mp_tlv_varint(buf + k, MEMPROF_T_BLOCKS, W.blocks);
+    k += mp_tlv_varint(buf + k, MEMPROF_T_BLOCKS, atomic_load(&blocks_done));
     k += mp_tlv_varint(buf + k, MEMPROF_T_TRACKER_ALLOCS, atomic_load(&tracker_allocs));
     n = t0 + mp_trailer_seal(buf + t0, k - t0 - MP_TRAILER_FIXED);
     (void)write_all(buf, n);
@@ -526,7 +572,7 @@ void mp_rec_finish(void)
     if (!W.finished && W.fd >= 0) {
         W.finished = 1;
         if (atomic_exchange(&mp_active, 0)) {
-            flush_locked();
+            drain_locked();
             write_trailer_locked();
         }
         close(W.fd);
@@ -549,7 +595,7 @@ void mp_rec_exec_begin(void)
     mp_guard = MP_GUARD_REC;
     lock();
     if (!W.finished && W.fd >= 0 && atomic_load(&mp_active)) {
-        flush_locked();
+        drain_locked();
         W.trailer_at = lseek(W.fd, 0, SEEK_CUR);
         write_trailer_locked();
         W.finished = 1;
@@ -638,25 +684,43 @@ char *const *mp_child_env(char *const *envp, char **out, size_t nout, char *buf,
     return out;
 }
 
-/* ---- the sampler: memory over time, and blocks written when idle ---- */
+/* ---- the writer thread: blocks to disk, memory over time ---- */
 
-static void *sampler(void *arg)
+static void *writer(void *arg)
 {
     (void)arg;
     mp_guard = MP_GUARD_PYAPI; /* nothing this thread does is the program's */
+    is_writer = 1;
     pid_t me = getpid();
-    struct timespec ts = {(time_t)(CFG.interval_ns / 1000000000ull), (long)(CFG.interval_ns % 1000000000ull)};
+    uint64_t next = now_ns(CLOCK_MONOTONIC) + CFG.interval_ns;
     for (;;) {
-        nanosleep(&ts, NULL);
-        lock();
+        unsigned full = atomic_load_explicit(&blocks_full, memory_order_acquire);
+        unsigned done = atomic_load(&blocks_done);
+        if (done != full) {
+            write_block(done);
+            futex_wake_all(&blocks_done);
+            continue;
+        }
+        uint64_t t = now_ns(CLOCK_MONOTONIC);
+        if (t < next) {
+            futex_wait_ns(&blocks_full, full, next - t);
+            continue;
+        }
+        /* never wait for the lock: its holder may be waiting for this thread
+         * to free a block buffer */
+        int c = 0;
+        if (!atomic_compare_exchange_strong_explicit(&wlock, &c, 1, memory_order_acquire, memory_order_relaxed)) {
+            futex_wait_ns(&blocks_full, full, 1000000);
+            continue;
+        }
+        next = t + CFG.interval_ns;
         if (W.pid != me) { /* cannot happen: threads do not survive fork */
             unlock();
             return NULL;
         }
         if (atomic_load_explicit(&mp_active, memory_order_relaxed) && !W.lazy && !W.finished) {
-            uint64_t t = now_ns(CLOCK_MONOTONIC);
             EMIT(mp_enc_time(&W.enc, (t - W.start_ns) / 1000, rss_kib()));
-            if (t - W.block_ns >= FLUSH_AFTER_NS)
+            if (t - W.block_ns >= FLUSH_AFTER_NS) /* a quiet program's records reach the disk too */
                 flush_locked();
         }
         unlock();
@@ -674,8 +738,11 @@ static void start_sampler(void)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 64 * 1024);
-    if (pthread_create(&th, &attr, sampler, NULL) != 0)
-        mp_log("memprof: cannot start the memory sampler; no memory-over-time data", NULL);
+    if (pthread_create(&th, &attr, writer, NULL) == 0)
+        writer_on = 1;
+    else
+        mp_log("memprof: cannot start the writer thread; writing in the program's threads, "
+               "no memory-over-time data", NULL);
     pthread_attr_destroy(&attr);
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
@@ -716,8 +783,11 @@ static void fork_child(void)
         if (native_on)
             mp_native_reset();
         LZ4_initStream(&lz4_stream, sizeof lz4_stream);
-        mp_enc_init(&W.enc, bufs.a, sizeof bufs.a);
-        W.allocs = W.frees = W.blocks = 0;
+        writer_on = 0; /* the parent's did not come along */
+        atomic_store(&blocks_full, 0);
+        atomic_store(&blocks_done, 0);
+        mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
+        W.allocs = W.frees = 0;
         W.nthreads = 0;
         W.live_threads = NULL;
         W.npending = 0;
@@ -885,7 +955,7 @@ __attribute__((constructor)) static void mp_start(void)
     W.pid = getpid();
     W.main_thread = pthread_self();
     W.start_ns = W.block_ns = now_ns(CLOCK_MONOTONIC);
-    mp_enc_init(&W.enc, bufs.a, sizeof bufs.a);
+    mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
     if (pthread_key_create(&W.key, thread_gone) != 0 || pthread_atfork(fork_prepare, fork_parent, fork_child)) {
         mp_log("memprof: cannot set up thread hooks, not recording", NULL);
         goto out;
