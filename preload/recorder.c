@@ -677,7 +677,11 @@ char *const *mp_child_env(char *const *envp, char **out, size_t nout, char *buf,
     out[k++] = put_str(&p, end, "MEMPROF_OUT=", CFG.out);
     out[k++] = put_str(&p, end, "MEMPROF_OPTS=", utoa(mp_opts, num));
     out[k++] = put_str(&p, end, "MEMPROF_INTERVAL_US=", utoa((unsigned long)(CFG.interval_ns / 1000), num));
-    out[k++] = put_str(&p, end, "MEMPROF_PARENT=", utoa((unsigned long)getpid(), num));
+    /* the profiled process the new program descends from: in a vfork child
+     * (our memory, another pid) the parent; in a fork child that recorded
+     * nothing (exec right away) its parent; else this process */
+    pid_t me = getpid(), from = W.pid && W.pid != me ? W.pid : W.lazy && CFG.parent ? CFG.parent : me;
+    out[k++] = put_str(&p, end, "MEMPROF_PARENT=", utoa((unsigned long)from, num));
     out[k] = NULL;
     if (!p)
         return envp;

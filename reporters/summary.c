@@ -51,7 +51,13 @@ static cJSON *top_json(const mp_analysis_t *a, mp_when_t when, size_t top)
 static void print_json(const mp_analysis_t *a, const char *path, size_t top)
 {
     cJSON *root = cJSON_CreateObject();
-    cJSON_AddItemToObject(root, "capture", mp_json_capture(a->r, path));
+    cJSON *cap = mp_json_capture(a->r, path);
+    const memprof_info_t *in = memprof_reader_info(a->r);
+    cJSON_AddBoolToObject(cap, "native_stacks", (in->options & MEMPROF_OPT_NATIVE) != 0);
+    cJSON_AddBoolToObject(cap, "python_allocators", (in->options & MEMPROF_OPT_PYMEM) != 0);
+    if (in->parent_pid)
+        cJSON_AddNumberToObject(cap, "parent_pid", (double)in->parent_pid);
+    cJSON_AddItemToObject(root, "capture", cap);
     cJSON *tot = cJSON_AddObjectToObject(root, "totals");
     cJSON_AddNumberToObject(tot, "allocations", (double)a->allocated.count);
     cJSON_AddNumberToObject(tot, "allocated_bytes", (double)a->allocated.bytes);

@@ -1,6 +1,8 @@
 /* analysis.c - one ordered replay of a capture.
  *
- * The live heap is a hash of address -> (size, stack). The peak is found
+ * The live heap is a hash of address -> (size, stack); mappings (mmap,
+ * mremap), which can be unmapped in part, are a sorted array beside it, and
+ * file-backed ones are counted apart from the heap. The peak is found
  * on the way, and what each stack held at the peak is known without a
  * second pass: a stack remembers its value at the latest peak lazily, the
  * first time it changes after that peak ("snap" with the peak's epoch).

@@ -142,7 +142,7 @@ static int parse_header_tlvs(memprof_reader_t *r, const uint8_t *p, const uint8_
         uint64_t x = 0;
         int is_int = tag != MEMPROF_H_ARGV && tag != MEMPROF_H_PYTHON_VERSION &&
                      tag != MEMPROF_H_EXECUTABLE && tag != MEMPROF_H_TOOL_VERSION;
-        if (is_int && tag <= MEMPROF_H_PYSTACK && parse_tlv_varint(v, n, &x))
+        if (is_int && tag <= MEMPROF_H_PARENT_PID && parse_tlv_varint(v, n, &x))
             return fail(r, MEMPROF_ECORRUPT, "corrupted header: bad value for field %u", tag);
         switch (tag) {
         case MEMPROF_H_PID: in->pid = x; break;
@@ -153,6 +153,8 @@ static int parse_header_tlvs(memprof_reader_t *r, const uint8_t *p, const uint8_
         case MEMPROF_H_OPTIONS: in->options = x; break;
         case MEMPROF_H_PAGE_SIZE: in->page_size = x; break;
         case MEMPROF_H_PYSTACK: in->pystack_mode = (unsigned)x; break;
+        case MEMPROF_H_INTERVAL_US: in->interval_us = x; break;
+        case MEMPROF_H_PARENT_PID: in->parent_pid = x; break;
         case MEMPROF_H_ARGV:
             in->argv = keep_string(r, v, n, &used);
             in->argv_len = n;

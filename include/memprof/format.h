@@ -1,4 +1,4 @@
-/* format.h - constants of the capture file format, version 1.0.
+/* format.h - constants of the capture file format, version 1.1.
  *
  * These numbers are the format: they match docs/format.md exactly and are
  * defined nowhere else. A change that an older reader could misread bumps

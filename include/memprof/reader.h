@@ -56,6 +56,8 @@ typedef struct {
     const char *executable;
     uint64_t page_size;
     const char *tool_version;
+    uint64_t interval_us;   /* memory sampling interval (0: not recorded) */
+    uint64_t parent_pid;    /* the profiled process this one descends from (0: none) */
     /* trailer; all zero while has_trailer is 0 */
     int has_trailer;        /* 1 once the trailer was read and checked */
     int truncated;          /* 1 when the file ended before its trailer */
@@ -108,6 +110,8 @@ MEMPROF_API int memprof_reader_node(const memprof_reader_t *r, uint32_t id, uint
 MEMPROF_API int memprof_reader_node_native(const memprof_reader_t *r, uint32_t id, uint32_t *module,
                                            uint64_t *offset);
 MEMPROF_API uint32_t memprof_reader_module_count(const memprof_reader_t *r);
+/* out->build_id and out->segs point into the reader's table: valid until the
+ * next memprof_reader_next() (which may grow it) or memprof_reader_close(). */
 MEMPROF_API int memprof_reader_module(const memprof_reader_t *r, uint32_t id, memprof_module_t *out);
 /* The thread's last recorded name, or NULL. */
 MEMPROF_API const char *memprof_reader_thread_name(const memprof_reader_t *r, uint32_t index);

@@ -14,6 +14,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 SCRIPTS = HERE / "scripts"
 TOP = HERE.parent.parent
+C_SOURCES = TOP / "tests" / "c"
 
 
 def _config():
@@ -41,11 +42,11 @@ class Memprof:
         kw.setdefault("cwd", self.tmp)
         return subprocess.run([str(self.bin / "memprof"), *map(str, args)], **kw)
 
-    def run(self, script, *args, out="capture.memprof", check=True, **kw):
-        """memprof run -q -o OUT script args; returns (completed process, capture path)."""
+    def run(self, script, *args, out="capture.memprof", flags=(), check=True, **kw):
+        """memprof run -q -o OUT [flags] script args; returns (completed process, capture path)."""
         path = self.tmp / out
         target = [str(SCRIPTS / script)] if not str(script).startswith("-") else [script]
-        p = self.cmd("run", "-q", "-o", path, *target, *args, **kw)
+        p = self.cmd("run", "-q", "-o", path, *flags, *target, *args, **kw)
         if check:
             assert p.returncode == 0, p.stderr
         return p, path
@@ -54,6 +55,19 @@ class Memprof:
         p = self.cmd("summary", "--json", "--top", "50", *extra, path)
         assert p.returncode == 0, p.stderr
         return json.loads(p.stdout)
+
+    def preloaded(self, argv, out, **kw):
+        """Runs a program (not Python) under LD_PRELOAD=libmemprof.so with MEMPROF_FD, as a
+        library user would; returns (completed process, capture path)."""
+        path = self.tmp / out
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            env = dict(os.environ, LD_PRELOAD=self.library, MEMPROF_FD=str(fd))
+            kw.setdefault("timeout", 60)
+            p = subprocess.run(list(map(str, argv)), env=env, pass_fds=(fd,), cwd=self.tmp, **kw)
+        finally:
+            os.close(fd)
+        return p, path
 
     def plain(self, script, *args, **kw):
         kw.setdefault("capture_output", True)
@@ -70,10 +84,15 @@ def memprof(tmp_path):
 
 def script_line(script, marker):
     """1-based line of the first line of scripts/<script> containing marker."""
-    for n, text in enumerate((SCRIPTS / script).read_text().splitlines(), 1):
+    return source_line(SCRIPTS / script, marker)
+
+
+def source_line(path, marker):
+    """1-based line of the first line of the file at path containing marker."""
+    for n, text in enumerate(Path(path).read_text().splitlines(), 1):
         if marker in text:
             return n
-    raise AssertionError(f"{marker} not in {script}")
+    raise AssertionError(f"{marker} not in {path}")
 
 
 def find(locations, function, line=None):

@@ -64,7 +64,9 @@ static uint32_t rich_module(tk_capture_t *c, const rich_ids_t *id, unsigned i)
 
 uint32_t rich_spec_code(const rich_ids_t *id, int code)
 {
-    return code < 0 ? 0 : code == 0 ? id->code_pseudo : code == 1 ? id->code_main : code == 2 ? id->code_run : id->code_far;
+    if (code < 0) /* a native frame */
+        return 0;
+    return code == 0 ? id->code_pseudo : code == 1 ? id->code_main : code == 2 ? id->code_run : id->code_far;
 }
 
 static void rich_tables(tk_capture_t *c, rich_ids_t *id)
