@@ -375,11 +375,14 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments)
     if (MP_UNLIKELY(!atomic_load_explicit(&end_requested, memory_order_relaxed)) && t->is_main)
         request_end_mark();
     uint32_t n = 0, seg_start = 0;
-    for (_PyInterpreterFrame *f = ts->cframe->current_frame; f; f = f->previous) {
+    /* Only the innermost frame can be one not started yet (a frame runs
+     * before it calls anything): it is skipped, as CPython's tracebacks
+     * skip it. The others need no look at their code object's prefix. */
+    int leaf = 1;
+    for (_PyInterpreterFrame *f = ts->cframe->current_frame; f; f = f->previous, leaf = 0) {
         PyCodeObject *co = f->f_code;
         _Py_CODEUNIT *first = _PyCode_CODE(co);
-        if (f->owner == FRAME_OWNED_BY_GENERATOR || f->prev_instr >= first + co->_co_firsttraceable) {
-            /* (a frame not started yet is skipped: CPython's tracebacks skip it too) */
+        if (!leaf || f->owner == FRAME_OWNED_BY_GENERATOR || f->prev_instr >= first + co->_co_firsttraceable) {
             if (MP_UNLIKELY(n == t->cur_cap) &&
                 (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
                 break;
@@ -409,23 +412,37 @@ static int32_t frame_line(PyCodeObject *co, uint32_t instr)
                              (size_t)PyBytes_GET_SIZE(co->co_linetable), co->co_firstlineno, instr);
 }
 
-static inline uint64_t frame_hash(uint64_t h, const mp_frame_t *f)
+/* Stack hashes are sums of per-frame mixes (each frame mixed with its
+ * position), finished with fmix64: the per-frame work is independent, so a
+ * deep stack hashes at about a cycle a frame instead of a multiply chain. */
+static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos)
 {
-    h ^= (uint64_t)(uintptr_t)f->code + (f->fp << 17 | f->fp >> 47) + ((uint64_t)f->instr << 40);
-    h *= 0x9e3779b97f4a7c15ull;
-    return h ^ (h >> 29);
+    uint64_t x = (uint64_t)(uintptr_t)f->code ^ (f->fp << 21) ^ ((uint64_t)f->instr << 44) ^
+                 (pos * 0xc2b2ae3d27d4eb4full);
+    return x * 0x9e3779b97f4a7c15ull;
+}
+
+static inline uint64_t fmix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
 }
 
 /* Key of a whole stack, for the thread's cache of recent stacks. */
 static inline uint64_t stack_key(const mp_frame_t *f, uint32_t n)
 {
-    uint64_t k = n;
-    for (uint32_t i = 0; i < n; i++) {
-        k ^= (uint64_t)(uintptr_t)f[i].code ^ (f[i].fp << 21) ^ ((uint64_t)f[i].instr << 44);
-        k *= 0x9e3779b97f4a7c15ull;
-        k ^= k >> 31;
+    uint64_t k0 = n, k1 = 0;
+    uint32_t i = 0;
+    for (; i + 1 < n; i += 2) {
+        k0 += frame_mix(&f[i], i);
+        k1 += frame_mix(&f[i + 1], i + 1);
     }
-    return k;
+    if (i < n)
+        k0 += frame_mix(&f[i], i);
+    return fmix64(k0 + k1);
 }
 
 static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n);
@@ -458,12 +475,13 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
     }
     const mp_frame_t *root = frames + n - 1; /* leaf first */
     mp_prefix_t *pre = t->prefix;
-    uint64_t h = 0x6a09e667f3bcc908ull;
+    uint64_t sum = 0x6a09e667f3bcc908ull;
     for (uint32_t i = 0; i < n; i++) {
-        h = frame_hash(h, root - i);
-        pre[i].hash = h;
+        sum += frame_mix(root - i, i);
+        pre[i].hash = sum; /* the prefix table mixes it for its buckets */
         pre[i].node = 0;
     }
+    uint64_t h = pre[n - 1].hash;
     /* the same stack as this thread's last allocation: the common case */
     if (n == t->prev_depth && t->prev[n - 1].hash == h)
         return t->prev[n - 1].node;

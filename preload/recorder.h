@@ -44,7 +44,7 @@ typedef struct {
 } mp_prefix_t;
 
 #define MP_NATIVE_MAX 256   /* native frames kept (innermost first) */
-#define MP_RECENT_STACKS 256 /* per-thread cache of whole stacks (a power of 2) */
+#define MP_RECENT_STACKS 4096 /* per-thread cache of whole stacks (a power of 2) */
 
 /* Per-thread state, in memory of its own (mmap), reached through mp_self. */
 typedef struct mp_thread_s {

@@ -205,14 +205,14 @@ static struct {
     size_t cap, n;
 } T;
 
-static size_t prefix_hash(const void *e) { return (size_t)((const prefix_entry_t *)e)->hash; }
+static size_t prefix_hash(const void *e) { return (size_t)mix64(((const prefix_entry_t *)e)->hash); }
 static int prefix_used(const void *e) { return ((const prefix_entry_t *)e)->node != 0; }
 
 uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr)
 {
     if (!T.cap)
         return 0;
-    for (size_t j = hash & (T.cap - 1); T.slots[j].node; j = (j + 1) & (T.cap - 1)) {
+    for (size_t j = mix64(hash) & (T.cap - 1); T.slots[j].node; j = (j + 1) & (T.cap - 1)) {
         prefix_entry_t *e = &T.slots[j];
         if (e->hash == hash && e->code == code && e->instr == instr)
             return e->node;
@@ -227,7 +227,7 @@ void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t nod
         mp_stop_recording("memprof: out of memory for the stack table, recording stopped", 0);
         return;
     }
-    size_t j = hash & (T.cap - 1);
+    size_t j = mix64(hash) & (T.cap - 1);
     while (T.slots[j].node)
         j = (j + 1) & (T.cap - 1);
     T.slots[j] = (prefix_entry_t){hash, code, instr, node};
