@@ -24,6 +24,7 @@ void mp_enc_reset(mp_enc_t *e)
     e->len = 0;
     e->prev_addr = 0;
     e->prev_stack = 0;
+    e->prev_allocator = MEMPROF_A_MALLOC;
     e->thread = 0;
     memset(e->allocated, 0, sizeof e->allocated);
     memset(e->freed, 0, sizeof e->freed);
@@ -69,6 +70,13 @@ static inline int ring_find(const uint64_t *ring, unsigned n, uint64_t addr)
     return -1;
 }
 
+/* Mappings always carry their address (docs/format.md §5.2): the kernel
+ * places them; no free list hands back the range just unmapped. */
+static inline int is_mapping(unsigned allocator)
+{
+    return allocator == MEMPROF_A_MMAP || allocator == MEMPROF_A_MMAP_FILE || allocator == MEMPROF_A_MREMAP;
+}
+
 int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr, uint64_t size,
                  uint32_t stack)
 {
@@ -76,8 +84,8 @@ int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr
         return MEMPROF_ENOSPACE;
     uint8_t *p = switch_thread(e, e->buf + e->len, thread);
     int same = stack == e->prev_stack;
-    int k = allocator == MEMPROF_A_MALLOC ? ring_find(e->freed, e->nfree, addr) : -1;
-    if (k >= 0) { /* malloc handing back a block just freed: name it, not its address */
+    int k = allocator == e->prev_allocator && !is_mapping(allocator) ? ring_find(e->freed, e->nfree, addr) : -1;
+    if (k >= 0) { /* the allocator handing back a block just freed: name it, not its address */
         *p++ = tag(same ? MEMPROF_R_REUSE_SAME : MEMPROF_R_REUSE, (unsigned)k);
         e->prev_addr = addr;
     } else {
@@ -88,6 +96,7 @@ int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr
     if (!same)
         p += mp_varint_put(p, mp_zigzag((int64_t)stack - (int64_t)e->prev_stack));
     e->prev_stack = stack;
+    e->prev_allocator = allocator;
     e->allocated[e->nalloc++ & (MEMPROF_RING - 1)] = addr;
     e->len = (size_t)(p - e->buf);
     return 0;

@@ -19,6 +19,7 @@ typedef struct mp_enc_s {
     size_t len, cap;
     uint64_t prev_addr;
     uint32_t prev_stack;
+    unsigned prev_allocator; /* of the last allocation record: what a REUSE means (1.1) */
     uint32_t thread; /* current thread of this block, 0 = none yet */
     uint64_t allocated[MEMPROF_RING], freed[MEMPROF_RING]; /* recent addresses */
     unsigned nalloc, nfree;                                 /* ring positions */

@@ -58,6 +58,7 @@ struct memprof_reader_s {
     size_t block_off;       /* file offset of the current block */
     uint64_t prev_addr;
     uint32_t prev_stack, thread;
+    unsigned prev_allocator;  /* of the last allocation record: what a REUSE means (1.1) */
     uint64_t allocated[MEMPROF_RING], freed[MEMPROF_RING];
     unsigned nalloc, nfree;
 
@@ -388,6 +389,7 @@ static int next_block(memprof_reader_t *r)
     r->bpos = 0;
     r->prev_addr = 0;
     r->prev_stack = 0;
+    r->prev_allocator = MEMPROF_A_MALLOC;
     r->thread = 0;
     memset(r->allocated, 0, sizeof r->allocated);
     memset(r->freed, 0, sizeof r->freed);
@@ -545,7 +547,9 @@ static int decode_alloc(memprof_reader_t *r, unsigned type, unsigned arg, const 
     unsigned allocator = arg;
     int reuse = type == MEMPROF_R_REUSE || type == MEMPROF_R_REUSE_SAME;
     if (reuse) {
-        allocator = MEMPROF_A_MALLOC;
+        /* 1.1: the allocator of the block's previous allocation record (in
+         * 1.0 always malloc) */
+        allocator = r->info.version_minor >= 1 ? r->prev_allocator : MEMPROF_A_MALLOC;
         a = ring_get(r->freed, r->nfree, arg);
         if (!a)
             return corrupt_record(r, "reuse of an empty ring slot");
@@ -566,6 +570,7 @@ static int decode_alloc(memprof_reader_t *r, unsigned type, unsigned arg, const 
     if (stack > r->nodes.n)
         return corrupt_record(r, "allocation names an unknown stack");
     r->prev_stack = (uint32_t)stack;
+    r->prev_allocator = allocator;
     r->allocated[r->nalloc++ & (MEMPROF_RING - 1)] = a;
     *ev = (memprof_event_t){MEMPROF_EV_ALLOC, allocator, r->thread, (uint32_t)stack, a, size,
                             r->index++, r->time_us, 0};

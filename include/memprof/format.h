@@ -84,8 +84,9 @@ enum memprof_record_type {
     MEMPROF_R_RESTORE = 9, /* addr: undo this thread's last FREE at addr */
     MEMPROF_R_ALLOC_SAME = 10,  /* arg=allocator; addr, size; stack = the previous ALLOC's */
     MEMPROF_R_FREE_RECENT = 11, /* arg=k: plain free of the k-th most recent allocation's address */
-    MEMPROF_R_REUSE_SAME = 12,  /* arg=k: malloc at the k-th most recently freed address; size;
-                                   stack = the previous ALLOC's */
+    MEMPROF_R_REUSE_SAME = 12,  /* arg=k: an allocation at the k-th most recently freed address
+                                   by the previous allocation's allocator (1.1; 1.0: malloc);
+                                   size; stack = the previous ALLOC's */
     MEMPROF_R_REUSE = 13,       /* arg=k: as REUSE_SAME, then zz stack delta */
     MEMPROF_R_MODULE = 14,      /* (1.1) arg=0 loaded: varint id (next), varint load bias, path sid,
                                    varint build-id length, build id, varint segments,

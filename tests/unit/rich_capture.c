@@ -207,28 +207,61 @@ static void compact_allocs(tk_capture_t *c, const rich_ids_t *id)
     seq_end(c, nb);
 }
 
-/* REUSE_SAME, REUSE at k = 0 and 15, a reuse fallen out of the ring. */
+/* REUSE_SAME, REUSE at k = 0 and 15, a reuse fallen out of the ring; a
+ * REUSE by the allocator of the allocation before it, whichever (1.1),
+ * never by another one, never by a mapping. */
 static void compact_reuse(tk_capture_t *c, const rich_ids_t *id)
 {
     const uint64_t f = RICH_BASE + 0x300000;
     size_t nb = seq_begin(c);
     for (uint64_t i = 0; i < 17; i++)
         ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, f + i * 0x30), MEMPROF_R_FREE, MEMPROF_D_FREE);
-    ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, f, 48, id->node[2]), MEMPROF_R_ALLOC, MEMPROF_A_MALLOC);
+    /* a block starts as if after a malloc */
     ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, f + 0x30, 48, id->node[5]), MEMPROF_R_REUSE, 15);
-    ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, f + 2 * 0x30, 1ull << 33, id->node[5]),
+    ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, f, 48, id->node[2]), MEMPROF_R_ALLOC, MEMPROF_A_MALLOC);
+    ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, f + 2 * 0x30, 1ull << 33, id->node[2]),
                MEMPROF_R_REUSE_SAME, 14);
     ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, f + 16 * 0x30, 7, id->node[1]), MEMPROF_R_REUSE, 0);
     ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_MALLOC, f + 15 * 0x30, 6, id->node[1]), MEMPROF_R_REUSE_SAME, 1);
-    /* only malloc reuses */
+    /* another allocator than the last one names its address; then it reuses */
     ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_CALLOC, f + 3 * 0x30, 5, id->node[1]), MEMPROF_R_ALLOC_SAME,
                MEMPROF_A_CALLOC);
-    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_POSIX_MEMALIGN, f + 4 * 0x30, 5, id->node[9]), MEMPROF_R_ALLOC,
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_CALLOC, f + 4 * 0x30, 5, id->node[9]), MEMPROF_R_REUSE, 12);
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_POSIX_MEMALIGN, f + 5 * 0x30, 5, id->node[9]), MEMPROF_R_ALLOC_SAME,
                MEMPROF_A_POSIX_MEMALIGN);
+    ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_PYMEM_OBJ, f + 6 * 0x30, 5, id->node[9]), MEMPROF_R_ALLOC_SAME,
+               MEMPROF_A_PYMEM_OBJ);
+    ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_PYMEM_OBJ, f + 7 * 0x30, 5, id->node[9]), MEMPROF_R_REUSE_SAME, 9);
+    ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_MALLOC, f + 8 * 0x30, 5, id->node[9]), MEMPROF_R_ALLOC_SAME,
+               MEMPROF_A_MALLOC);
     /* a reused address is an allocation: it can be freed by position */
-    ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, f + 0x30), MEMPROF_R_FREE_RECENT, 5);
+    ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, f + 0x30), MEMPROF_R_FREE_RECENT, 10);
     /* ... and that free pushes it on the freed ring again */
     ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_MALLOC, f + 0x30, 16, id->node[2]), MEMPROF_R_REUSE, 0);
+    /* mappings never reuse, not even after a mapping of their own kind */
+    static const unsigned maps[] = {MEMPROF_A_MMAP, MEMPROF_A_MMAP_FILE, MEMPROF_A_MREMAP};
+    for (unsigned i = 0; i < MP_ARRAY_LEN(maps); i++)
+        for (unsigned j = 0; j < 2; j++)
+            ASSERT_TAG(tk_alloc(c, id->t2, maps[i], f + (9 + 2 * i + j) * 0x30, 0x30, id->node[2]),
+                       MEMPROF_R_ALLOC_SAME, maps[i]);
+    /* and after one, malloc names its address */
+    ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_MALLOC, f + 15 * 0x30, 16, id->node[2]), MEMPROF_R_ALLOC_SAME,
+               MEMPROF_A_MALLOC);
+    seq_end(c, nb);
+
+    /* the allocator restarts with the block: after a calloc in the block
+     * before, a calloc at a freed address names it */
+    const uint64_t g = f + 0x1000;
+    nb = seq_begin(c);
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_CALLOC, g, 32, id->node[3]), MEMPROF_R_ALLOC, MEMPROF_A_CALLOC);
+    ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, g), MEMPROF_R_FREE_RECENT, 0);
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_CALLOC, g, 32, id->node[3]), MEMPROF_R_REUSE_SAME, 0);
+    seq_end(c, nb);
+    nb = seq_begin(c);
+    ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, g), MEMPROF_R_FREE, MEMPROF_D_FREE);
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_CALLOC, g, 32, id->node[3]), MEMPROF_R_ALLOC, MEMPROF_A_CALLOC);
+    ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, g), MEMPROF_R_FREE_RECENT, 0);
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_CALLOC, g, 32, id->node[3]), MEMPROF_R_REUSE_SAME, 0);
     seq_end(c, nb);
 }
 
@@ -240,14 +273,15 @@ static void compact_realloc(tk_capture_t *c, const rich_ids_t *id)
     ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_MALLOC, r, 64, id->node[4]), MEMPROF_R_ALLOC, MEMPROF_A_MALLOC);
     /* a realloc's free names its thread and is never compact, even at k = 0 */
     ASSERT_TAG(tk_free(c, id->t2, MEMPROF_D_REALLOC, r), MEMPROF_R_FREE, MEMPROF_D_REALLOC);
-    /* the realloc's new block is never a REUSE, even at a freed address */
+    /* after a malloc, the realloc's new block names its address, even a freed one */
     ASSERT_TAG(tk_alloc(c, id->t2, MEMPROF_A_REALLOC, r, 128, id->node[4]), MEMPROF_R_ALLOC_SAME,
                MEMPROF_A_REALLOC);
     ASSERT_TAG(tk_free(c, id->t1, MEMPROF_D_REALLOC, r), MEMPROF_R_FREE, MEMPROF_D_REALLOC);
     ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_REALLOCARRAY, r + 0x1000, 256, id->node[3]), MEMPROF_R_ALLOC,
                MEMPROF_A_REALLOCARRAY);
-    /* ... but a realloc's free feeds the freed ring: malloc may reuse it */
-    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_MALLOC, r, 32, id->node[3]), MEMPROF_R_REUSE_SAME, 0);
+    /* a realloc's free feeds the freed ring: a block grown in place after
+     * another realloc is a REUSE */
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_REALLOCARRAY, r, 32, id->node[3]), MEMPROF_R_REUSE_SAME, 0);
     /* a failed realloc: the RESTORE pushes on no ring */
     ASSERT_TAG(tk_free(c, id->t1, MEMPROF_D_REALLOC, r), MEMPROF_R_FREE, MEMPROF_D_REALLOC);
     ASSERT_TAG(tk_restore(c, id->t1, q), MEMPROF_R_RESTORE, 0);
@@ -255,7 +289,7 @@ static void compact_realloc(tk_capture_t *c, const rich_ids_t *id)
     ASSERT_TAG(tk_restore(c, id->t1, q + 0x10), MEMPROF_R_RESTORE, 0);
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, q + 0x10), MEMPROF_R_FREE, MEMPROF_D_FREE);
     /* the same address twice in the ring: the most recent is named */
-    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_MMAP, q, 4096, id->node[3]), MEMPROF_R_ALLOC_SAME, MEMPROF_A_MMAP);
+    ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_MALLOC, q, 8, id->node[3]), MEMPROF_R_ALLOC_SAME, MEMPROF_A_MALLOC);
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, q), MEMPROF_R_FREE_RECENT, 0);
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, q), MEMPROF_R_FREE_RECENT, 0);
     ASSERT_TAG(tk_alloc(c, id->t1, MEMPROF_A_MALLOC, q, 8, id->node[3]), MEMPROF_R_REUSE_SAME, 0);
@@ -290,8 +324,8 @@ static void address_forms(tk_capture_t *c, const rich_ids_t *id)
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, o + 8), MEMPROF_R_FREE_RECENT, 3);
     ASSERT_TAG(tk_free_range(c, 0, MEMPROF_D_MUNMAP, o + 0x18, 0x18), MEMPROF_R_FREE, MEMPROF_D_MUNMAP);
     cr_assert_eq(tk_last_field(c), mp_zigzag(0x10) << 1 | 1);
-    /* and a REUSE: */
-    ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_MALLOC, o + 8, 3, id->node[8]), MEMPROF_R_REUSE_SAME, 1);
+    /* and a REUSE (a valloc, as the allocation before it): */
+    ASSERT_TAG(tk_alloc(c, id->t3, MEMPROF_A_VALLOC, o + 8, 3, id->node[8]), MEMPROF_R_REUSE_SAME, 1);
     ASSERT_TAG(tk_restore(c, id->t3, o + 0x28), MEMPROF_R_RESTORE, 0);
     cr_assert_eq(tk_last_field(c), mp_zigzag(0x20) << 1 | 1);
     ASSERT_TAG(tk_free(c, 0, MEMPROF_D_FREE, o + 0x100), MEMPROF_R_FREE_RECENT, 3);

@@ -5,11 +5,13 @@
  * code's first line, many small blocks) has the shape the tests rely on and
  * round-trips with every field, every table entry (modules, native nodes,
  * thread names included) and the header and trailer; modules at the limits
- * (255-byte build id, 64 segments) round-trip; an empty capture reads as
- * one; newer and older format versions are refused, a 1.0 capture is read
- * by the 1.0 rules; the worked example of docs/format.md and its 1.1
- * records are what the encoders write. Linked blocks, liblz4's view of the
- * frame, cuts and flipped bytes are in test_damage.c. */
+ * (255-byte build id, 64 segments) round-trip; PyObject_Malloc reusing
+ * freed blocks is written as REUSE records and reads back as PyObject_Malloc;
+ * an empty capture reads as one; newer and older format versions are
+ * refused, a 1.0 capture is read by the 1.0 rules (range frees without a
+ * length, a REUSE is a malloc); the worked example of docs/format.md and
+ * its 1.1 records are what the encoders write. Linked blocks, liblz4's view
+ * of the frame, cuts and flipped bytes are in test_damage.c. */
 #include <criterion/criterion.h>
 #include <lz4.h>
 #include <stdio.h>
@@ -318,6 +320,58 @@ Test(format, modules_at_the_limits)
     tk_close(&c);
 }
 
+/* With --trace-python-allocators most allocations are PyObject_Malloc
+ * handing back an address it has just freed (1.1): a REUSE, of allocator
+ * PYMEM_OBJ, because the allocation before it was one; a malloc in
+ * between names its address, and so does the PyObject_Malloc after it. */
+Test(format, reuse_after_pyobject_malloc_round_trips)
+{
+    tk_capture_t c;
+    tk_begin(&c, 4096);
+    uint32_t fn = tk_string(&c, "obj.py"), qn = tk_string(&c, "make");
+    uint32_t node = tk_node(&c, 0, tk_code(&c, 0, fn, qn, 1), 2);
+    uint32_t t = tk_thread_new(&c, 5);
+    const uint64_t a = 0x7f3a00100000ull;
+    for (uint64_t i = 0; i < 8; i++)
+        cr_assert_eq(tk_alloc(&c, t, MEMPROF_A_PYMEM_OBJ, a + i * 0x30, 40, node),
+                     TK_TAG(i ? MEMPROF_R_ALLOC_SAME : MEMPROF_R_ALLOC, MEMPROF_A_PYMEM_OBJ));
+    uint32_t prev = node;
+    for (unsigned i = 0; i < 40; i++) {
+        uint64_t x = a + (i % 8) * 0x30;
+        uint32_t stack = i % 3 ? node : 0;
+        /* frees of the PyMem domains always carry their address */
+        cr_assert_eq(tk_free(&c, 0, MEMPROF_D_PYMEM_OBJ, x), TK_TAG(MEMPROF_R_FREE, MEMPROF_D_PYMEM_OBJ));
+        if (i == 20) { /* same stack as round 19 */
+            cr_assert_eq(tk_alloc(&c, t, MEMPROF_A_MALLOC, x, 64, stack),
+                         TK_TAG(MEMPROF_R_ALLOC_SAME, MEMPROF_A_MALLOC));
+            cr_assert_eq(tk_free(&c, 0, MEMPROF_D_FREE, x), TK_TAG(MEMPROF_R_FREE_RECENT, 0));
+            cr_assert_eq(tk_alloc(&c, t, MEMPROF_A_PYMEM_OBJ, x, 40, stack),
+                         TK_TAG(MEMPROF_R_ALLOC_SAME, MEMPROF_A_PYMEM_OBJ));
+            continue;
+        }
+        uint8_t want = stack == prev ? TK_TAG(MEMPROF_R_REUSE_SAME, 0) : TK_TAG(MEMPROF_R_REUSE, 0);
+        cr_assert_eq(tk_alloc(&c, t, MEMPROF_A_PYMEM_OBJ, x, 40 + i, stack), want, "round %u", i);
+        prev = stack;
+    }
+    tk_finish(&c);
+    cr_assert_eq(c.nblocks, 1);
+    cr_assert_eq(c.tags[TK_TAG(MEMPROF_R_REUSE, 0)] + c.tags[TK_TAG(MEMPROF_R_REUSE_SAME, 0)], 39);
+    memprof_reader_t *r = tk_open(c.data, c.len);
+    memprof_event_t ev[100];
+    int rc;
+    size_t n = tk_read_all(r, ev, MP_ARRAY_LEN(ev), c.nev, &rc);
+    cr_assert_eq(rc, 0, "%s", memprof_reader_error(r));
+    cr_assert_eq(n, c.nev);
+    uint64_t pymem = 0;
+    for (size_t i = 0; i < n; i++) {
+        tk_assert_event(&ev[i], &c.ev[i], i);
+        pymem += ev[i].type == MEMPROF_EV_ALLOC && ev[i].kind == MEMPROF_A_PYMEM_OBJ;
+    }
+    cr_assert_eq(pymem, 8 + 40);
+    memprof_reader_close(r);
+    tk_close(&c);
+}
+
 Test(format, empty_capture)
 {
     tk_capture_t c;
@@ -440,6 +494,51 @@ Test(format, range_frees_of_a_1_0_capture)
     cr_assert(ev[0].kind == MEMPROF_D_MUNMAP && ev[0].size == 0x42);
     cr_assert_eq(rc, MEMPROF_ECORRUPT);
     memprof_reader_close(r);
+    tk_close(&c);
+}
+
+/* In 1.0 a REUSE is a malloc whatever came before it: these are the bytes
+ * a 1.0 writer wrote for calloc, free, malloc at one address, and a 1.1
+ * reader must read a malloc there, not the calloc 1.1 would mean. */
+Test(format, reuse_of_a_1_0_capture_is_malloc)
+{
+    static const uint8_t block[] = {
+        0x13, 0x05,             /* THREAD NEW, tid 5 */
+        0x2a, 0x80, 0x08, 0x20, /* ALLOC_SAME calloc: 0x1000 (zz(0x100) << 1 = 0x400), size 32 */
+        0x0b,                   /* FREE_RECENT 0: free of 0x1000 */
+        0x0c, 0x30,             /* REUSE_SAME 0: 0x1000, size 48 */
+    };
+    tk_capture_t c;
+    tk_begin(&c, 200);
+    mp_put_le16(c.data + 10, 0);
+    size_t hend = c.header_len - 4;
+    mp_put_le32(c.data + hend, mp_xxh32(c.data, hend, 0));
+    tk_raw(&c, block, sizeof block);
+    tk_finish_counting(&c, 3);
+    memprof_event_t ev[4];
+    int rc;
+    for (unsigned minor = 0; minor <= 1; minor++) {
+        mp_put_le16(c.data + 10, (uint16_t)minor);
+        mp_put_le32(c.data + hend, mp_xxh32(c.data, hend, 0));
+        memprof_reader_t *r = tk_open(c.data, c.len);
+        cr_assert_eq(memprof_reader_info(r)->version_minor, minor);
+        cr_assert_eq(tk_read_all(r, ev, 4, 3, &rc), 3);
+        cr_assert_eq(rc, 0, "%s", memprof_reader_error(r));
+        tk_assert_event(&ev[0], &(memprof_event_t){MEMPROF_EV_ALLOC, MEMPROF_A_CALLOC, 1, 0, 0x1000, 32, 0, 0, 0}, 0);
+        tk_assert_event(&ev[1], &(memprof_event_t){MEMPROF_EV_FREE, MEMPROF_D_FREE, 0, 0, 0x1000, 0, 1, 0, 0}, 1);
+        /* 1.0: a malloc; the same bytes as 1.1: a calloc, as the allocation before */
+        unsigned kind = minor ? MEMPROF_A_CALLOC : MEMPROF_A_MALLOC;
+        tk_assert_event(&ev[2], &(memprof_event_t){MEMPROF_EV_ALLOC, kind, 1, 0, 0x1000, 48, 2, 0, 0}, 2);
+        memprof_reader_close(r);
+        /* and so the totals by allocator */
+        r = tk_open(c.data, c.len);
+        mp_analysis_t a;
+        cr_assert_eq(mp_analysis_run(&a, r), 0, "%s", memprof_reader_error(r));
+        cr_assert_eq(a.by_allocator[MEMPROF_A_MALLOC].count, minor ? 0 : 1);
+        cr_assert_eq(a.by_allocator[MEMPROF_A_CALLOC].count, minor ? 2 : 1);
+        mp_analysis_free(&a);
+        memprof_reader_close(r);
+    }
     tk_close(&c);
 }
 

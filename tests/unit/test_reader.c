@@ -385,6 +385,7 @@ typedef struct {
 #define EV_FREE(addr, index) {MEMPROF_EV_FREE, MEMPROF_D_FREE, 0, 0, addr, 0, index, 100, 0}
 #define EV_MALLOC(addr, size, stack, index) {MEMPROF_EV_ALLOC, MEMPROF_A_MALLOC, 1, stack, addr, size, index, 100, 0}
 #define EV_RANGE(kind, thread, addr, len, index) {MEMPROF_EV_FREE, kind, thread, 0, addr, len, index, 100, 0}
+#define EV_ALLOC(kind, addr, size, index) {MEMPROF_EV_ALLOC, kind, 1, 1, addr, size, index, 100, 0}
 
 static good_record_t good_records[] = {
     {"free_recent k=0", RAW(0x0b), 0, {EV_FREE(0x1000, 1)}, 1, 1},
@@ -416,6 +417,12 @@ static good_record_t good_records[] = {
      {EV_RANGE(3, 0, 0x1000, 0, 1), EV_RANGE(3, 0, 0x1000, UINT64_MAX, 2)}, 2, 2},
     {"a range free feeds the freed ring", RAW(0x32, 0x40, 0x01, 0x0c, 0x08), 0,
      {EV_RANGE(3, 0, 0x1100, 1, 1), EV_MALLOC(0x1100, 8, 1, 2)}, 2, 2},
+    /* a reuse is by the allocator of the allocation record before it */
+    {"reuse after a calloc is a calloc", RAW(0x2a, 0x04, 0x08, 0x0b, 0x0c, 0x08), 0,
+     {EV_ALLOC(MEMPROF_A_CALLOC, 0x1010, 8, 1), EV_FREE(0x1010, 2), EV_ALLOC(MEMPROF_A_CALLOC, 0x1010, 8, 3)}, 3, 3},
+    /* never written (mappings carry their address), but a valid form */
+    {"reuse after an mmap is an mmap", RAW(0xaa, 0x04, 0x08, 0x0b, 0x0c, 0x08), 0,
+     {EV_ALLOC(MEMPROF_A_MMAP, 0x1010, 8, 1), EV_FREE(0x1010, 2), EV_ALLOC(MEMPROF_A_MMAP, 0x1010, 8, 3)}, 3, 3},
     {"module, native node, an alloc on it", RAW(0x0e, 0x01, 0x00, 0x01, 0x00, 0x00, 0x16, 0x01, 0x01, 0x05, 0x11,
                                                 0x00, 0x08, 0x02),
      0, {EV_MALLOC(0x1000, 8, 2, 1)}, 1, 1},
