@@ -362,56 +362,6 @@ static MP_COLD MP_NOINLINE void request_end_mark(void)
 
 /* ---- the walk ---- */
 
-uint32_t mp_py_walk(mp_thread_t *t, int segments)
-{
-    t->nseg = 0;
-    if (!walker_on)
-        return 0;
-    if (MP_UNLIKELY(atomic_load_explicit(&script_ended, memory_order_relaxed)) && !t->is_main)
-        return 0; /* other threads' states may be freed under them from here on */
-    PyThreadState *ts = py.this_tstate();
-    if (!ts || !ts->cframe)
-        return 0;
-    if (MP_UNLIKELY(!atomic_load_explicit(&end_requested, memory_order_relaxed)) && t->is_main)
-        request_end_mark();
-    uint32_t n = 0, seg_start = 0;
-    /* Only the innermost frame can be one not started yet (a frame runs
-     * before it calls anything): it is skipped, as CPython's tracebacks
-     * skip it. The others need no look at their code object's prefix. */
-    int leaf = 1;
-    for (_PyInterpreterFrame *f = ts->cframe->current_frame; f; f = f->previous, leaf = 0) {
-        PyCodeObject *co = f->f_code;
-        _Py_CODEUNIT *first = _PyCode_CODE(co);
-        if (!leaf || f->owner == FRAME_OWNED_BY_GENERATOR || f->prev_instr >= first + co->_co_firsttraceable) {
-            if (MP_UNLIKELY(n == t->cur_cap) &&
-                (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
-                break;
-            t->cur[n].code = co;
-            t->cur[n].fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
-            t->cur[n].instr = (uint32_t)(f->prev_instr - first);
-            n++;
-        }
-        if (segments && f->is_entry) { /* the first frame of one C call of the evaluation loop */
-            if (t->nseg == t->seg_cap && mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
-                return n;
-            t->seg[t->nseg++] = n - seg_start;
-            seg_start = n;
-        }
-    }
-    if (segments && n > seg_start && !mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
-        t->seg[t->nseg++] = n - seg_start;
-    return n;
-}
-
-/* Source line of an instruction, decoded once per new stack node. */
-static int32_t frame_line(PyCodeObject *co, uint32_t instr)
-{
-    if (!co->co_linetable || !PyBytes_Check(co->co_linetable))
-        return -1;
-    return mp_linetable_line((const uint8_t *)PyBytes_AS_STRING(co->co_linetable),
-                             (size_t)PyBytes_GET_SIZE(co->co_linetable), co->co_firstlineno, instr);
-}
-
 /* Stack hashes are sums of per-frame mixes (each frame mixed with its
  * position), finished with fmix64: the per-frame work is independent, so a
  * deep stack hashes at about a cycle a frame instead of a multiply chain. */
@@ -431,10 +381,65 @@ static inline uint64_t fmix64(uint64_t x)
     return x ^ (x >> 33);
 }
 
+uint32_t mp_py_walk(mp_thread_t *t, int segments)
+{
+    t->nseg = 0;
+    if (!walker_on)
+        return 0;
+    if (MP_UNLIKELY(atomic_load_explicit(&script_ended, memory_order_relaxed)) && !t->is_main)
+        return 0; /* other threads' states may be freed under them from here on */
+    PyThreadState *ts = py.this_tstate();
+    if (!ts || !ts->cframe)
+        return 0;
+    if (MP_UNLIKELY(!atomic_load_explicit(&end_requested, memory_order_relaxed)) && t->is_main)
+        request_end_mark();
+    uint32_t n = 0, seg_start = 0;
+    uint64_t key = 0;
+    /* Only the innermost frame can be one not started yet (a frame runs
+     * before it calls anything): it is skipped, as CPython's tracebacks
+     * skip it. The others need no look at their code object's prefix. */
+    int leaf = 1;
+    for (_PyInterpreterFrame *f = ts->cframe->current_frame; f; f = f->previous, leaf = 0) {
+        PyCodeObject *co = f->f_code;
+        _Py_CODEUNIT *first = _PyCode_CODE(co);
+        if (!leaf || f->owner == FRAME_OWNED_BY_GENERATOR || f->prev_instr >= first + co->_co_firsttraceable) {
+            if (MP_UNLIKELY(n == t->cur_cap) &&
+                (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
+                break;
+            mp_frame_t *fr = &t->cur[n];
+            fr->code = co;
+            fr->fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+            fr->instr = (uint32_t)(f->prev_instr - first);
+            key += frame_mix(fr, n); /* the stack's key, made on the way */
+            n++;
+        }
+        if (segments && f->is_entry) { /* the first frame of one C call of the evaluation loop */
+            if (t->nseg == t->seg_cap && mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
+                return t->key = fmix64(key + n), n;
+            t->seg[t->nseg++] = n - seg_start;
+            seg_start = n;
+        }
+    }
+    if (segments && n > seg_start && !mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
+        t->seg[t->nseg++] = n - seg_start;
+    t->key = fmix64(key + n);
+    return n;
+}
+
+/* Source line of an instruction, decoded once per new stack node. */
+static int32_t frame_line(PyCodeObject *co, uint32_t instr)
+{
+    if (!co->co_linetable || !PyBytes_Check(co->co_linetable))
+        return -1;
+    return mp_linetable_line((const uint8_t *)PyBytes_AS_STRING(co->co_linetable),
+                             (size_t)PyBytes_GET_SIZE(co->co_linetable), co->co_firstlineno, instr);
+}
+
+
 /* Key of a whole stack, for the thread's cache of recent stacks. */
 static inline uint64_t stack_key(const mp_frame_t *f, uint32_t n)
 {
-    uint64_t k0 = n, k1 = 0;
+    uint64_t k0 = 0, k1 = 0;
     uint32_t i = 0;
     for (; i + 1 < n; i += 2) {
         k0 += frame_mix(&f[i], i);
@@ -442,7 +447,7 @@ static inline uint64_t stack_key(const mp_frame_t *f, uint32_t n)
     }
     if (i < n)
         k0 += frame_mix(&f[i], i);
-    return fmix64(k0 + k1);
+    return fmix64(k0 + k1 + n);
 }
 
 static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n);
@@ -451,7 +456,7 @@ uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
 {
     if (n == 0)
         return pseudo_node;
-    uint64_t key = stack_key(frames, n);
+    uint64_t key = frames == t->cur ? t->key : stack_key(frames, n);
     __typeof__(t->recent[0]) *c = &t->recent[(key >> 40) & (MP_RECENT_STACKS - 1)];
     if (MP_LIKELY(c->key == key && c->depth == n && c->node))
         return c->node;

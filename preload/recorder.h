@@ -70,6 +70,7 @@ typedef struct mp_thread_s {
     uint32_t prefix_cap;
     mp_prefix_t *prev;      /* previous stack's prefixes, root first */
     uint32_t prev_depth, prev_cap;
+    uint64_t key;           /* key of the last walk (cur), for the cache of recent stacks */
     struct mp_thread_s *next_free;  /* free list, or the list of live threads */
 } mp_thread_t;
 
