@@ -20,6 +20,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdarg.h>
@@ -400,6 +401,8 @@ MP_EXPORT int prctl(int option, ...)
 
 MP_EXPORT int dlclose(void *handle)
 {
+    while (!ready())
+        sched_yield();
     int rc = real.dlclose(handle);
     atomic_store(&mp_modules_dirty, 1); /* read the list of objects again */
     return rc;
@@ -411,43 +414,69 @@ MP_EXPORT int dlclose(void *handle)
  * profile itself (a Python one writes a capture of its own). Nothing here
  * allocates: a vfork child runs it on its parent's memory. */
 
-#define ENV_MAX 4096
+#define ENV_MAX 1024
 #define ENV_ROOM 16384
+
+enum { X_EXECVE, X_EXECVPE, X_FEXECVE, X_SPAWN, X_SPAWNP };
+
+typedef struct {
+    int kind;
+    const char *path;
+    int fd;
+    pid_t *pid;
+    const posix_spawn_file_actions_t *fa;
+    const posix_spawnattr_t *attr;
+    char *const *argv;
+} exec_call_t;
+
+static int call_real(const exec_call_t *c, char *const envp[])
+{
+    switch (c->kind) {
+    case X_EXECVE: return real.execve(c->path, c->argv, envp);
+    case X_EXECVPE: return real.execvpe(c->path, c->argv, envp);
+    case X_FEXECVE: return real.fexecve(c->fd, c->argv, envp);
+    case X_SPAWN: return real.spawn(c->pid, c->path, c->fa, c->attr, c->argv, envp);
+    default: return real.spawnp(c->pid, c->path, c->fa, c->attr, c->argv, envp);
+    }
+}
+
+/* The children's environment takes room on the stack only when children
+ * are followed (a thread with a small stack may exec). */
+static MP_NOINLINE int call_with_child_env(const exec_call_t *c, char *const envp[])
+{
+    char *env[ENV_MAX], buf[ENV_ROOM];
+    return call_real(c, mp_child_env(envp, env, ENV_MAX, buf, sizeof buf));
+}
+
+static int do_exec(const exec_call_t *c, char *const envp[])
+{
+    while (!ready()) /* another thread is looking the real functions up: a moment */
+        sched_yield();
+    int spawn = c->kind >= X_SPAWN;
+    if (!spawn)
+        mp_rec_exec_begin();
+    int rc = mp_following() ? call_with_child_env(c, envp) : call_real(c, envp);
+    if (!spawn) {
+        int err = errno;
+        mp_rec_exec_failed();
+        errno = err;
+    }
+    return rc;
+}
 
 MP_EXPORT int execve(const char *path, char *const argv[], char *const envp[])
 {
-    char *env[ENV_MAX], buf[ENV_ROOM];
-    char *const *e = mp_child_env(envp, env, ENV_MAX, buf, sizeof buf);
-    mp_rec_exec_begin();
-    int rc = real.execve(path, argv, e);
-    int err = errno;
-    mp_rec_exec_failed();
-    errno = err;
-    return rc;
+    return do_exec(&(exec_call_t){X_EXECVE, path, -1, NULL, NULL, NULL, argv}, envp);
 }
 
 MP_EXPORT int execvpe(const char *file, char *const argv[], char *const envp[])
 {
-    char *env[ENV_MAX], buf[ENV_ROOM];
-    char *const *e = mp_child_env(envp, env, ENV_MAX, buf, sizeof buf);
-    mp_rec_exec_begin();
-    int rc = real.execvpe(file, argv, e);
-    int err = errno;
-    mp_rec_exec_failed();
-    errno = err;
-    return rc;
+    return do_exec(&(exec_call_t){X_EXECVPE, file, -1, NULL, NULL, NULL, argv}, envp);
 }
 
 MP_EXPORT int fexecve(int fd, char *const argv[], char *const envp[])
 {
-    char *env[ENV_MAX], buf[ENV_ROOM];
-    char *const *e = mp_child_env(envp, env, ENV_MAX, buf, sizeof buf);
-    mp_rec_exec_begin();
-    int rc = real.fexecve(fd, argv, e);
-    int err = errno;
-    mp_rec_exec_failed();
-    errno = err;
-    return rc;
+    return do_exec(&(exec_call_t){X_FEXECVE, NULL, fd, NULL, NULL, NULL, argv}, envp);
 }
 
 MP_EXPORT int execv(const char *path, char *const argv[])
@@ -502,15 +531,13 @@ MP_EXPORT int execle(const char *path, const char *arg, ...)
 MP_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
                           const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-    char *env[ENV_MAX], buf[ENV_ROOM];
-    return real.spawn(pid, path, fa, attr, argv, mp_child_env(envp, env, ENV_MAX, buf, sizeof buf));
+    return do_exec(&(exec_call_t){X_SPAWN, path, -1, pid, fa, attr, argv}, envp);
 }
 
 MP_EXPORT int posix_spawnp(pid_t *pid, const char *file, const posix_spawn_file_actions_t *fa,
                            const posix_spawnattr_t *attr, char *const argv[], char *const envp[])
 {
-    char *env[ENV_MAX], buf[ENV_ROOM];
-    return real.spawnp(pid, file, fa, attr, argv, mp_child_env(envp, env, ENV_MAX, buf, sizeof buf));
+    return do_exec(&(exec_call_t){X_SPAWNP, file, -1, pid, fa, attr, argv}, envp);
 }
 
 /* _exit skips atexit handlers and destructors; the capture still gets its

@@ -649,6 +649,8 @@ static const char *utoa(unsigned long v, char *buf)
     return q;
 }
 
+int mp_following(void) { return CFG.follow; }
+
 char *const *mp_child_env(char *const *envp, char **out, size_t nout, char *buf, size_t len)
 {
     if (!CFG.follow)

@@ -86,6 +86,7 @@ void mp_rec_exec_failed(void);
 /* With --follow-fork: envp plus what a child needs to profile itself,
  * built in `buf` (no allocation: this runs in vfork children too). Returns
  * envp unchanged when children are not followed or the room is short. */
+int mp_following(void);                 /* --follow-fork in effect */
 char *const *mp_child_env(char *const *envp, char **out, size_t nout, char *buf, size_t len);
 extern unsigned mp_opts;    /* MEMPROF_OPT_* */
 void mp_rec_restore(const void *p);
