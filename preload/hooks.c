@@ -491,9 +491,21 @@ MP_EXPORT int execvp(const char *file, char *const argv[])
     return execvpe(file, argv, environ);
 }
 
-/* execl, execlp, execle: the arguments into an array on the stack. */
+/* execl, execlp, execle: the arguments into an array on the stack. Returns
+ * 0, or -1 with errno E2BIG when there are too many. */
 #define ARGS_MAX 4096
-#define COLLECT_ARGS(arg0, av, ap)                          do {                                                        size_t n_ = 0;                                          (av)[n_++] = (char *)(arg0);                            while (n_ < ARGS_MAX && ((av)[n_] = va_arg(ap, char *)) != NULL)             n_++;                                               if (n_ == ARGS_MAX) {                                       va_end(ap);                                             errno = E2BIG;                                          return -1;                                          }                                                   } while (0)
+
+static int collect_args(char **av, const char *arg0, va_list *ap)
+{
+    size_t n = 0;
+    av[n++] = (char *)arg0;
+    while (n < ARGS_MAX && (av[n] = va_arg(*ap, char *)) != NULL)
+        n++;
+    if (n < ARGS_MAX)
+        return 0;
+    errno = E2BIG;
+    return -1;
+}
 
 MP_EXPORT int execl(const char *path, const char *arg, ...)
 {
@@ -501,9 +513,9 @@ MP_EXPORT int execl(const char *path, const char *arg, ...)
     char *av[ARGS_MAX];
     va_list ap;
     va_start(ap, arg);
-    COLLECT_ARGS(arg, av, ap);
+    int rc = collect_args(av, arg, &ap);
     va_end(ap);
-    return execve(path, av, environ);
+    return rc ? rc : execve(path, av, environ);
 }
 
 MP_EXPORT int execlp(const char *file, const char *arg, ...)
@@ -512,9 +524,9 @@ MP_EXPORT int execlp(const char *file, const char *arg, ...)
     char *av[ARGS_MAX];
     va_list ap;
     va_start(ap, arg);
-    COLLECT_ARGS(arg, av, ap);
+    int rc = collect_args(av, arg, &ap);
     va_end(ap);
-    return execvpe(file, av, environ);
+    return rc ? rc : execvpe(file, av, environ);
 }
 
 MP_EXPORT int execle(const char *path, const char *arg, ...)
@@ -522,10 +534,10 @@ MP_EXPORT int execle(const char *path, const char *arg, ...)
     char *av[ARGS_MAX];
     va_list ap;
     va_start(ap, arg);
-    COLLECT_ARGS(arg, av, ap);
-    char *const *envp = va_arg(ap, char *const *);
+    int rc = collect_args(av, arg, &ap);
+    char *const *envp = rc ? NULL : va_arg(ap, char *const *);
     va_end(ap);
-    return execve(path, av, envp);
+    return rc ? rc : execve(path, av, envp);
 }
 
 MP_EXPORT int posix_spawn(pid_t *pid, const char *path, const posix_spawn_file_actions_t *fa,
