@@ -290,13 +290,6 @@ static int find_self(struct dl_phdr_info *info, size_t size, void *arg)
     return 1;
 }
 
-int mp_native_eval_range(uintptr_t *lo, uintptr_t *hi)
-{
-    *lo = eval_lo;
-    *hi = eval_hi;
-    return eval_hi > eval_lo ? 0 : -1;
-}
-
 int mp_native_init(void)
 {
     M.cur = map_zero(MAX_MODULES * sizeof(module_t));

@@ -94,7 +94,7 @@ static struct {
     unsigned pystack;
     pthread_t main_thread;
     mp_enc_t enc;
-    uint64_t start_ns, block_ns, time_ns;
+    uint64_t start_ns, block_ns;
     uint64_t allocs, frees;
     uint32_t nthreads;
     mp_thread_t *free_threads, *live_threads;
@@ -245,8 +245,6 @@ static uint64_t rss_kib(void)
         pages = pages * 10 + (uint64_t)(*p - '0');
     return pages * (uint64_t)sysconf(_SC_PAGESIZE) / 1024;
 }
-
-static inline void after_event_locked(void) {}
 
 void mp_emit_string(const void *s, size_t n) { EMIT(mp_enc_string(&W.enc, s, n)); }
 void mp_emit_thread_name(uint32_t thread, uint32_t name) { EMIT(mp_enc_thread_name(&W.enc, thread, name)); }

@@ -112,14 +112,12 @@ void mp_native_reset(void);             /* fork child: a new capture */
 uint32_t mp_native_walk(mp_thread_t *t);
 /* Merges native and Python frames into t->mix; returns its depth. */
 uint32_t mp_native_merge(mp_thread_t *t, uint32_t nnative, uint32_t npy);
-/* New loaded objects since the last look (outside the lock), then records
- * them (with the lock held). */
+/* Reads the list of loaded objects again (outside the writer lock) and
+ * records what changed (taking it). */
 void mp_modules_refresh(void);
-void mp_modules_emit_locked(void);
 extern atomic_int mp_modules_dirty;
 /* With the writer lock held: a native frame's node under `parent`. */
 uint32_t mp_native_node(uint32_t parent, uintptr_t ip);
-int mp_native_eval_range(uintptr_t *lo, uintptr_t *hi);
 
 /* ---- pymem.c (--trace-python-allocators) ---- */
 int mp_pymem_install(void);             /* 0, or -1 */
