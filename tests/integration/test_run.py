@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 
@@ -69,12 +70,15 @@ def test_fork_children_do_not_touch_the_parent_capture(memprof):
     assert len(list(cap.parent.glob("*.memprof"))) == 1  # the children wrote none
 
 
-def test_sigkill_leaves_a_readable_truncated_capture(memprof):
+@pytest.mark.parametrize("mode", ["filler", "quiet"])
+def test_sigkill_leaves_a_readable_truncated_capture(memprof, mode):
     cap = memprof.tmp / "killed.memprof"
-    proc = subprocess.Popen([str(memprof.bin / "memprof"), "run", "-q", "-o", str(cap), str(SCRIPTS / "killed.py")],
-                            stdout=subprocess.PIPE, text=True, cwd=memprof.tmp)
+    proc = subprocess.Popen([str(memprof.bin / "memprof"), "run", "-q", "-o", str(cap), str(SCRIPTS / "killed.py"),
+                             mode], stdout=subprocess.PIPE, text=True, cwd=memprof.tmp)
     word, pid = proc.stdout.readline().split()
     assert word == "ready"
+    # full blocks go to disk on the writer thread, a block in progress after a second of quiet
+    time.sleep(1.5)
     os.kill(int(pid), signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     proc.stdout.close()
