@@ -75,6 +75,10 @@ static void print_json(const mp_analysis_t *a, const char *path, size_t top)
     cJSON_AddItemToObject(files, "total", amount_json(a->files_total));
     cJSON_AddItemToObject(files, "peak", amount_json(a->files_peak));
     cJSON_AddItemToObject(files, "at_exit", amount_json(a->files_live));
+    cJSON *mem = cJSON_AddObjectToObject(root, "memory_samples");
+    cJSON_AddNumberToObject(mem, "count", (double)a->samples);
+    cJSON_AddNumberToObject(mem, "interval_ms", (double)in->interval_us / 1e3);
+    cJSON_AddNumberToObject(mem, "rss_peak_bytes", (double)a->rss_peak_kib * 1024);
     cJSON *threads = cJSON_AddArrayToObject(root, "threads");
     for (uint32_t i = 1; i <= memprof_reader_thread_count(a->r); i++) {
         cJSON *o = cJSON_CreateObject();

@@ -425,7 +425,11 @@ int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r)
             if (ev.kind == MEMPROF_M_SCRIPT_END)
                 on_script_end(a, &ev);
             break;
-        case MEMPROF_EV_TIME: break;
+        case MEMPROF_EV_TIME:
+            a->samples++;
+            if (ev.rss_kib > a->rss_peak_kib)
+                a->rss_peak_kib = ev.rss_kib;
+            break;
         }
         if (rc < 0)
             return rc;

@@ -45,6 +45,7 @@ typedef struct mp_analysis_s {
     mp_amount_t at_end;         /* live at the mark (or at exit without one) */
     uint64_t end_index, end_time_us;
     uint64_t last_time_us;
+    uint64_t samples, rss_peak_kib;     /* memory samples (TIME records) and their largest RSS */
     mp_stackstat_t *st;         /* indexed by node id, 0 = none */
     uint32_t nst;
     /* live blocks: open addressing on the address */
