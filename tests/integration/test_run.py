@@ -141,3 +141,19 @@ def test_default_output_name_and_mode(memprof, tmp_path):
     assert len(files) == 1
     assert files[0].name in p.stderr
     assert (files[0].stat().st_mode & 0o777) == 0o600
+
+
+def test_exec_that_fails_goes_on_recording(memprof):
+    _, cap = memprof.run("execs.py", "fail")
+    s = memprof.summary(cap)
+    assert s["capture"]["truncated"] is False and s["leaked"]["script_end_marked"]
+    got = find(s["top_leaked"], "<module>", script_line("execs.py", "AFTER-LINE"))
+    assert [(l["bytes"], l["allocations"]) for l in got if l["file"].endswith("execs.py")] == [(3 * MiB, 1)]
+
+
+def test_exec_finishes_the_capture(memprof):
+    p, cap = memprof.run("execs.py", "replace")
+    s = memprof.summary(cap)
+    assert s["capture"]["truncated"] is False
+    got = find(s["top_at_peak"], "<module>", script_line("execs.py", "BEFORE-LINE"))
+    assert [(l["bytes"], l["allocations"]) for l in got if l["file"].endswith("execs.py")] == [(2 * MiB, 1)]
