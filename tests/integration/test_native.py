@@ -55,6 +55,11 @@ def test_zlib_deflate_state_under_its_python_line(memprof):
     assert deflate < make < module  # leaf first
     # everything nearer the leaf than the innermost Python frame is native code
     assert all(f.get("native") is True for f in stack[:make])
+    # merged, not appended: the evaluation loop's frames gave way to the Python frames they ran,
+    # and the interpreter's own C frames (Py_RunMain, main) stay beyond the outermost one
+    names = [f["function"] for f in stack]
+    assert not [n for n in names if n.startswith("_PyEval_EvalFrameDefault")], names
+    assert "Py_RunMain" in names[module + 1:] and all(f.get("native") is True for f in stack[module + 1:]), names
 
 
 def test_without_native_no_frame_is_native(memprof):
