@@ -22,6 +22,7 @@
 #define Py_BUILD_CORE 1
 #include <Python.h>
 #include <internal/pycore_frame.h>
+#include <internal/pycore_runtime.h>
 
 #include <dlfcn.h>
 #include <pthread.h>
@@ -365,11 +366,13 @@ static MP_COLD MP_NOINLINE void request_end_mark(void)
 /* Stack hashes are sums of per-frame mixes (each frame mixed with its
  * position), finished with fmix64: the per-frame work is independent, so a
  * deep stack hashes at about a cycle a frame instead of a multiply chain. */
+#define POS_MUL 0xc2b2ae3d27d4eb4full
+#define FRAME_MUL 0x9e3779b97f4a7c15ull
+
 static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos)
 {
-    uint64_t x = (uint64_t)(uintptr_t)f->code ^ (f->fp << 21) ^ ((uint64_t)f->instr << 44) ^
-                 (pos * 0xc2b2ae3d27d4eb4full);
-    return x * 0x9e3779b97f4a7c15ull;
+    uint64_t x = (uint64_t)(uintptr_t)f->code ^ (f->fp << 21) ^ ((uint64_t)f->instr << 44) ^ (pos * POS_MUL);
+    return x * FRAME_MUL;
 }
 
 static inline uint64_t fmix64(uint64_t x)
@@ -381,46 +384,110 @@ static inline uint64_t fmix64(uint64_t x)
     return x ^ (x >> 33);
 }
 
-uint32_t mp_py_walk(mp_thread_t *t, int segments)
+/* The calling thread's PyThreadState. A thread that holds the GIL (every
+ * MEM and OBJ domain call) finds it in the runtime's "current" slot, which
+ * only the GIL holder changes: two loads instead of a TSS look-up. The slot
+ * is trusted only if it names this thread, and only once it has been seen
+ * to agree with PyGILState_GetThisThreadState (a layout check). */
+static PyThreadState **tstate_slot;
+static int tstate_slot_ok; /* 0 not checked yet, 1 agrees, -1 not used */
+
+static inline PyThreadState *this_tstate(const mp_thread_t *t, int gil)
+{
+    if (gil && MP_LIKELY(tstate_slot_ok > 0)) {
+        PyThreadState *ts = atomic_load_explicit((_Atomic(PyThreadState *) *)tstate_slot, memory_order_relaxed);
+        if (MP_LIKELY(ts && ts->thread_id == t->ident))
+            return ts;
+    }
+    PyThreadState *ts = py.this_tstate();
+    if (MP_UNLIKELY(!tstate_slot_ok) && gil && ts) {
+        PyThreadState *cur = tstate_slot ? *tstate_slot : NULL;
+        tstate_slot_ok = cur == ts && ts->thread_id == t->ident ? 1 : -1;
+    }
+    return ts;
+}
+
+/* Only the innermost frame can be one not started yet (a frame runs before
+ * it calls anything): it is skipped, as CPython's tracebacks skip it. */
+static inline int not_started(const _PyInterpreterFrame *f)
+{
+    const PyCodeObject *co = f->f_code;
+    return f->owner != FRAME_OWNED_BY_GENERATOR && f->prev_instr < _PyCode_CODE(co) + co->_co_firsttraceable;
+}
+
+static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
+{
+    PyCodeObject *co = f->f_code;
+    fr->code = co;
+    fr->fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+    fr->instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
+}
+
+static MP_NOINLINE uint32_t walk_segments(mp_thread_t *t, _PyInterpreterFrame *f);
+
+uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
 {
     t->nseg = 0;
     if (!walker_on)
         return 0;
     if (MP_UNLIKELY(atomic_load_explicit(&script_ended, memory_order_relaxed)) && !t->is_main)
         return 0; /* other threads' states may be freed under them from here on */
-    PyThreadState *ts = py.this_tstate();
+    PyThreadState *ts = this_tstate(t, gil);
     if (!ts || !ts->cframe)
         return 0;
     if (MP_UNLIKELY(!atomic_load_explicit(&end_requested, memory_order_relaxed)) && t->is_main)
         request_end_mark();
+    _PyInterpreterFrame *f = ts->cframe->current_frame;
+    if (segments)
+        return walk_segments(t, f);
+    if (f && not_started(f))
+        f = f->previous;
+    /* frame_mix inlined, with the arrays in locals (stores to cur[] could
+     * otherwise be t's fields for all the compiler knows) */
+    mp_frame_t *cur = t->cur;
+    uint32_t n = 0, cap = t->cur_cap;
+    uint64_t key = 0, pos = 0;
+    for (; f; f = f->previous, n++, pos += POS_MUL) {
+        if (MP_UNLIKELY(n == cap)) {
+            if (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur))
+                break;
+            cur = t->cur;
+            cap = t->cur_cap;
+        }
+        PyCodeObject *co = f->f_code;
+        uintptr_t fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+        uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
+        cur[n] = (mp_frame_t){co, fp, instr};
+        key += ((uint64_t)(uintptr_t)co ^ (fp << 21) ^ ((uint64_t)instr << 44) ^ pos) * FRAME_MUL;
+    }
+    t->key = fmix64(key + n);
+    return n;
+}
+
+/* The walk for --native: also cuts the frames into t->seg, one count per
+ * C call of the evaluation loop (each starts at an is_entry frame). */
+static MP_NOINLINE uint32_t walk_segments(mp_thread_t *t, _PyInterpreterFrame *f)
+{
     uint32_t n = 0, seg_start = 0;
     uint64_t key = 0;
-    /* Only the innermost frame can be one not started yet (a frame runs
-     * before it calls anything): it is skipped, as CPython's tracebacks
-     * skip it. The others need no look at their code object's prefix. */
-    int leaf = 1;
-    for (_PyInterpreterFrame *f = ts->cframe->current_frame; f; f = f->previous, leaf = 0) {
-        PyCodeObject *co = f->f_code;
-        _Py_CODEUNIT *first = _PyCode_CODE(co);
-        if (!leaf || f->owner == FRAME_OWNED_BY_GENERATOR || f->prev_instr >= first + co->_co_firsttraceable) {
+    for (int leaf = 1; f; f = f->previous, leaf = 0) {
+        if (!leaf || !not_started(f)) {
             if (MP_UNLIKELY(n == t->cur_cap) &&
                 (n == MAX_DEPTH || mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)))
                 break;
             mp_frame_t *fr = &t->cur[n];
-            fr->code = co;
-            fr->fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
-            fr->instr = (uint32_t)(f->prev_instr - first);
-            key += frame_mix(fr, n); /* the stack's key, made on the way */
+            frame_put(fr, f);
+            key += frame_mix(fr, n);
             n++;
         }
-        if (segments && f->is_entry) { /* the first frame of one C call of the evaluation loop */
+        if (f->is_entry) { /* the first frame of one C call of the evaluation loop */
             if (t->nseg == t->seg_cap && mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
                 return t->key = fmix64(key + n), n;
             t->seg[t->nseg++] = n - seg_start;
             seg_start = n;
         }
     }
-    if (segments && n > seg_start && !mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
+    if (n > seg_start && !mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg))
         t->seg[t->nseg++] = n - seg_start;
     t->key = fmix64(key + n);
     return n;
@@ -591,6 +658,9 @@ unsigned mp_py_init(void)
         mp_log("memprof: this Python lacks a C-API function memprof needs; no Python stacks", NULL);
         return MEMPROF_PYSTACK_UNSUPPORTED;
     }
+    _PyRuntimeState *rt = dlsym(RTLD_DEFAULT, "_PyRuntime");
+    tstate_slot = rt ? (PyThreadState **)&rt->gilstate.tstate_current : NULL;
+    tstate_slot_ok = rt ? 0 : -1;
     walker_on = 1;
     return MEMPROF_PYSTACK_WALKER;
 }

@@ -434,7 +434,8 @@ void mp_rec_alloc(unsigned allocator, const void *p, size_t size)
     if (MP_UNLIKELY(!t) && !(t = thread_first_event()))
         goto done;
     /* stacks are read outside the lock: a thread only reads its own */
-    uint32_t depth = mp_py_walk(t, native_on);
+    uint32_t depth = mp_py_walk(
+        t, native_on, allocator == MEMPROF_A_PYMEM_MEM || allocator == MEMPROF_A_PYMEM_OBJ);
     const mp_frame_t *frames = t->cur;
     if (native_on) {
         if (MP_UNLIKELY(atomic_load_explicit(&mp_modules_dirty, memory_order_relaxed)))

@@ -129,8 +129,9 @@ const char *mp_py_version(void);
 unsigned long mp_py_hexversion(void);
 /* Walks the calling thread's Python frames into t->cur (no lock needed:
  * only this thread changes its own frame chain). Returns the depth. With
- * segments, also fills t->seg/t->nseg for the native merge. */
-uint32_t mp_py_walk(mp_thread_t *t, int segments);
+ * segments, also fills t->seg/t->nseg for the native merge. gil: the
+ * caller holds the GIL (a MEM or OBJ domain allocator). */
+uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
 /* With the writer lock held: interns a stack of `depth` frames (leaf
  * first, Python and native), emitting any new strings, code objects and
  * nodes; returns its node id. */
