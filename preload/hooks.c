@@ -404,6 +404,7 @@ MP_EXPORT int dlclose(void *handle)
     while (!ready())
         sched_yield();
     int rc = real.dlclose(handle);
+    atomic_fetch_add(&mp_code_gen, 1);  /* unwind rules of unmapped code go */
     atomic_store(&mp_modules_dirty, 1); /* read the list of objects again */
     return rc;
 }

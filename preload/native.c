@@ -1,9 +1,10 @@
 /* native.c - native stacks (--native): unwinding, merging with the Python
  * frames, and the table of loaded objects the reporters symbolize with.
  *
- * A native stack is libunwind's unw_backtrace (its per-thread cache of
- * unwind rules keeps it to a few dozen instructions a frame), without the
- * frames of libmemprof.so itself. CPython 3.11 runs nested Python calls in
+ * A native stack comes from unwind.c's cached .eh_frame rules, or from
+ * libunwind's unw_backtrace for the stacks those cannot follow (signal
+ * frames, unusual call-frame information), without the frames of
+ * libmemprof.so itself. CPython 3.11 runs nested Python calls in
  * one C call of _PyEval_EvalFrameDefault, so each such native frame is
  * replaced by the Python frames it was running: the walker cuts the Python
  * stack at every entry frame (is_entry), and the k-th evaluation-loop frame
@@ -231,7 +232,9 @@ uint32_t mp_native_node(uint32_t parent, uintptr_t ip)
 
 uint32_t mp_native_walk(mp_thread_t *t)
 {
-    int n = unw_backtrace(t->ips, MP_NATIVE_MAX);
+    int n = mp_unwind(t, t->ips, MP_NATIVE_MAX);
+    if (n < 0)
+        n = unw_backtrace(t->ips, MP_NATIVE_MAX);
     int skip = 0;
     while (skip < n && (uintptr_t)t->ips[skip] >= self_lo && (uintptr_t)t->ips[skip] < self_hi)
         skip++;

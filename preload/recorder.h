@@ -71,6 +71,8 @@ typedef struct mp_thread_s {
     mp_prefix_t *prev;      /* previous stack's prefixes, root first */
     uint32_t prev_depth, prev_cap;
     uint64_t key;           /* key of the last walk (cur), for the cache of recent stacks */
+    struct mp_rule_s *rules;        /* unwind.c: unwind rules by return address */
+    unsigned rules_gen;             /* mp_code_gen they were made under */
     struct mp_thread_s *next_free;  /* free list, or the list of live threads */
 } mp_thread_t;
 
@@ -118,6 +120,12 @@ void mp_modules_refresh(void);
 extern atomic_int mp_modules_dirty;
 /* With the writer lock held: a native frame's node under `parent`. */
 uint32_t mp_native_node(uint32_t parent, uintptr_t ip);
+
+/* ---- unwind.c (--native) ---- */
+/* Unwinds the calling thread into ips (innermost first) with cached
+ * .eh_frame rules; -1 when a frame needs libunwind instead. */
+int mp_unwind(mp_thread_t *t, void **ips, int max);
+extern atomic_uint mp_code_gen; /* dlclose bumps it: cached rules are dropped */
 
 /* ---- pymem.c (--trace-python-allocators) ---- */
 int mp_pymem_install(void);             /* 0, or -1 */

@@ -1,0 +1,478 @@
+/* unwind.c - the native unwinder of --native: DWARF call-frame information
+ * (.eh_frame) reduced, once per return address, to the three rules an
+ * x86-64 frame needs (where the CFA is, where the return address is, where
+ * the caller's RBP was saved), kept in a per-thread cache. A frame then
+ * costs one cache probe and two loads; libunwind's unw_backtrace, which
+ * this replaces on the common path, spends several times that.
+ *
+ * The rules come straight from the loaded image: _dl_find_object (glibc
+ * 2.35) gives the object's PT_GNU_EH_FRAME (.eh_frame_hdr), whose sorted
+ * table finds the FDE; its CIE and FDE programs are run up to the address.
+ * Anything outside that simple shape - a signal frame, a CFA given by an
+ * expression, a return address not at CFA-8, an address with no FDE - makes
+ * the whole stack go to unw_backtrace instead, so no stack is worse than
+ * libunwind's. The rules of an address are cached with it; after dlclose
+ * (code may be unmapped and other code mapped there) every thread drops
+ * its cache.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <link.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "recorder.h"
+
+#define RULES (1u << 12)     /* cache entries per thread (a power of 2) */
+#define PROBES 8
+#define STATES 16            /* DW_CFA_remember_state depth */
+#define MAX_STACK (1ul << 30) /* a CFA this far above the first frame is not believed */
+
+enum { RULE_OK = 1, RULE_STOP, RULE_FALLBACK };
+enum { REG_RBP = 6, REG_RSP = 7, REG_RA = 16 };
+
+typedef struct mp_rule_s {
+    uintptr_t ip;            /* 0: empty */
+    int32_t cfa_off;         /* CFA = (RBP or RSP) + cfa_off */
+    int16_t rbp_off;         /* caller's RBP at CFA + rbp_off; 0: RBP unchanged */
+    uint8_t cfa_rbp;         /* 1: the CFA is RBP-based */
+    uint8_t kind;            /* RULE_* */
+} mp_rule_t;
+
+atomic_uint mp_code_gen; /* bumped by dlclose */
+
+/* ---- reading .eh_frame ---- */
+
+typedef struct {
+    const uint8_t *p, *end;
+    int bad;
+} cursor_t;
+
+static uint64_t uleb(cursor_t *c)
+{
+    uint64_t v = 0;
+    for (unsigned shift = 0; c->p < c->end; shift += 7) {
+        uint8_t b = *c->p++;
+        if (shift < 64)
+            v |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80))
+            return v;
+    }
+    c->bad = 1;
+    return 0;
+}
+
+static int64_t sleb(cursor_t *c)
+{
+    int64_t v = 0;
+    unsigned shift = 0;
+    uint8_t b = 0x80;
+    while (c->p < c->end && (b & 0x80)) {
+        b = *c->p++;
+        if (shift < 64)
+            v |= (int64_t)((uint64_t)(b & 0x7f) << shift);
+        shift += 7;
+    }
+    if (b & 0x80)
+        c->bad = 1;
+    else if (shift < 64 && (b & 0x40))
+        v |= -(int64_t)((uint64_t)1 << shift);
+    return v;
+}
+
+static uint64_t fixed(cursor_t *c, unsigned n)
+{
+    if ((size_t)(c->end - c->p) < n) {
+        c->bad = 1;
+        return 0;
+    }
+    uint64_t v = 0;
+    memcpy(&v, c->p, n); /* little-endian */
+    c->p += n;
+    return v;
+}
+
+/* A DW_EH_PE-encoded pointer. pcrel is relative to where it is read;
+ * datarel to `data` (.eh_frame_hdr). Indirect and text/func-relative forms
+ * are not used by the toolchains' .eh_frame and are refused. */
+static uintptr_t encoded(cursor_t *c, uint8_t enc, uintptr_t data)
+{
+    if (enc == 0xff)
+        return 0;
+    uintptr_t base = 0, at = (uintptr_t)c->p;
+    switch (enc & 0x70) {
+    case 0x00: break;
+    case 0x10: base = at; break;
+    case 0x30: base = data; break;
+    default: c->bad = 1; return 0;
+    }
+    if (enc & 0x80) {
+        c->bad = 1;
+        return 0;
+    }
+    uint64_t v;
+    switch (enc & 0x0f) {
+    case 0x00: v = fixed(c, 8); break;
+    case 0x01: v = uleb(c); break;
+    case 0x02: v = fixed(c, 2); break;
+    case 0x03: v = fixed(c, 4); break;
+    case 0x04: v = fixed(c, 8); break;
+    case 0x09: v = (uint64_t)sleb(c); break;
+    case 0x0a: v = (uint64_t)(int64_t)(int16_t)fixed(c, 2); break;
+    case 0x0b: v = (uint64_t)(int64_t)(int32_t)fixed(c, 4); break;
+    case 0x0c: v = fixed(c, 8); break;
+    default: c->bad = 1; return 0;
+    }
+    return base + (uintptr_t)v;
+}
+
+/* The rule for one register we follow. */
+enum { RU_SAME, RU_UNDEF, RU_OFFSET, RU_OTHER };
+typedef struct {
+    uint8_t how;
+    int64_t off;
+} reg_rule_t;
+
+typedef struct {
+    uint64_t cfa_reg;
+    int64_t cfa_off;
+    int cfa_expr;
+    reg_rule_t rbp, ra;
+} row_t;
+
+typedef struct {
+    uint64_t code_align;
+    int64_t data_align;
+    uint64_t ra_reg;
+    uint8_t fde_enc;
+    int signal, z;
+    const uint8_t *insns, *insns_end;
+} cie_t;
+
+static int parse_cie(const uint8_t *at, const uint8_t *limit, cie_t *cie)
+{
+    cursor_t c = {at, limit, 0};
+    uint64_t len = fixed(&c, 4);
+    if (len == 0xffffffffu)
+        len = fixed(&c, 8);
+    if (c.bad || len > (uint64_t)(limit - c.p))
+        return -1;
+    c.end = c.p + len;
+    if (fixed(&c, 4) != 0) /* CIE id */
+        return -1;
+    uint8_t version = (uint8_t)fixed(&c, 1);
+    const char *aug = (const char *)c.p;
+    size_t alen = strnlen(aug, (size_t)(c.end - c.p));
+    if (c.bad || alen == (size_t)(c.end - c.p) || (version != 1 && version != 3))
+        return -1;
+    c.p += alen + 1;
+    cie->code_align = uleb(&c);
+    cie->data_align = sleb(&c);
+    cie->ra_reg = version == 1 ? fixed(&c, 1) : uleb(&c);
+    cie->fde_enc = 0;
+    cie->signal = 0;
+    cie->z = aug[0] == 'z';
+    if (cie->z) {
+        uint64_t n = uleb(&c);
+        const uint8_t *data_end = c.p + n;
+        if (c.bad || n > (uint64_t)(c.end - c.p))
+            return -1;
+        for (const char *a = aug + 1; *a; a++) {
+            if (*a == 'R') {
+                cie->fde_enc = (uint8_t)fixed(&c, 1);
+            } else if (*a == 'P') {
+                uint8_t enc = (uint8_t)fixed(&c, 1);
+                (void)encoded(&c, enc & 0x7f, 0); /* the personality routine: skipped */
+            } else if (*a == 'L') {
+                (void)fixed(&c, 1);
+            } else if (*a == 'S') {
+                cie->signal = 1;
+            } else if (*a != 'B') {
+                return -1;
+            }
+        }
+        c.p = data_end;
+    } else if (aug[0]) {
+        return -1;
+    }
+    if (c.bad)
+        return -1;
+    cie->insns = c.p;
+    cie->insns_end = c.end;
+    return 0;
+}
+
+static void set_rule(row_t *r, uint64_t reg, uint8_t how, int64_t off)
+{
+    reg_rule_t rule = {how, off};
+    if (reg == REG_RBP)
+        r->rbp = rule;
+    else if (reg == REG_RA)
+        r->ra = rule;
+}
+
+/* Runs a CFA program up to `target`. Returns 0, or -1 on what it cannot do. */
+static int run_cfa(const uint8_t *p, const uint8_t *end, const cie_t *cie, uintptr_t loc, uintptr_t target,
+                   row_t *row, const row_t *initial)
+{
+    row_t saved[STATES];
+    unsigned nsaved = 0;
+    cursor_t c = {p, end, 0};
+    while (c.p < c.end && !c.bad) {
+        uint8_t op = *c.p++;
+        uint64_t reg;
+        switch (op >> 6) {
+        case 1: /* advance_loc */
+            loc += (op & 0x3f) * cie->code_align;
+            if (loc > target)
+                return 0;
+            continue;
+        case 2: /* offset */
+            set_rule(row, op & 0x3f, RU_OFFSET, (int64_t)uleb(&c) * cie->data_align);
+            continue;
+        case 3: /* restore */
+            reg = op & 0x3f;
+            if (!initial)
+                return -1;
+            if (reg == REG_RBP)
+                row->rbp = initial->rbp;
+            else if (reg == REG_RA)
+                row->ra = initial->ra;
+            continue;
+        }
+        switch (op) {
+        case 0x00: break; /* nop */
+        case 0x01: /* set_loc */
+            loc = encoded(&c, cie->fde_enc, 0);
+            if (loc > target)
+                return 0;
+            break;
+        case 0x02: loc += fixed(&c, 1) * cie->code_align; if (loc > target) return 0; break;
+        case 0x03: loc += fixed(&c, 2) * cie->code_align; if (loc > target) return 0; break;
+        case 0x04: loc += fixed(&c, 4) * cie->code_align; if (loc > target) return 0; break;
+        case 0x05: /* offset_extended */
+            reg = uleb(&c);
+            set_rule(row, reg, RU_OFFSET, (int64_t)uleb(&c) * cie->data_align);
+            break;
+        case 0x06: /* restore_extended */
+            reg = uleb(&c);
+            if (!initial)
+                return -1;
+            if (reg == REG_RBP)
+                row->rbp = initial->rbp;
+            else if (reg == REG_RA)
+                row->ra = initial->ra;
+            break;
+        case 0x07: set_rule(row, uleb(&c), RU_UNDEF, 0); break;
+        case 0x08: set_rule(row, uleb(&c), RU_SAME, 0); break;
+        case 0x09: /* register */
+            reg = uleb(&c);
+            (void)uleb(&c);
+            set_rule(row, reg, RU_OTHER, 0);
+            break;
+        case 0x0a:
+            if (nsaved == STATES)
+                return -1;
+            saved[nsaved++] = *row;
+            break;
+        case 0x0b:
+            if (nsaved == 0)
+                return -1;
+            *row = saved[--nsaved]; /* the CFA rule included, as GCC and libunwind have it */
+            break;
+        case 0x0c: row->cfa_reg = uleb(&c); row->cfa_off = (int64_t)uleb(&c); row->cfa_expr = 0; break;
+        case 0x0d: row->cfa_reg = uleb(&c); row->cfa_expr = 0; break;
+        case 0x0e: row->cfa_off = (int64_t)uleb(&c); break;
+        case 0x0f: { /* def_cfa_expression */
+            uint64_t n = uleb(&c);
+            if (n > (uint64_t)(c.end - c.p))
+                return -1;
+            c.p += n;
+            row->cfa_expr = 1;
+            break;
+        }
+        case 0x10: case 0x16: { /* expression, val_expression */
+            reg = uleb(&c);
+            uint64_t n = uleb(&c);
+            if (n > (uint64_t)(c.end - c.p))
+                return -1;
+            c.p += n;
+            set_rule(row, reg, RU_OTHER, 0);
+            break;
+        }
+        case 0x11: /* offset_extended_sf */
+            reg = uleb(&c);
+            set_rule(row, reg, RU_OFFSET, sleb(&c) * cie->data_align);
+            break;
+        case 0x12: row->cfa_reg = uleb(&c); row->cfa_off = sleb(&c) * cie->data_align; row->cfa_expr = 0; break;
+        case 0x13: row->cfa_off = sleb(&c) * cie->data_align; break;
+        case 0x14: case 0x15: /* val_offset(_sf) */
+            reg = uleb(&c);
+            if (op == 0x14)
+                (void)uleb(&c);
+            else
+                (void)sleb(&c);
+            set_rule(row, reg, RU_OTHER, 0);
+            break;
+        case 0x2e: (void)uleb(&c); break; /* GNU_args_size */
+        case 0x2f: /* GNU_negative_offset_extended */
+            reg = uleb(&c);
+            set_rule(row, reg, RU_OFFSET, -(int64_t)uleb(&c) * cie->data_align);
+            break;
+        default: return -1;
+        }
+    }
+    return c.bad ? -1 : 0;
+}
+
+/* The FDE covering `target` through the .eh_frame_hdr search table. */
+static const uint8_t *find_fde(const uint8_t *hdr, uintptr_t target)
+{
+    if (!hdr || hdr[0] != 1 || hdr[3] != 0x3b) /* version 1, table of datarel sdata4 pairs */
+        return NULL;
+    cursor_t c = {hdr + 4, hdr + 4 + 32, 0};
+    (void)encoded(&c, hdr[1], (uintptr_t)hdr); /* eh_frame_ptr */
+    uint64_t count = encoded(&c, hdr[2], (uintptr_t)hdr);
+    if (c.bad || count == 0)
+        return NULL;
+    const int32_t *table = (const int32_t *)c.p;
+    uint64_t lo = 0, hi = count;
+    while (hi - lo > 1) { /* the last entry whose start is <= target */
+        uint64_t mid = lo + (hi - lo) / 2;
+        if ((uintptr_t)hdr + (intptr_t)table[2 * mid] <= target)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    if ((uintptr_t)hdr + (intptr_t)table[2 * lo] > target)
+        return NULL;
+    return hdr + (intptr_t)table[2 * lo + 1];
+}
+
+/* Works out the rules at `ip` (target: ip itself for the innermost frame,
+ * ip - 1 for return addresses, which point past their call). */
+static mp_rule_t compute_rule(uintptr_t ip, uintptr_t target)
+{
+    mp_rule_t r = {ip, 0, 0, 0, RULE_FALLBACK};
+    struct dl_find_object dlfo;
+    if (_dl_find_object((void *)target, &dlfo) != 0)
+        return r;
+    const uint8_t *fde = find_fde(dlfo.dlfo_eh_frame, target);
+    if (!fde)
+        return r;
+    const uint8_t *limit = (const uint8_t *)dlfo.dlfo_map_end > fde ? (const uint8_t *)dlfo.dlfo_map_end : fde + 16;
+    cursor_t c = {fde, limit, 0};
+    uint64_t len = fixed(&c, 4);
+    if (len == 0 || len == 0xffffffffu || len > (uint64_t)(limit - c.p))
+        return r;
+    c.end = c.p + len;
+    const uint8_t *id_at = c.p;
+    uint32_t cie_off = (uint32_t)fixed(&c, 4);
+    cie_t cie;
+    if (c.bad || cie_off == 0 || parse_cie(id_at - cie_off, limit, &cie) != 0 || cie.ra_reg != REG_RA)
+        return r;
+    uintptr_t begin = encoded(&c, cie.fde_enc, 0);
+    uintptr_t range = encoded(&c, cie.fde_enc & 0x0f, 0);
+    if (c.bad || target < begin || target - begin >= range)
+        return r;
+    if (cie.z) { /* the FDE's augmentation data */
+        uint64_t n = uleb(&c);
+        if (c.bad || n > (uint64_t)(c.end - c.p))
+            return r;
+        c.p += n;
+    }
+    if (cie.signal)
+        return r;
+    row_t row = {REG_RSP, 8, 0, {RU_SAME, 0}, {RU_OFFSET, -8}};
+    if (run_cfa(cie.insns, cie.insns_end, &cie, begin, UINTPTR_MAX, &row, NULL) != 0)
+        return r;
+    row_t initial = row;
+    if (run_cfa(c.p, c.end, &cie, begin, target, &row, &initial) != 0)
+        return r;
+    if (row.ra.how == RU_UNDEF) { /* the outermost frame (_start, a thread's start) */
+        r.kind = RULE_STOP;
+        return r;
+    }
+    if (row.cfa_expr || (row.cfa_reg != REG_RSP && row.cfa_reg != REG_RBP) || row.ra.how != RU_OFFSET ||
+        row.ra.off != -8 || row.cfa_off < 8 || row.cfa_off > INT32_MAX || row.rbp.how == RU_OTHER)
+        return r;
+    if (row.rbp.how == RU_OFFSET) {
+        if (row.rbp.off == 0 || row.rbp.off < INT16_MIN || row.rbp.off > INT16_MAX)
+            return r;
+        r.rbp_off = (int16_t)row.rbp.off;
+    }
+    r.cfa_off = (int32_t)row.cfa_off;
+    r.cfa_rbp = row.cfa_reg == REG_RBP;
+    r.kind = RULE_OK;
+    return r;
+}
+
+/* ---- the walk ---- */
+
+static inline uint32_t rule_slot(uintptr_t ip) { return (uint32_t)((ip * 0x9e3779b97f4a7c15ull) >> 52); }
+
+static MP_NOINLINE mp_rule_t rule_miss(mp_thread_t *t, uintptr_t ip, int first)
+{
+    mp_rule_t r = compute_rule(ip, first ? ip : ip - 1);
+    uint32_t j = rule_slot(ip);
+    for (unsigned k = 0; k < PROBES; k++) {
+        mp_rule_t *e = &t->rules[(j + k) & (RULES - 1)];
+        if (!e->ip) {
+            *e = r;
+            return r;
+        }
+    }
+    t->rules[j] = r; /* a full neighbourhood: the first slot is replaced */
+    return r;
+}
+
+static inline mp_rule_t rule_of(mp_thread_t *t, uintptr_t ip, int first)
+{
+    uint32_t j = rule_slot(ip);
+    for (unsigned k = 0; k < PROBES; k++) {
+        const mp_rule_t *e = &t->rules[(j + k) & (RULES - 1)];
+        if (e->ip == ip)
+            return *e;
+        if (!e->ip)
+            break;
+    }
+    return rule_miss(t, ip, first);
+}
+
+/* Unwinds the calling thread into ips[] (innermost first). Returns the
+ * count, or -1 when a frame needs libunwind. */
+int mp_unwind(mp_thread_t *t, void **ips, int max)
+{
+    unsigned gen = atomic_load_explicit(&mp_code_gen, memory_order_acquire);
+    if (MP_UNLIKELY(!t->rules || t->rules_gen != gen)) {
+        if (!t->rules) {
+            void *m = mmap(NULL, RULES * sizeof(mp_rule_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (m == MAP_FAILED)
+                return -1;
+            t->rules = m;
+        } else {
+            memset(t->rules, 0, RULES * sizeof(mp_rule_t));
+        }
+        t->rules_gen = gen;
+    }
+    uintptr_t ip, sp, bp;
+    __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(ip), "=r"(sp), "=r"(bp));
+    uintptr_t sp0 = sp;
+    int n = 0;
+    for (int first = 1; n < max; first = 0) {
+        ips[n++] = (void *)ip;
+        mp_rule_t r = rule_of(t, ip, first);
+        if (MP_UNLIKELY(r.kind != RULE_OK))
+            return r.kind == RULE_STOP ? n : -1;
+        uintptr_t cfa = (r.cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)r.cfa_off;
+        if (MP_UNLIKELY(cfa <= sp || cfa - sp0 > MAX_STACK || (cfa & 7)))
+            return -1;
+        ip = *(const uintptr_t *)(cfa - 8);
+        if (r.rbp_off)
+            bp = *(const uintptr_t *)(cfa + r.rbp_off);
+        sp = cfa;
+        if (!ip)
+            break;
+    }
+    return n;
+}

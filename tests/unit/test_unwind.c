@@ -1,0 +1,119 @@
+/* test_unwind.c - the --native unwinder (preload/unwind.c) against known
+ * return addresses and against libunwind, through frames with and without
+ * a frame pointer, a variable-size frame, a thread's outermost frame and a
+ * signal frame (which it must hand to libunwind). */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+
+#include "recorder.h"
+
+#define MAXF 128
+
+static mp_thread_t self; /* zeroed: no rule cache yet */
+static void *ours[MAXF], *theirs[MAXF];
+static int n_ours, n_theirs;
+static void *ra[3]; /* return addresses into level2, level1 and the test */
+
+static __attribute__((noinline)) void capture(void)
+{
+    n_ours = mp_unwind(&self, ours, MAXF);
+    n_theirs = unw_backtrace(theirs, MAXF);
+}
+
+/* RSP-based CFA: no frame pointer here */
+__attribute__((noinline, optimize("omit-frame-pointer"))) static void level3(void)
+{
+    ra[0] = __builtin_return_address(0);
+    capture();
+    __asm__ volatile("" ::: "memory"); /* not a tail call */
+}
+
+/* RBP-based CFA: a frame whose size is known only at run time */
+__attribute__((noinline)) static void level2(int n)
+{
+    volatile char *buf = __builtin_alloca((size_t)n);
+    buf[0] = 1;
+    ra[1] = __builtin_return_address(0);
+    level3();
+    __asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline, optimize("omit-frame-pointer"))) static void level1(int n)
+{
+    ra[2] = __builtin_return_address(0);
+    level2(n);
+    __asm__ volatile("" ::: "memory");
+}
+
+static int find(void *const *v, int n, void *ip)
+{
+    for (int i = 0; i < n; i++)
+        if (v[i] == ip)
+            return i;
+    return -1;
+}
+
+/* From level3's caller outwards both unwinders must agree frame for frame. */
+static void same_as_libunwind(void)
+{
+    cr_assert_gt(n_ours, 0, "the unwinder gave up on plain frames");
+    int a = find(ours, n_ours, ra[0]), b = find(theirs, n_theirs, ra[0]);
+    cr_assert(a >= 0 && b >= 0, "level3's return address is missing");
+    cr_assert_eq(ours[a + 1], ra[1], "level2's return address does not follow");
+    cr_assert_eq(ours[a + 2], ra[2], "level1's return address does not follow");
+    cr_assert_eq(n_ours - a, n_theirs - b, "%d frames from level3 out, libunwind has %d", n_ours - a, n_theirs - b);
+    cr_assert(!memcmp(ours + a, theirs + b, (size_t)(n_ours - a) * sizeof *ours));
+}
+
+Test(unwind, frames_with_and_without_frame_pointers)
+{
+    level1(100);
+    same_as_libunwind();
+    level1(5000); /* the same code again, from the rule cache, with another frame size */
+    same_as_libunwind();
+}
+
+Test(unwind, rules_are_made_again_after_dlclose)
+{
+    level1(64);
+    int before = n_ours;
+    atomic_fetch_add(&mp_code_gen, 1);
+    level1(64);
+    cr_assert_eq(n_ours, before);
+    same_as_libunwind();
+}
+
+static void *thread_main(void *arg)
+{
+    (void)arg;
+    memset(&self, 0, sizeof self);
+    level1(32);
+    return NULL;
+}
+
+Test(unwind, a_thread_stack_ends_at_its_outermost_frame)
+{
+    pthread_t th;
+    cr_assert_eq(pthread_create(&th, NULL, thread_main, NULL), 0);
+    pthread_join(th, NULL);
+    same_as_libunwind();
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    level1(16);
+}
+
+Test(unwind, a_signal_frame_goes_to_libunwind)
+{
+    signal(SIGUSR1, on_signal);
+    raise(SIGUSR1);
+    cr_assert_eq(n_ours, -1, "a signal frame was unwound as a plain one (%d frames)", n_ours);
+    cr_assert_gt(n_theirs, 0);
+}
