@@ -211,6 +211,18 @@ static void set_rule(row_t *r, uint64_t reg, uint8_t how, int64_t off)
         r->ra = rule;
 }
 
+/* DW_CFA_restore: the rule the CIE's program left (none in the CIE itself). */
+static int restore_rule(row_t *r, const row_t *initial, uint64_t reg)
+{
+    if (!initial)
+        return -1;
+    if (reg == REG_RBP)
+        r->rbp = initial->rbp;
+    else if (reg == REG_RA)
+        r->ra = initial->ra;
+    return 0;
+}
+
 /* Runs a CFA program up to `target`. Returns 0, or -1 on what it cannot do. */
 static int run_cfa(const uint8_t *p, const uint8_t *end, const cie_t *cie, uintptr_t loc, uintptr_t target,
                    row_t *row, const row_t *initial)
@@ -231,13 +243,8 @@ static int run_cfa(const uint8_t *p, const uint8_t *end, const cie_t *cie, uintp
             set_rule(row, op & 0x3f, RU_OFFSET, (int64_t)uleb(&c) * cie->data_align);
             continue;
         case 3: /* restore */
-            reg = op & 0x3f;
-            if (!initial)
+            if (restore_rule(row, initial, op & 0x3f) != 0)
                 return -1;
-            if (reg == REG_RBP)
-                row->rbp = initial->rbp;
-            else if (reg == REG_RA)
-                row->ra = initial->ra;
             continue;
         }
         switch (op) {
@@ -255,13 +262,8 @@ static int run_cfa(const uint8_t *p, const uint8_t *end, const cie_t *cie, uintp
             set_rule(row, reg, RU_OFFSET, (int64_t)uleb(&c) * cie->data_align);
             break;
         case 0x06: /* restore_extended */
-            reg = uleb(&c);
-            if (!initial)
+            if (restore_rule(row, initial, uleb(&c)) != 0)
                 return -1;
-            if (reg == REG_RBP)
-                row->rbp = initial->rbp;
-            else if (reg == REG_RA)
-                row->ra = initial->ra;
             break;
         case 0x07: set_rule(row, uleb(&c), RU_UNDEF, 0); break;
         case 0x08: set_rule(row, uleb(&c), RU_SAME, 0); break;
