@@ -369,11 +369,13 @@ static MP_COLD MP_NOINLINE void request_end_mark(void)
 #define POS_MUL 0xc2b2ae3d27d4eb4full
 #define FRAME_MUL 0x9e3779b97f4a7c15ull
 
-static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos)
+/* posmul: the frame's position times POS_MUL (a walk adds it up as it goes) */
+static inline uint64_t mix(const void *code, uintptr_t fp, uint32_t instr, uint64_t posmul)
 {
-    uint64_t x = (uint64_t)(uintptr_t)f->code ^ (f->fp << 21) ^ ((uint64_t)f->instr << 44) ^ (pos * POS_MUL);
-    return x * FRAME_MUL;
+    return ((uint64_t)(uintptr_t)code ^ (fp << 21) ^ ((uint64_t)instr << 44) ^ posmul) * FRAME_MUL;
 }
+
+static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos) { return mix(f->code, f->fp, f->instr, pos * POS_MUL); }
 
 static inline uint64_t fmix64(uint64_t x)
 {
@@ -442,8 +444,8 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
         return walk_segments(t, f);
     if (f && not_started(f))
         f = f->previous;
-    /* frame_mix inlined, with the arrays in locals (stores to cur[] could
-     * otherwise be t's fields for all the compiler knows) */
+    /* the arrays in locals (stores to cur[] could otherwise be t's fields
+     * for all the compiler knows), the position's multiple added up */
     mp_frame_t *cur = t->cur;
     uint32_t n = 0, cap = t->cur_cap;
     uint64_t key = 0, pos = 0;
@@ -458,7 +460,7 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
         uintptr_t fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
         uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
         cur[n] = (mp_frame_t){co, fp, instr};
-        key += ((uint64_t)(uintptr_t)co ^ (fp << 21) ^ ((uint64_t)instr << 44) ^ pos) * FRAME_MUL;
+        key += mix(co, fp, instr, pos);
     }
     t->key = fmix64(key + n);
     return n;

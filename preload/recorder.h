@@ -122,6 +122,15 @@ extern atomic_int mp_modules_dirty;
 uint32_t mp_native_node(uint32_t parent, uintptr_t ip);
 
 /* ---- unwind.c (--native) ---- */
+/* How to step from a frame to its caller, cached per return address. */
+typedef struct mp_rule_s {
+    uintptr_t ip;            /* 0: empty */
+    int32_t cfa_off;         /* CFA = (RBP or RSP) + cfa_off */
+    int16_t rbp_off;         /* caller's RBP at CFA + rbp_off; 0: RBP unchanged */
+    uint8_t cfa_rbp;         /* 1: the CFA is RBP-based */
+    uint8_t kind;            /* RULE_* of unwind.c */
+} mp_rule_t;
+#define MP_UNWIND_RULES (1u << 12) /* cache entries per thread (a power of 2) */
 /* Unwinds the calling thread into ips (innermost first) with cached
  * .eh_frame rules; -1 when a frame needs libunwind instead. */
 int mp_unwind(mp_thread_t *t, void **ips, int max);

@@ -23,21 +23,13 @@
 
 #include "recorder.h"
 
-#define RULES (1u << 12)     /* cache entries per thread (a power of 2) */
+#define RULES MP_UNWIND_RULES
 #define PROBES 8
 #define STATES 16            /* DW_CFA_remember_state depth */
 #define MAX_STACK (1ul << 30) /* a CFA this far above the first frame is not believed */
 
 enum { RULE_OK = 1, RULE_STOP, RULE_FALLBACK };
 enum { REG_RBP = 6, REG_RSP = 7, REG_RA = 16 };
-
-typedef struct mp_rule_s {
-    uintptr_t ip;            /* 0: empty */
-    int32_t cfa_off;         /* CFA = (RBP or RSP) + cfa_off */
-    int16_t rbp_off;         /* caller's RBP at CFA + rbp_off; 0: RBP unchanged */
-    uint8_t cfa_rbp;         /* 1: the CFA is RBP-based */
-    uint8_t kind;            /* RULE_* */
-} mp_rule_t;
 
 atomic_uint mp_code_gen; /* bumped by dlclose */
 
