@@ -328,6 +328,7 @@ static MP_COLD MP_NOINLINE mp_thread_t *thread_new_locked(void)
     t->is_main = pthread_equal(pthread_self(), W.main_thread);
     t->prev_depth = 0;
     memset(t->recent, 0, sizeof t->recent); /* a reused state: its stacks were another capture's */
+    mp_unwind_forget(t);
     t->next_free = W.live_threads;
     W.live_threads = t;
     EMIT(mp_enc_thread_new(&W.enc, t->index, (uint64_t)syscall(SYS_gettid)));

@@ -73,6 +73,7 @@ typedef struct mp_thread_s {
     uint64_t key;           /* key of the last walk (cur), for the cache of recent stacks */
     struct mp_rule_s *rules;        /* unwind.c: unwind rules by return address */
     unsigned rules_gen;             /* mp_code_gen they were made under */
+    struct mp_walk_s *walks;        /* unwind.c: the last native walk, and room for the next */
     struct mp_thread_s *next_free;  /* free list, or the list of live threads */
 } mp_thread_t;
 
@@ -134,6 +135,7 @@ typedef struct mp_rule_s {
 /* Unwinds the calling thread into ips (innermost first) with cached
  * .eh_frame rules; -1 when a frame needs libunwind instead. */
 int mp_unwind(mp_thread_t *t, void **ips, int max);
+void mp_unwind_forget(mp_thread_t *t); /* a new thread in a reused state */
 extern atomic_uint mp_code_gen; /* dlclose bumps it: cached rules are dropped */
 
 /* ---- pymem.c (--trace-python-allocators) ---- */

@@ -433,40 +433,173 @@ static inline mp_rule_t rule_of(mp_thread_t *t, uintptr_t ip, int first)
     return rule_miss(t, ip, first);
 }
 
+/* The last walk of the thread, frame by frame: the state a frame was
+ * entered with (IP, SP, RBP) and the rule used to leave it, so that the
+ * next walk can stop at the first frame it has seen before. Leaving frame
+ * m reads the return address at sp[m + 1] - 8 (sp[m + 1] is frame m's CFA)
+ * and, when rbp_off[m] is set, the caller's RBP at sp[m + 1] + rbp_off[m].
+ * The frames after a frame are a function of its state and of the words
+ * read after it, so a frame entered in the same state, with those words
+ * unchanged, is followed by the same frames. RBP counts only where some
+ * frame further out finds its CFA from it before it is reloaded (NEED_BP):
+ * where it is a general register, its value changes all the time. */
+enum { END_STOP = 1, END_ZERO }; /* the outermost frame's rule said so; a 0 return address at sp[n] - 8 */
+enum { CFA_RBP = 1, NEED_BP = 2 };
+typedef struct {
+    uintptr_t ip[MP_NATIVE_MAX + 1], sp[MP_NATIVE_MAX + 1], bp[MP_NATIVE_MAX + 1];
+    int16_t rbp_off[MP_NATIVE_MAX + 1];
+    uint8_t flags[MP_NATIVE_MAX + 1];
+    int n, end; /* n == 0: nothing to reuse */
+} walk_t;
+
+struct mp_walk_s {
+    walk_t w[2];
+    int last; /* w[last] is the last walk, the other one the next's room */
+};
+
+void mp_unwind_forget(mp_thread_t *t)
+{
+    if (t->walks)
+        t->walks->w[0].n = t->walks->w[1].n = 0;
+}
+
+/* Where the words read to leave frames j.. of `w` first differ from what
+ * is in memory now (-1: nowhere). They are read in the order a walk reads
+ * them and the reading stops at the first that differs, so no address is
+ * read that a walk would not read. */
+static inline int walk_differs(const walk_t *w, int j)
+{
+    for (int m = j; m + 1 < w->n; m++) {
+        uintptr_t cfa = w->sp[m + 1];
+        if (*(const uintptr_t *)(cfa - 8) != w->ip[m + 1] ||
+            (w->rbp_off[m] && (w->flags[m + 1] & NEED_BP) &&
+             *(const uintptr_t *)(cfa + w->rbp_off[m]) != w->bp[m + 1]))
+            return m;
+    }
+    if (w->end == END_ZERO && *(const uintptr_t *)(w->sp[w->n] - 8) != 0)
+        return w->n - 1;
+    return -1;
+}
+
+/* Frames j..j+k-1 of the last walk become frames n.. of this one. */
+static inline void take(walk_t *w, const walk_t *old, int n, int j, int k)
+{
+    memcpy(&w->ip[n], &old->ip[j], (size_t)k * sizeof *w->ip);
+    memcpy(&w->sp[n], &old->sp[j], (size_t)(k + 1) * sizeof *w->sp);
+    memcpy(&w->bp[n], &old->bp[j], (size_t)k * sizeof *w->bp);
+    memcpy(&w->rbp_off[n], &old->rbp_off[j], (size_t)k * sizeof *w->rbp_off);
+    memcpy(&w->flags[n], &old->flags[j], (size_t)k * sizeof *w->flags);
+}
+
+/* NEED_BP for frames below `from` (whose flags are known), innermost last. */
+static inline void need_bp(walk_t *w, int from)
+{
+    int need = from < w->n && (w->flags[from] & NEED_BP);
+    for (int m = from - 1; m >= 0; m--) {
+        need = (w->flags[m] & CFA_RBP) || (!w->rbp_off[m] && need);
+        w->flags[m] = (uint8_t)((w->flags[m] & CFA_RBP) | (need ? NEED_BP : 0));
+    }
+}
+
+static MP_COLD MP_NOINLINE int unwind_setup(mp_thread_t *t, unsigned gen)
+{
+    if (!t->rules) {
+        size_t rsz = RULES * sizeof(mp_rule_t), wsz = sizeof(struct mp_walk_s);
+        uint8_t *m = mmap(NULL, rsz + wsz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (m == MAP_FAILED)
+            return -1;
+        t->rules = (mp_rule_t *)m;
+        t->walks = (struct mp_walk_s *)(m + rsz);
+    } else {
+        memset(t->rules, 0, RULES * sizeof(mp_rule_t));
+        mp_unwind_forget(t);
+    }
+    t->rules_gen = gen;
+    return 0;
+}
+
 /* Unwinds the calling thread into ips[] (innermost first). Returns the
  * count, or -1 when a frame needs libunwind. */
 int mp_unwind(mp_thread_t *t, void **ips, int max)
 {
     unsigned gen = atomic_load_explicit(&mp_code_gen, memory_order_acquire);
-    if (MP_UNLIKELY(!t->rules || t->rules_gen != gen)) {
-        if (!t->rules) {
-            void *m = mmap(NULL, RULES * sizeof(mp_rule_t), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (m == MAP_FAILED)
-                return -1;
-            t->rules = m;
-        } else {
-            memset(t->rules, 0, RULES * sizeof(mp_rule_t));
-        }
-        t->rules_gen = gen;
-    }
+    if (MP_UNLIKELY((!t->rules || t->rules_gen != gen) && unwind_setup(t, gen) != 0))
+        return -1;
+    if (max > MP_NATIVE_MAX)
+        max = MP_NATIVE_MAX;
+    walk_t *old = &t->walks->w[t->walks->last], *w = &t->walks->w[!t->walks->last];
     uintptr_t ip, sp, bp;
     __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(ip), "=r"(sp), "=r"(bp));
     uintptr_t sp0 = sp;
-    int n = 0;
+    int n = 0, j = 0, end = 0, known = 0;
     for (int first = 1; n < max; first = 0) {
-        ips[n++] = (void *)ip;
+        /* a frame the last walk entered in this state: the frames after it
+         * are the same as far as the words read to reach them are */
+        while (j < old->n && old->sp[j] < sp)
+            j++;
+        if (j < old->n && old->sp[j] == sp && old->ip[j] == ip &&
+            (!(old->flags[j] & NEED_BP) || old->bp[j] == bp)) {
+            int m = walk_differs(old, j);
+            int k = (m < 0 ? old->n : m) - j; /* frames j.. j+k-1 are as they were */
+            int cut = n + k > max;
+            if (cut)
+                k = max - n;
+            take(w, old, n, j, k);
+            memcpy(&ips[n], &old->ip[j], (size_t)k * sizeof *ips);
+            if (m < 0) { /* the rest of the stack, with what the last walk knew of RBP */
+                known = n;
+                n += k;
+                end = cut ? 0 : old->end;
+                break;
+            }
+            /* they part at frame m: go on from it, with RBP as a walk would have it there */
+            for (int i = 0; i < k; i++) {
+                w->bp[n + i] = bp;
+                if (w->rbp_off[n + i])
+                    bp = *(const uintptr_t *)(w->sp[n + i + 1] + w->rbp_off[n + i]);
+            }
+            n += k;
+            if (cut || n == max)
+                break;
+            ip = old->ip[m];
+            sp = old->sp[m];
+            j = m + 1;
+            first = 0;
+        }
+        ips[n] = (void *)ip;
+        w->ip[n] = ip;
+        w->sp[n] = sp;
+        w->bp[n] = bp;
         mp_rule_t r = rule_of(t, ip, first);
-        if (MP_UNLIKELY(r.kind != RULE_OK))
-            return r.kind == RULE_STOP ? n : -1;
+        if (MP_UNLIKELY(r.kind != RULE_OK)) {
+            if (r.kind != RULE_STOP)
+                return -1;
+            w->rbp_off[n] = 0;
+            w->flags[n++] = 0;
+            end = END_STOP;
+            known = n;
+            break;
+        }
         uintptr_t cfa = (r.cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)r.cfa_off;
         if (MP_UNLIKELY(cfa <= sp || cfa - sp0 > MAX_STACK || (cfa & 7)))
             return -1;
+        w->rbp_off[n] = r.rbp_off;
+        w->flags[n++] = r.cfa_rbp ? CFA_RBP : 0;
         ip = *(const uintptr_t *)(cfa - 8);
         if (r.rbp_off)
             bp = *(const uintptr_t *)(cfa + r.rbp_off);
         sp = cfa;
-        if (!ip)
+        if (!ip) {
+            w->sp[n] = cfa;
+            end = END_ZERO;
+            known = n;
             break;
+        }
     }
+    /* a walk cut at max is not kept: the frames past it are not known */
+    w->n = end ? n : 0;
+    w->end = end;
+    need_bp(w, known);
+    t->walks->last = !t->walks->last;
     return n;
 }

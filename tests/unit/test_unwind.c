@@ -125,3 +125,78 @@ Test(unwind, a_signal_frame_goes_to_libunwind)
     cr_assert_eq(n_ours, -1, "a signal frame was unwound as a plain one (%d frames)", n_ours);
     cr_assert_gt(n_theirs, 0);
 }
+
+/* The same frames entered from two callers of one shape: the walk from
+ * the second may match the first's frames up to level1, and must see that
+ * level1's return address now leads elsewhere. */
+static volatile int marker;
+
+__attribute__((noinline)) static void via_a(int n)
+{
+    marker = 1;
+    level1(n);
+    __asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) static void via_b(int n)
+{
+    marker = 2;
+    level1(n);
+    __asm__ volatile("" ::: "memory");
+}
+
+Test(unwind, a_caller_that_changed_is_seen)
+{
+    for (int i = 0; i < 3; i++) {
+        via_a(100);
+        same_as_libunwind();
+        void *into_a = ra[2];
+        via_b(100);
+        same_as_libunwind();
+        cr_assert_neq(ra[2], into_a, "the two callers share code");
+    }
+}
+
+static void corrupt_rules(void *const *ips, int n)
+{
+    for (unsigned k = 0; k < MP_UNWIND_RULES; k++)
+        if (self.rules[k].ip && (!ips || find(ips, n, (void *)self.rules[k].ip) >= 0))
+            self.rules[k].cfa_off += 8;
+}
+
+/* A walk from where the last one started takes the frames it found: here
+ * every cached rule is made wrong (without a dlclose) after the first
+ * walk, and the second one's stack still comes out right. */
+Test(unwind, a_walk_from_the_same_place_reuses_the_last)
+{
+    for (volatile int i = 0; i < 2; i++) { /* one call site, no branch before it */
+        level1(64);
+        same_as_libunwind();
+        corrupt_rules(NULL, 0);
+    }
+}
+
+/* The same inner frames under another caller: they are taken from the
+ * last walk (their rules are made wrong here), and the walk goes on where
+ * the two stacks part, with RBP as level2 saved it: this caller's CFA is
+ * found from it. */
+__attribute__((noinline)) static void two_call_sites(int n)
+{
+    volatile char *buf = __builtin_alloca((size_t)n);
+    buf[0] = 1;
+    level1(64);
+    same_as_libunwind();
+    int a = find(ours, n_ours, ra[0]); /* level2's frame */
+    cr_assert(a >= 0);
+    corrupt_rules(ours, a + 1);
+    void *first = ra[2];
+    level1(64);
+    cr_assert_neq(ra[2], first, "one call site");
+    same_as_libunwind();
+    __asm__ volatile("" ::: "memory");
+}
+
+Test(unwind, frames_up_to_where_two_walks_part_are_reused)
+{
+    two_call_sites(200);
+}
