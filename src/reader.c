@@ -40,11 +40,14 @@ typedef struct {
     uint64_t segs[2 * MEMPROF_MODULE_SEGMENTS_MAX];
 } module_t;
 
+#define DROP_EVERY ((size_t)4 << 20) /* a multiple of the page size */
+
 struct memprof_reader_s {
     const uint8_t *data;
     size_t len;
     int mapped;
     size_t pos;             /* file offset of the next block header */
+    size_t dropped;         /* the mapping's pages below this are given back */
     int state;              /* 0 reading blocks, 1 done, < 0 sticky error */
     memprof_info_t info;
     char *strings_mem;      /* header strings, NUL-terminated copies */
@@ -386,6 +389,13 @@ static int next_block(memprof_reader_t *r)
     r->blen = n;
     r->block_off = r->pos;
     r->pos += 8 + size;
+    /* read blocks are never read again: their pages go, so that the
+     * reader's memory does not grow with the file */
+    if (r->mapped && r->pos - r->dropped >= DROP_EVERY) {
+        size_t upto = r->pos & ~(DROP_EVERY - 1);
+        madvise((void *)(r->data + r->dropped), upto - r->dropped, MADV_DONTNEED);
+        r->dropped = upto;
+    }
     r->bpos = 0;
     r->prev_addr = 0;
     r->prev_stack = 0;

@@ -84,6 +84,41 @@ Test(reader_open, file_reads_like_memory)
     tk_close(&c);
 }
 
+/* A capture of many megabytes read from its file: the pages of blocks
+ * already read are given back on the way, and every event still comes out
+ * right (random addresses and sizes: the blocks do not compress). */
+Test(reader_open, big_file_reads_like_memory, .timeout = 120)
+{
+    tk_capture_t c;
+    tk_begin(&c, MEMPROF_BLOCK_MAX);
+    uint32_t t = tk_thread_new(&c, 5);
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    const size_t n = 1500000;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        tk_alloc(&c, t, MEMPROF_A_MALLOC, (x & 0xffffffffff0ull) | 0x10, (x >> 40) & 0xfffff, 0);
+    }
+    tk_finish(&c);
+    cr_assert_gt(c.len, (size_t)12 << 20, "only %zu bytes", c.len);
+    char *path = temp_file(c.data, c.len);
+    memprof_reader_t *r = NULL;
+    int rc = memprof_reader_open(path, &r);
+    unlink(path);
+    cr_assert_eq(rc, 0, "%s", memprof_reader_error(r));
+    memprof_event_t ev;
+    size_t i = 0;
+    while ((rc = memprof_reader_next(r, &ev)) > 0) {
+        cr_assert_lt(i, n);
+        tk_assert_event(&ev, &c.ev[i], i);
+        i++;
+    }
+    cr_assert_eq(rc, 0, "%s", memprof_reader_error(r));
+    cr_assert_eq(i, n);
+    cr_assert_eq(memprof_reader_info(r)->has_trailer, 1);
+    memprof_reader_close(r);
+    tk_close(&c);
+}
+
 static int open_bytes(const void *data, size_t len)
 {
     memprof_reader_t *r = NULL;
