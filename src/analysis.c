@@ -99,7 +99,44 @@ static inline void touch(mp_analysis_t *a, mp_stackstat_t *s)
     }
 }
 
-static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev);
+/* bytes (and count blocks) held by `stack` for `thread` come (sign > 0) or go. */
+static inline void account(mp_analysis_t *a, uint32_t stack, uint32_t thread, uint64_t bytes, uint64_t count,
+                           int sign)
+{
+    mp_stackstat_t *s = &a->st[stack], *t = &a->thr[thread];
+    touch(a, s);
+    touch(a, t);
+    if (sign > 0) {
+        s->cur.bytes += bytes, s->cur.count += count;
+        t->cur.bytes += bytes, t->cur.count += count;
+        a->live.bytes += bytes, a->live.count += count;
+    } else {
+        s->cur.bytes -= bytes, s->cur.count -= count;
+        t->cur.bytes -= bytes, t->cur.count -= count;
+        a->live.bytes -= bytes, a->live.count -= count;
+    }
+}
+
+/* A new allocation that counts, in the totals. */
+static inline void count_new(mp_analysis_t *a, const memprof_event_t *ev, uint32_t stack)
+{
+    a->allocated.bytes += ev->size;
+    a->allocated.count++;
+    a->st[stack].total.bytes += ev->size;
+    a->st[stack].total.count++;
+    a->thr[ev->thread].total.bytes += ev->size;
+    a->thr[ev->thread].total.count++;
+    unsigned k = ev->kind < MEMPROF_A_COUNT ? ev->kind : 0;
+    a->by_allocator[k].bytes += ev->size;
+    a->by_allocator[k].count++;
+    mp_amount_t *b = &a->sizes[mp_size_bucket(ev->size)];
+    b->bytes += ev->size;
+    b->count++;
+}
+
+unsigned mp_size_bucket(uint64_t size) { return size ? 64u - (unsigned)__builtin_clzll(size) : 0; }
+
+static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, int out, uint32_t seq);
 
 static inline void check_peak(mp_analysis_t *a, const memprof_event_t *ev)
 {
@@ -124,6 +161,8 @@ static inline uint64_t range_len(uint64_t addr, uint64_t len)
 static void map_account(mp_analysis_t *a, const mp_mapping_t *m, uint64_t bytes, int count, int add)
 {
     uint64_t c = count && !m->frag;
+    if (m->out)
+        return;
     if (m->file) {
         if (add) {
             a->files_live.bytes += bytes, a->files_live.count += c;
@@ -134,15 +173,7 @@ static void map_account(mp_analysis_t *a, const mp_mapping_t *m, uint64_t bytes,
         }
         return;
     }
-    mp_stackstat_t *s = &a->st[m->stack];
-    touch(a, s);
-    if (add) {
-        s->cur.bytes += bytes, s->cur.count += c;
-        a->live.bytes += bytes, a->live.count += c;
-    } else {
-        s->cur.bytes -= bytes, s->cur.count -= c;
-        a->live.bytes -= bytes, a->live.count -= c;
-    }
+    account(a, m->stack, m->thread, bytes, c, add ? 1 : -1);
 }
 
 /* Index of the first mapping that ends after addr. */
@@ -216,16 +247,18 @@ static int maps_remove(mp_analysis_t *a, uint64_t addr, uint64_t len, mp_mapping
     return found;
 }
 
-static int on_map(mp_analysis_t *a, const memprof_event_t *ev, int file)
+static int on_map(mp_analysis_t *a, const memprof_event_t *ev, int file, int out)
 {
-    a->allocated.bytes += ev->size;
-    a->allocated.count++;
-    if (file) {
+    if (out) {
+    } else if (file) {
+        a->allocated.bytes += ev->size;
+        a->allocated.count++;
+        a->by_allocator[ev->kind < MEMPROF_A_COUNT ? ev->kind : 0].bytes += ev->size;
+        a->by_allocator[ev->kind < MEMPROF_A_COUNT ? ev->kind : 0].count++;
         a->files_total.bytes += ev->size;
         a->files_total.count++;
     } else {
-        a->st[ev->stack].total.bytes += ev->size;
-        a->st[ev->stack].total.count++;
+        count_new(a, ev, ev->stack);
     }
     uint64_t size = range_len(ev->addr, ev->size);
     if (size == 0) /* an allocation all the same: it maps nothing */
@@ -233,7 +266,7 @@ static int on_map(mp_analysis_t *a, const memprof_event_t *ev, int file)
     /* a new mapping over an old one (MAP_FIXED) replaces that part */
     if (maps_remove(a, ev->addr, size, NULL) < 0)
         return MEMPROF_ENOMEM;
-    mp_mapping_t m = {ev->addr, size, ev->stack, (uint16_t)file, 0};
+    mp_mapping_t m = {ev->addr, size, ev->stack, ev->thread, (uint8_t)file, 0, (uint8_t)out};
     if (maps_insert_at(a, maps_lower(a, ev->addr), &m))
         return MEMPROF_ENOMEM;
     map_account(a, &m, size, 1, 1);
@@ -241,34 +274,42 @@ static int on_map(mp_analysis_t *a, const memprof_event_t *ev, int file)
     return 0;
 }
 
+/* Room for thread ids up to `thread`: thr and thr_seq by id (0: none),
+ * the last realloc and mremap by id - 1. */
+static int grow_zeroed(void **p, size_t old, size_t n, size_t elem)
+{
+    void *q = realloc(*p, n * elem);
+    if (!q)
+        return MEMPROF_ENOMEM;
+    memset((char *)q + old * elem, 0, (n - old) * elem);
+    *p = q;
+    return 0;
+}
+
 static int thread_slots(mp_analysis_t *a, uint32_t thread)
 {
-    if (thread <= a->nthreads)
+    if (a->thr && thread <= a->nthreads)
         return 0;
-    uint32_t n = thread + 16;
-    mp_live_t *t = realloc(a->last_realloc_free, n * sizeof *t);
-    if (!t)
+    uint32_t old = a->thr ? a->nthreads : 0, n = thread + 16;
+    if (grow_zeroed((void **)&a->thr, a->thr ? old + 1 : 0, n + 1, sizeof *a->thr) ||
+        grow_zeroed((void **)&a->thr_seq, a->thr_seq ? old + 1 : 0, n + 1, sizeof *a->thr_seq) ||
+        grow_zeroed((void **)&a->last_realloc_free, old, n, sizeof *a->last_realloc_free) ||
+        grow_zeroed((void **)&a->last_mremap, old, n, sizeof *a->last_mremap))
         return MEMPROF_ENOMEM;
-    memset(t + a->nthreads, 0, (n - a->nthreads) * sizeof *t);
-    a->last_realloc_free = t;
-    mp_mapping_t *m = realloc(a->last_mremap, n * sizeof *m);
-    if (!m)
-        return MEMPROF_ENOMEM;
-    memset(m + a->nthreads, 0, (n - a->nthreads) * sizeof *m);
-    a->last_mremap = m;
     a->nthreads = n;
     return 0;
 }
 
 static int on_unmap(mp_analysis_t *a, const memprof_event_t *ev)
 {
-    a->frees++;
     mp_mapping_t first = {0};
     int rc = maps_remove(a, ev->addr, ev->size, &first);
     if (rc < 0)
         return rc;
     if (rc == 0)
         a->unmatched_frees++;
+    if (rc == 0 || !first.out) /* every free counts, but those of blocks the filter left out */
+        a->frees++;
     if (ev->kind == MEMPROF_D_MREMAP && ev->thread) {
         if (thread_slots(a, ev->thread))
             return MEMPROF_ENOMEM;
@@ -278,49 +319,47 @@ static int on_unmap(mp_analysis_t *a, const memprof_event_t *ev)
             uint64_t len = range_len(ev->addr, ev->size);
             /* a RESTORE gives the allocation back only if this took it */
             int counted = !first.frag && first.addr >= ev->addr && first.addr + first.size <= ev->addr + len;
-            *last = (mp_mapping_t){ev->addr, len, first.stack, first.file, (uint16_t)!counted};
+            *last = (mp_mapping_t){ev->addr, len, first.stack, first.thread, first.file, (uint8_t)!counted, first.out};
         }
     }
     return 0;
 }
 
-static int on_alloc(mp_analysis_t *a, const memprof_event_t *ev)
+/* Made by the thread and in the time the options ask for. */
+static inline int wanted(const mp_analysis_t *a, const memprof_event_t *ev)
 {
-    if (stats_reserve(a, ev->stack))
-        return MEMPROF_ENOMEM;
-    a->by_allocator[ev->kind < MEMPROF_A_COUNT ? ev->kind : 0].bytes += ev->size;
-    a->by_allocator[ev->kind < MEMPROF_A_COUNT ? ev->kind : 0].count++;
-    if (ev->kind == MEMPROF_A_MMAP || ev->kind == MEMPROF_A_MMAP_FILE)
-        return on_map(a, ev, ev->kind == MEMPROF_A_MMAP_FILE);
-    if (ev->kind == MEMPROF_A_MREMAP) {
-        int file = ev->thread && ev->thread <= a->nthreads && a->last_mremap[ev->thread - 1].addr &&
-                   a->last_mremap[ev->thread - 1].file;
-        if (ev->thread && ev->thread <= a->nthreads)
-            a->last_mremap[ev->thread - 1].addr = 0;
-        return on_map(a, ev, file);
-    }
-    return on_heap_alloc(a, ev);
+    return (!a->opts.thread || ev->thread == a->opts.thread) && ev->time_us >= a->opts.from_us &&
+           (!a->opts.to_us || ev->time_us <= a->opts.to_us);
 }
 
-static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev)
+static int on_alloc(mp_analysis_t *a, const memprof_event_t *ev)
 {
-    if (stats_reserve(a, ev->stack))
+    if (stats_reserve(a, ev->stack) || thread_slots(a, ev->thread))
         return MEMPROF_ENOMEM;
+    uint32_t seq = ++a->thr_seq[ev->thread];
+    int out = !wanted(a, ev);
+    if (ev->kind == MEMPROF_A_MMAP || ev->kind == MEMPROF_A_MMAP_FILE)
+        return on_map(a, ev, ev->kind == MEMPROF_A_MMAP_FILE, out);
+    if (ev->kind == MEMPROF_A_MREMAP) {
+        int file = ev->thread && a->last_mremap[ev->thread - 1].addr && a->last_mremap[ev->thread - 1].file;
+        if (ev->thread)
+            a->last_mremap[ev->thread - 1].addr = 0;
+        return on_map(a, ev, file, out);
+    }
+    if (!out)
+        count_new(a, ev, ev->stack);
+    return on_heap_alloc(a, ev, out, seq);
+}
+
+/* A block becomes live (a new one, or one a failed realloc gave back). */
+static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, int out, uint32_t seq)
+{
     mp_live_t *old = map_find(a, ev->addr);
     if (old) { /* its free was never seen: drop the stale block */
-        mp_stackstat_t *s = &a->st[old->stack];
-        touch(a, s);
-        s->cur.bytes -= old->size;
-        s->cur.count--;
-        a->live.bytes -= old->size;
-        a->live.count--;
+        if (!old->out)
+            account(a, old->stack, old->thread, old->size, 1, -1);
         map_remove(a, old);
     }
-    mp_stackstat_t *s = &a->st[ev->stack];
-    s->total.bytes += ev->size;
-    s->total.count++;
-    a->allocated.bytes += ev->size;
-    a->allocated.count++;
     if (!ev->addr) /* nobody's block (and the live map's empty mark): made, never live */
         return 0;
     if ((a->map_n + 1) * 10 > a->map_cap * 7 && map_grow(a))
@@ -328,14 +367,12 @@ static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev)
     uint64_t j = addr_hash(ev->addr) & (a->map_cap - 1);
     while (a->map[j].addr)
         j = (j + 1) & (a->map_cap - 1);
-    a->map[j] = (mp_live_t){ev->addr, ev->size, ev->stack, 0};
+    a->map[j] = (mp_live_t){ev->addr, ev->size, ev->stack, ev->thread, seq, (uint32_t)out};
     a->map_n++;
-    touch(a, s);
-    s->cur.bytes += ev->size;
-    s->cur.count++;
-    a->live.bytes += ev->size;
-    a->live.count++;
-    check_peak(a, ev);
+    if (!out) {
+        account(a, ev->stack, ev->thread, ev->size, 1, 1);
+        check_peak(a, ev);
+    }
     return 0;
 }
 
@@ -343,9 +380,9 @@ static int on_free(mp_analysis_t *a, const memprof_event_t *ev)
 {
     if (ev->kind == MEMPROF_D_MUNMAP || ev->kind == MEMPROF_D_MREMAP)
         return on_unmap(a, ev);
-    a->frees++;
     mp_live_t *e = map_find(a, ev->addr);
     if (!e) {
+        a->frees++;
         a->unmatched_frees++;
         return 0;
     }
@@ -354,12 +391,17 @@ static int on_free(mp_analysis_t *a, const memprof_event_t *ev)
             return MEMPROF_ENOMEM;
         a->last_realloc_free[ev->thread - 1] = *e;
     }
-    mp_stackstat_t *s = &a->st[e->stack];
-    touch(a, s);
-    s->cur.bytes -= e->size;
-    s->cur.count--;
-    a->live.bytes -= e->size;
-    a->live.count--;
+    if (!e->out) {
+        a->frees++;
+        account(a, e->stack, e->thread, e->size, 1, -1);
+        /* temporary: its thread made fewer than the threshold of allocations
+         * since (a realloc moving it is not the end of its memory) */
+        if (ev->kind != MEMPROF_D_REALLOC && a->thr_seq[e->thread] - e->seq < a->opts.temp_threshold) {
+            a->temporary.bytes += e->size, a->temporary.count++;
+            a->st[e->stack].temp.bytes += e->size, a->st[e->stack].temp.count++;
+            a->thr[e->thread].temp.bytes += e->size, a->thr[e->thread].temp.count++;
+        }
+    }
     map_remove(a, e);
     return 0;
 }
@@ -376,23 +418,19 @@ static int on_restore(mp_analysis_t *a, const memprof_event_t *ev)
         if (maps_remove(a, m.addr, m.size, NULL) < 0 || maps_insert_at(a, maps_lower(a, m.addr), &m))
             return MEMPROF_ENOMEM;
         map_account(a, &m, m.size, 1, 1);
-        check_peak(a, ev);
+        if (!m.out)
+            check_peak(a, ev);
         return 0;
     }
     mp_live_t *b = &a->last_realloc_free[ev->thread - 1];
     if (!b->addr || b->addr != ev->addr)
         return 0;
-    memprof_event_t again = {MEMPROF_EV_ALLOC, MEMPROF_A_REALLOC, ev->thread, b->stack, b->addr, b->size,
+    /* it was live before: not a new allocation, and as much in or out of the filter */
+    memprof_event_t again = {MEMPROF_EV_ALLOC, MEMPROF_A_REALLOC, b->thread, b->stack, b->addr, b->size,
                              ev->index, ev->time_us, 0};
+    mp_live_t was = *b;
     b->addr = 0;
-    int rc = on_heap_alloc(a, &again);
-    if (!rc) { /* it was live before: not a new allocation */
-        a->allocated.bytes -= again.size;
-        a->allocated.count--;
-        a->st[again.stack].total.bytes -= again.size;
-        a->st[again.stack].total.count--;
-    }
-    return rc;
+    return on_heap_alloc(a, &again, (int)was.out, was.seq);
 }
 
 static void on_script_end(mp_analysis_t *a, const memprof_event_t *ev)
@@ -405,13 +443,66 @@ static void on_script_end(mp_analysis_t *a, const memprof_event_t *ev)
     a->end_time_us = ev->time_us;
     for (uint32_t i = 0; i < a->nst; i++)
         a->st[i].at_end = a->st[i].cur;
+    for (uint32_t i = 0; i <= a->nthreads; i++)
+        a->thr[i].at_end = a->thr[i].cur;
 }
 
-int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r)
+/* ---- memory over time ---- */
+
+static inline void point_merge(mp_point_t *into, const mp_point_t *p)
+{
+    into->heap = p->heap > into->heap ? p->heap : into->heap;
+    into->rss_kib = p->rss_kib > into->rss_kib ? p->rss_kib : into->rss_kib;
+}
+
+/* Adds a sample; once the series is full, neighbours are merged two by
+ * two and each later point stands for twice as many samples. */
+static int series_add(mp_analysis_t *a, const mp_point_t *p)
+{
+    if (!a->series && !(a->series = malloc(MP_SERIES_MAX * sizeof *a->series)))
+        return MEMPROF_ENOMEM;
+    if (a->series_merged == 0)
+        a->series_next = *p;
+    else
+        point_merge(&a->series_next, p);
+    if (++a->series_merged < a->series_stride)
+        return 0;
+    a->series_merged = 0;
+    a->series[a->nseries++] = a->series_next;
+    if (a->nseries == MP_SERIES_MAX) {
+        for (uint32_t i = 0; i < MP_SERIES_MAX / 2; i++) {
+            a->series[i] = a->series[2 * i];
+            point_merge(&a->series[i], &a->series[2 * i + 1]);
+        }
+        a->nseries = MP_SERIES_MAX / 2;
+        a->series_stride *= 2;
+    }
+    return 0;
+}
+
+static int on_time(mp_analysis_t *a, const memprof_event_t *ev)
+{
+    a->samples++;
+    if (ev->rss_kib > a->rss_peak_kib)
+        a->rss_peak_kib = ev->rss_kib;
+    if (ev->time_us < a->opts.from_us || (a->opts.to_us && ev->time_us > a->opts.to_us))
+        return 0;
+    mp_point_t p = {ev->time_us, a->live.bytes, ev->rss_kib};
+    return series_add(a, &p);
+}
+
+int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r) { return mp_analysis_run_opts(a, r, NULL); }
+
+int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts)
 {
     memset(a, 0, sizeof *a);
     a->r = r;
-    if (stats_reserve(a, 1) || map_grow(a))
+    if (opts)
+        a->opts = *opts;
+    if (!a->opts.temp_threshold)
+        a->opts.temp_threshold = 1;
+    a->series_stride = 1;
+    if (stats_reserve(a, 1) || map_grow(a) || thread_slots(a, 0))
         return MEMPROF_ENOMEM;
     memprof_event_t ev;
     int rc;
@@ -425,20 +516,24 @@ int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r)
             if (ev.kind == MEMPROF_M_SCRIPT_END)
                 on_script_end(a, &ev);
             break;
-        case MEMPROF_EV_TIME:
-            a->samples++;
-            if (ev.rss_kib > a->rss_peak_kib)
-                a->rss_peak_kib = ev.rss_kib;
-            break;
+        case MEMPROF_EV_TIME: rc = on_time(a, &ev); break;
         }
         if (rc < 0)
             return rc;
     }
     if (rc < 0)
         return rc;
-    /* settle every stack's value at the peak */
+    if (a->series_merged) /* the last, partial point (there is room: a full series is halved) */
+        a->series[a->nseries++] = a->series_next;
+    /* settle every stack's and thread's value at the peak */
     for (uint32_t i = 0; i < a->nst; i++) {
         mp_stackstat_t *s = &a->st[i];
+        s->at_peak = s->snap_epoch == a->peak_epoch ? s->snap : s->cur;
+        if (!a->has_end)
+            s->at_end = s->cur;
+    }
+    for (uint32_t i = 0; i <= a->nthreads; i++) {
+        mp_stackstat_t *s = &a->thr[i];
         s->at_peak = s->snap_epoch == a->peak_epoch ? s->snap : s->cur;
         if (!a->has_end)
             s->at_end = s->cur;
@@ -465,6 +560,9 @@ void mp_analysis_free(mp_analysis_t *a)
     free(a->map);
     free(a->last_realloc_free);
     free(a->last_mremap);
+    free(a->thr);
+    free(a->thr_seq);
+    free(a->series);
     free(a->maps);
     if (a->sym)
         mp_symbolizer_free(a->sym);

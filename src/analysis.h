@@ -15,27 +15,63 @@ typedef struct {
 
 /* Per stack node. `at_peak` is valid after mp_analysis_run() returns. */
 typedef struct {
-    mp_amount_t cur, snap, at_peak, at_end, total;
+    mp_amount_t cur, snap, at_peak, at_end, total, temp;
     uint64_t snap_epoch;
 } mp_stackstat_t;
 
+/* A live heap block. `out`: made outside the filter (another thread, another
+ * time): kept only so that its free is known. */
 typedef struct {
     uint64_t addr, size;
-    uint32_t stack, pad;
+    uint32_t stack, thread;
+    uint32_t seq;       /* its thread's allocation count when it was made */
+    uint32_t out;
 } mp_live_t;
 
 /* A live mapping (mmap, mremap). Mappings can be unmapped in part, so
  * they are kept sorted by address, apart from the heap blocks. */
 typedef struct {
     uint64_t addr, size;
-    uint32_t stack;
-    uint16_t file;      /* backed by a file: not heap, counted apart */
-    uint16_t frag;      /* the rest of a mapping split by a partial unmap:
+    uint32_t stack, thread;
+    uint8_t file;       /* backed by a file: not heap, counted apart */
+    uint8_t frag;       /* the rest of a mapping split by a partial unmap:
                            bytes, but not another allocation */
+    uint8_t out;        /* outside the filter, as for heap blocks */
 } mp_mapping_t;
+
+/* What a replay counts: allocations made by `thread` (0: any) between
+ * from_us and to_us (microseconds from the start; to_us 0: the end). A
+ * heap block is temporary when it is freed before its thread has made
+ * temp_threshold more allocations (0: 1, freed before the next). */
+typedef struct {
+    uint64_t from_us, to_us;
+    uint32_t thread;
+    uint32_t temp_threshold;
+} mp_analysis_opts_t;
+
+/* One point of the memory-over-time series: the heap counted (filtered)
+ * and the process's resident set, the largest of the samples it stands
+ * for (long runs merge neighbours: the series stays under MP_SERIES_MAX). */
+typedef struct {
+    uint64_t time_us, heap, rss_kib;
+} mp_point_t;
+#define MP_SERIES_MAX 8192u
+
+/* Allocation sizes by power of two: bucket b holds sizes in [2^(b-1), 2^b)
+ * (bucket 0: size 0). */
+#define MP_SIZE_BUCKETS 65
 
 typedef struct mp_analysis_s {
     memprof_reader_t *r;
+    mp_analysis_opts_t opts;
+    mp_amount_t temporary;      /* heap blocks freed right after they were made */
+    mp_amount_t sizes[MP_SIZE_BUCKETS];
+    /* per thread (indexed by thread id, [0] for none): what st[] holds per stack */
+    mp_stackstat_t *thr;
+    uint32_t *thr_seq;          /* allocations each thread has made */
+    mp_point_t *series;
+    uint32_t nseries, series_stride, series_merged;
+    mp_point_t series_next;     /* samples being merged into the next point */
     mp_amount_t allocated;      /* every allocation made */
     uint64_t frees, unmatched_frees;
     mp_amount_t live;           /* now (at the end of the replay: at exit) */
@@ -72,6 +108,10 @@ typedef struct mp_analysis_s {
 /* Reads every event of r. Returns 0 (also for a truncated capture: see
  * memprof_reader_info(r)->truncated) or a reader error. */
 int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r);
+/* The same, counting only what opts lets through (NULL: everything). */
+int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts);
+/* The size bucket (of MP_SIZE_BUCKETS) of an allocation size. */
+unsigned mp_size_bucket(uint64_t size);
 void mp_analysis_free(mp_analysis_t *a);
 
 /* Amount of stack `id` at the peak / at script end (0 for unknown ids). */

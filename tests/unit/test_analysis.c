@@ -7,7 +7,9 @@
  * length 0; a mapping over part of another; file mappings kept out of the
  * heap; mremap keeping a mapping's file-ness; a failed mremap restored;
  * mappings in the peak; counts per allocator; sizes that would wrap; and
- * the rich capture's replay keeps its books balanced. */
+ * the rich capture's replay keeps its books balanced. Filters (one thread,
+ * a time range), temporary allocations by threshold, per-thread figures,
+ * the size histogram, and the memory-over-time series halved as it grows. */
 #include <criterion/criterion.h>
 #include <string.h>
 
@@ -786,4 +788,163 @@ Test(mappings, rich_capture_books_balance)
     mp_analysis_free(&a);
     memprof_reader_close(r);
     tk_close(&c);
+}
+
+/* ---- filters, temporary allocations, sizes, threads, memory over time ---- */
+
+static void run_opts(run_t *x, const mp_analysis_opts_t *o)
+{
+    tk_finish(&x->c);
+    x->r = tk_open(x->c.data, x->c.len);
+    int rc = mp_analysis_run_opts(&x->a, x->r, o);
+    cr_assert_eq(rc, 0, "analysis: %d (%s)", rc, memprof_reader_error(x->r));
+}
+
+Test(filters, per_thread_figures_unfiltered)
+{
+    run_t x;
+    begin(&x.c);
+    peak_then_lower_high(&x.c);
+    run(&x);
+    ASSERT_AMOUNT(x.a.thr[T1].at_peak, 400, 2); /* peak 600 at event 2: T1 holds 100 + 300 */
+    ASSERT_AMOUNT(x.a.thr[T2].at_peak, 200, 1);
+    ASSERT_AMOUNT(x.a.thr[T1].at_end, 150, 1);
+    ASSERT_AMOUNT(x.a.thr[T2].at_end, 250, 1);
+    ASSERT_AMOUNT(x.a.thr[T1].total, 550, 3);
+    ASSERT_AMOUNT(x.a.thr[T2].total, 450, 2);
+    done(&x);
+}
+
+Test(filters, one_thread)
+{
+    run_t x;
+    begin(&x.c);
+    peak_then_lower_high(&x.c);
+    mp_analysis_opts_t o = {.thread = T1};
+    run_opts(&x, &o);
+    mp_analysis_t *a = &x.a;
+    ASSERT_AMOUNT(a->allocated, 550, 3);
+    ASSERT_AMOUNT(a->peak, 400, 2);
+    cr_assert_eq(a->peak_index, 1);
+    ASSERT_AMOUNT(a->live, 150, 1);
+    cr_assert_eq(a->frees, 2, "T2's block freed is not counted: %llu", (unsigned long long)a->frees);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 1), 100, 1);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 2), 300, 1);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 3), 0, 0);
+    ASSERT_AMOUNT(a->by_allocator[MEMPROF_A_CALLOC], 0, 0);
+    ASSERT_AMOUNT(a->thr[T2].total, 0, 0);
+    done(&x);
+}
+
+Test(filters, time_range)
+{
+    run_t x;
+    begin(&x.c);
+    peak_then_lower_high(&x.c);
+    mp_analysis_opts_t o = {.from_us = 700, .to_us = 800};
+    run_opts(&x, &o);
+    mp_analysis_t *a = &x.a;
+    ASSERT_AMOUNT(a->allocated, 600, 3); /* 200 at 700, 250 and 150 at 800 */
+    ASSERT_AMOUNT(a->peak, 450, 2);
+    ASSERT_AMOUNT(a->live, 400, 2);
+    cr_assert_eq(a->frees, 1);
+    cr_assert_eq(a->unmatched_frees, 0, "frees of blocks made before the range are known");
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 1), 250, 1);
+    ASSERT_AMOUNT(mp_analysis_stack_peak(a, 3), 200, 1);
+    done(&x);
+    /* up to a time only */
+    begin(&x.c);
+    peak_then_lower_high(&x.c);
+    o = (mp_analysis_opts_t){.to_us = 699};
+    run_opts(&x, &o);
+    ASSERT_AMOUNT(x.a.allocated, 400, 2);
+    ASSERT_AMOUNT(x.a.peak, 400, 2);
+    ASSERT_AMOUNT(x.a.live, 0, 0); /* both freed later, out of the range: still their frees */
+    cr_assert_eq(x.a.frees, 2);
+    done(&x);
+}
+
+static void temporaries(tk_capture_t *c)
+{
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x1000, 16, 1);
+    tk_free(c, 0, MEMPROF_D_FREE, 0x1000);             /* freed before T1's next: temporary */
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x2000, 32, 2);
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x3000, 64, 3);
+    tk_free(c, 0, MEMPROF_D_FREE, 0x2000);             /* one T1 allocation since: temporary at 2 */
+    tk_alloc(c, T2, MEMPROF_A_MALLOC, 0x4000, 8, 1);
+    tk_free(c, 0, MEMPROF_D_FREE, 0x3000);             /* only T2 allocated since: temporary */
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x5000, 10, 1);
+    tk_free(c, T1, MEMPROF_D_REALLOC, 0x5000);         /* moved by realloc: not the end of it */
+    tk_alloc(c, T1, MEMPROF_A_REALLOC, 0x6000, 20, 1);
+    tk_free(c, 0, MEMPROF_D_FREE, 0x6000);             /* temporary */
+}
+
+Test(filters, temporary_allocations)
+{
+    run_t x;
+    begin(&x.c);
+    temporaries(&x.c);
+    run(&x);
+    ASSERT_AMOUNT(x.a.temporary, 100, 3);
+    ASSERT_AMOUNT(x.a.st[1].temp, 36, 2);
+    ASSERT_AMOUNT(x.a.st[2].temp, 0, 0);
+    ASSERT_AMOUNT(x.a.st[3].temp, 64, 1);
+    ASSERT_AMOUNT(x.a.thr[T1].temp, 100, 3);
+    done(&x);
+    begin(&x.c);
+    temporaries(&x.c);
+    mp_analysis_opts_t o = {.temp_threshold = 2};
+    run_opts(&x, &o);
+    ASSERT_AMOUNT(x.a.temporary, 132, 4);
+    ASSERT_AMOUNT(x.a.st[2].temp, 32, 1);
+    done(&x);
+}
+
+Test(filters, sizes_by_power_of_two)
+{
+    cr_assert_eq(mp_size_bucket(0), 0);
+    cr_assert_eq(mp_size_bucket(1), 1);
+    cr_assert_eq(mp_size_bucket(3), 2);
+    cr_assert_eq(mp_size_bucket(4), 3);
+    cr_assert_eq(mp_size_bucket(1024), 11);
+    cr_assert_eq(mp_size_bucket(UINT64_MAX), 64);
+    run_t x;
+    begin(&x.c);
+    temporaries(&x.c);
+    run(&x);
+    ASSERT_AMOUNT(x.a.sizes[4], 18, 2); /* 8, 10 */
+    ASSERT_AMOUNT(x.a.sizes[5], 36, 2); /* 16, 20 */
+    ASSERT_AMOUNT(x.a.sizes[6], 32, 1);
+    ASSERT_AMOUNT(x.a.sizes[7], 64, 1);
+    uint64_t n = 0;
+    for (unsigned b = 0; b < MP_SIZE_BUCKETS; b++)
+        n += x.a.sizes[b].count;
+    cr_assert_eq(n, x.a.allocated.count);
+    done(&x);
+}
+
+/* 20,000 samples: the series is halved twice (8192 points of 1 sample,
+ * then of 2, then of 4) and ends with 5,000 points, each the largest of
+ * its samples. */
+Test(filters, memory_over_time_stays_bounded, .timeout = 60)
+{
+    run_t x;
+    tk_begin(&x.c, 4096);
+    tk_thread_new(&x.c, 100);
+    const uint64_t k = 20000;
+    for (uint64_t i = 0; i < k; i++) {
+        tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000 + i * 16, 1, 0);
+        tk_time(&x.c, (i + 1) * 10, i);
+    }
+    run(&x);
+    mp_analysis_t *a = &x.a;
+    cr_assert_eq(a->nseries, 5000);
+    cr_assert_eq(a->series_stride, 4);
+    cr_assert(a->series[0].time_us == 10 && a->series[0].heap == 4 && a->series[0].rss_kib == 3);
+    mp_point_t last = a->series[a->nseries - 1];
+    cr_assert(last.time_us == 199970 && last.heap == 20000 && last.rss_kib == 19999, "last {%llu, %llu, %llu}",
+              (unsigned long long)last.time_us, (unsigned long long)last.heap, (unsigned long long)last.rss_kib);
+    for (uint32_t i = 1; i < a->nseries; i++)
+        cr_assert_lt(a->series[i - 1].time_us, a->series[i].time_us);
+    done(&x);
 }
