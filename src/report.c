@@ -124,7 +124,21 @@ static int by_bytes_desc(const void *x, const void *y)
     return a->node != b->node ? (a->node < b->node ? -1 : 1) : 0;
 }
 
+static int by_count_desc(const void *x, const void *y)
+{
+    const mp_location_t *a = x, *b = y;
+    if (a->amount.count != b->amount.count)
+        return a->amount.count < b->amount.count ? 1 : -1;
+    return by_bytes_desc(x, y);
+}
+
 int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_location_t **out, size_t *n)
+{
+    return mp_top_locations_by(a, when, 0, limit, out, n);
+}
+
+int mp_top_locations_by(const mp_analysis_t *a, mp_when_t when, int by_count, size_t limit, mp_location_t **out,
+                        size_t *n)
 {
     /* each node's location: its innermost Python frame (parents come
      * before children, so one pass), else the native leaf itself */
@@ -182,7 +196,7 @@ int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_lo
     for (size_t j = 0; j < cap; j++)
         if (t[j].node)
             t[k++] = t[j];
-    qsort(t, k, sizeof *t, by_bytes_desc);
+    qsort(t, k, sizeof *t, by_count ? by_count_desc : by_bytes_desc);
     *n = k < limit ? k : limit;
     *out = t;
     return 0;

@@ -46,6 +46,9 @@ typedef struct {
 /* The `limit` locations holding the most bytes at `when`, heaviest first.
  * *out is malloc'ed; *n may be less than limit. */
 int mp_top_locations(const mp_analysis_t *a, mp_when_t when, size_t limit, mp_location_t **out, size_t *n);
+/* The same, ordered by number of allocations when by_count is set. */
+int mp_top_locations_by(const mp_analysis_t *a, mp_when_t when, int by_count, size_t limit, mp_location_t **out,
+                        size_t *n);
 
 /* "malloc", "mmap (file)", "PyObject_Malloc"...; "?" for an unknown kind. */
 const char *mp_allocator_name(unsigned kind);

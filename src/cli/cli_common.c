@@ -71,7 +71,7 @@ memprof_reader_t *mp_cli_open(const char *prog, const char *path)
     else if (rc == MEMPROF_ETRUNCATED)
         hint = "; the profiled process ended before anything was recorded";
     fprintf(stderr, "%s: %s: %s%s\n", prog, path, why, hint);
-    exit(1);
+    exit(2);
 }
 
 void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r)
@@ -90,7 +90,7 @@ void mp_cli_fail(const char *prog, const char *path, const memprof_reader_t *r, 
         fprintf(stderr, "%s: %s: out of memory while reading the capture\n", prog, path);
     else
         fprintf(stderr, "%s: %s: %s\n", prog, path, memprof_reader_error(r));
-    exit(1);
+    exit(2);
 }
 
 int mp_parse_count(const char *s, size_t *out)

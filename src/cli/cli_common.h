@@ -16,11 +16,11 @@ int mp_preload_path(char *buf, size_t len);
 
 /* "PROG: message" on stderr, exit status 2 (wrong usage). */
 void mp_cli_die(const char *prog, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
-/* Opens a capture or exits 1 with one line saying what is wrong. */
+/* Opens a capture or exits 2 with one line saying what is wrong. */
 memprof_reader_t *mp_cli_open(const char *prog, const char *path);
 /* After a full read: one warning line if the capture was cut short. */
 void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r);
-/* Exits 1 with one line for a failed read or analysis (rc < 0). */
+/* Exits 2 with one line for a failed read or analysis (rc < 0). */
 void mp_cli_fail(const char *prog, const char *path, const memprof_reader_t *r, int rc) __attribute__((noreturn));
 /* A count from 1 to 1000. 0 or -1. */
 int mp_parse_count(const char *s, size_t *out);

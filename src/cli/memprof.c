@@ -20,6 +20,8 @@ static const char usage[] =
     "commands:\n"
     "  run       profile a Python program: memprof run [-o FILE] script.py [args]\n"
     "  summary   totals, peak, what was live at the end, top locations\n"
+    "  stats     totals, temporary allocations, sizes, allocators, threads,\n"
+    "            the locations that allocated the most\n"
     "\n"
     "  memprof COMMAND --help   shows a command's options\n"
     "  memprof --version        shows the version\n";

@@ -12,7 +12,7 @@ def one_line(p):
 
 def test_summary_missing_file(memprof):
     p = memprof.cmd("summary", "nope.memprof")
-    assert p.returncode == 1 and "nope.memprof" in one_line(p)
+    assert p.returncode == 2 and "nope.memprof" in one_line(p)
 
 
 def test_summary_empty_garbage_and_directory(memprof, tmp_path):
@@ -20,7 +20,7 @@ def test_summary_empty_garbage_and_directory(memprof, tmp_path):
     (tmp_path / "junk.memprof").write_bytes(b"hello world, not a capture" * 10)
     for name, word in (("empty.memprof", "empty"), ("junk.memprof", "not a memprof capture"), (".", "not a regular file")):
         p = memprof.cmd("summary", name)
-        assert p.returncode == 1 and word in one_line(p), p.stderr
+        assert p.returncode == 2 and word in one_line(p), p.stderr
 
 
 def test_summary_newer_version_names_both(memprof, tmp_path):
@@ -30,7 +30,7 @@ def test_summary_newer_version_names_both(memprof, tmp_path):
     cap.write_bytes(bytes(data))
     p = memprof.cmd("summary", cap)
     line = one_line(p)
-    assert p.returncode == 1 and "2.3" in line and "1.1" in line
+    assert p.returncode == 2 and "2.3" in line and "1.1" in line
 
 
 def test_summary_corrupted_body(memprof, tmp_path):
@@ -39,7 +39,7 @@ def test_summary_corrupted_body(memprof, tmp_path):
     data[len(data) // 2] ^= 0xFF
     cap.write_bytes(bytes(data))
     p = memprof.cmd("summary", cap)
-    assert p.returncode == 1 and "corrupted" in one_line(p)
+    assert p.returncode == 2 and "corrupted" in one_line(p)
 
 
 def test_summary_bad_flags(memprof):
