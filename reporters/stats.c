@@ -61,14 +61,6 @@ static void bucket_range(unsigned b, uint64_t *lo, uint64_t *hi)
     *hi = b == 0 ? 0 : b == 64 ? UINT64_MAX : (1ull << b) - 1;
 }
 
-static cJSON *amount(mp_amount_t x)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "bytes", (double)x.bytes);
-    cJSON_AddNumberToObject(o, "allocations", (double)x.count);
-    return o;
-}
-
 static cJSON *tops(const mp_analysis_t *a, int by_count, size_t top)
 {
     cJSON *arr = cJSON_CreateArray();
@@ -92,14 +84,14 @@ static void print_json(const mp_report_cli_t *c, const mp_analysis_t *a)
     cJSON_AddNumberToObject(tot, "allocated_bytes", (double)a->allocated.bytes);
     cJSON_AddNumberToObject(tot, "frees", (double)a->frees);
     cJSON_AddNumberToObject(tot, "unmatched_frees", (double)a->unmatched_frees);
-    cJSON *peak = amount(a->peak);
+    cJSON *peak = mp_json_amount(a->peak);
     cJSON_AddNumberToObject(peak, "time_s", (double)a->peak_time_us / 1e6);
     cJSON_AddItemToObject(root, "peak", peak);
-    cJSON *leaked = amount(a->at_end);
+    cJSON *leaked = mp_json_amount(a->at_end);
     cJSON_AddBoolToObject(leaked, "script_end_marked", a->has_end);
     cJSON_AddItemToObject(root, "leaked", leaked);
-    cJSON_AddItemToObject(root, "at_exit", amount(a->live));
-    cJSON *temp = amount(a->temporary);
+    cJSON_AddItemToObject(root, "at_exit", mp_json_amount(a->live));
+    cJSON *temp = mp_json_amount(a->temporary);
     cJSON_AddNumberToObject(temp, "threshold", a->opts.temp_threshold);
     cJSON_AddItemToObject(root, "temporary", temp);
     cJSON_AddNumberToObject(root, "rss_peak_bytes", (double)a->rss_peak_kib * 1024);
@@ -114,7 +106,7 @@ static void print_json(const mp_report_cli_t *c, const mp_analysis_t *a)
             continue;
         uint64_t lo, hi;
         bucket_range(b, &lo, &hi);
-        cJSON *o = amount(a->sizes[b]);
+        cJSON *o = mp_json_amount(a->sizes[b]);
         cJSON_AddNumberToObject(o, "min", (double)lo);
         cJSON_AddNumberToObject(o, "max", (double)hi);
         cJSON_AddItemToArray(sizes, o);
@@ -123,7 +115,7 @@ static void print_json(const mp_report_cli_t *c, const mp_analysis_t *a)
     for (unsigned k = 0; k < MEMPROF_A_COUNT; k++) {
         if (!a->by_allocator[k].count)
             continue;
-        cJSON *o = amount(a->by_allocator[k]);
+        cJSON *o = mp_json_amount(a->by_allocator[k]);
         cJSON_AddStringToObject(o, "allocator", mp_allocator_name(k));
         cJSON_AddItemToArray(alloc, o);
     }
@@ -141,10 +133,10 @@ static void print_json(const mp_report_cli_t *c, const mp_analysis_t *a)
             cJSON_AddStringToObject(o, "name", name);
         else
             cJSON_AddNullToObject(o, "name");
-        cJSON_AddItemToObject(o, "allocated", amount(s->total));
-        cJSON_AddItemToObject(o, "at_peak", amount(s->at_peak));
-        cJSON_AddItemToObject(o, "leaked", amount(s->at_end));
-        cJSON_AddItemToObject(o, "temporary", amount(s->temp));
+        cJSON_AddItemToObject(o, "allocated", mp_json_amount(s->total));
+        cJSON_AddItemToObject(o, "at_peak", mp_json_amount(s->at_peak));
+        cJSON_AddItemToObject(o, "leaked", mp_json_amount(s->at_end));
+        cJSON_AddItemToObject(o, "temporary", mp_json_amount(s->temp));
         cJSON_AddItemToArray(thr, o);
     }
     cJSON_AddItemToObject(root, "top_by_bytes", tops(a, 0, c->top));

@@ -27,14 +27,6 @@ static const char usage[] =
 
 static const char *prog = "memprof summary";
 
-static cJSON *amount_json(mp_amount_t a)
-{
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddNumberToObject(o, "bytes", (double)a.bytes);
-    cJSON_AddNumberToObject(o, "allocations", (double)a.count);
-    return o;
-}
-
 static cJSON *top_json(const mp_analysis_t *a, mp_when_t when, size_t top)
 {
     mp_location_t *locs;
@@ -62,19 +54,19 @@ static void print_json(const mp_analysis_t *a, const char *path, size_t top)
     cJSON_AddNumberToObject(tot, "allocations", (double)a->allocated.count);
     cJSON_AddNumberToObject(tot, "allocated_bytes", (double)a->allocated.bytes);
     cJSON_AddNumberToObject(tot, "frees", (double)a->frees);
-    cJSON *peak = amount_json(a->peak);
+    cJSON *peak = mp_json_amount(a->peak);
     cJSON_AddNumberToObject(peak, "time_s", (double)a->peak_time_us / 1e6);
     cJSON_AddNumberToObject(peak, "event_index", (double)a->peak_index);
     cJSON_AddItemToObject(root, "peak", peak);
-    cJSON *end = amount_json(a->at_end);
+    cJSON *end = mp_json_amount(a->at_end);
     cJSON_AddBoolToObject(end, "script_end_marked", a->has_end);
     cJSON_AddNumberToObject(end, "time_s", (double)a->end_time_us / 1e6);
     cJSON_AddItemToObject(root, "leaked", end);
-    cJSON_AddItemToObject(root, "at_exit", amount_json(a->live));
+    cJSON_AddItemToObject(root, "at_exit", mp_json_amount(a->live));
     cJSON *files = cJSON_AddObjectToObject(root, "mapped_files");
-    cJSON_AddItemToObject(files, "total", amount_json(a->files_total));
-    cJSON_AddItemToObject(files, "peak", amount_json(a->files_peak));
-    cJSON_AddItemToObject(files, "at_exit", amount_json(a->files_live));
+    cJSON_AddItemToObject(files, "total", mp_json_amount(a->files_total));
+    cJSON_AddItemToObject(files, "peak", mp_json_amount(a->files_peak));
+    cJSON_AddItemToObject(files, "at_exit", mp_json_amount(a->files_live));
     cJSON *mem = cJSON_AddObjectToObject(root, "memory_samples");
     cJSON_AddNumberToObject(mem, "count", (double)a->samples);
     cJSON_AddNumberToObject(mem, "interval_ms", (double)in->interval_us / 1e3);
@@ -95,7 +87,7 @@ static void print_json(const mp_analysis_t *a, const char *path, size_t top)
     for (unsigned k = 1; k < MEMPROF_A_COUNT; k++) {
         if (!a->by_allocator[k].count)
             continue;
-        cJSON *o = amount_json(a->by_allocator[k]);
+        cJSON *o = mp_json_amount(a->by_allocator[k]);
         cJSON_AddStringToObject(o, "allocator", mp_allocator_name(k));
         cJSON_AddBoolToObject(o, "file_backed", k == MEMPROF_A_MMAP_FILE);
         cJSON_AddItemToArray(by, o);

@@ -331,3 +331,13 @@ cJSON *mp_json_capture(const memprof_reader_t *r, const char *path)
         cJSON_AddNumberToObject(o, "tracker_allocations", (double)in->tracker_allocs);
     return o;
 }
+
+cJSON *mp_json_amount(mp_amount_t x)
+{
+    cJSON *o = cJSON_CreateObject();
+    if (o) {
+        cJSON_AddNumberToObject(o, "bytes", (double)x.bytes);
+        cJSON_AddNumberToObject(o, "allocations", (double)x.count);
+    }
+    return o;
+}

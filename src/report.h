@@ -59,6 +59,7 @@ const char *mp_human_bytes(uint64_t n, char *buf, size_t len);
 const char *mp_group_digits(uint64_t n, char *buf, size_t len);
 
 /* JSON pieces (NULL on out of memory). */
+cJSON *mp_json_amount(mp_amount_t x); /* {bytes, allocations} */
 cJSON *mp_json_stack(const mp_analysis_t *a, uint32_t node);
 cJSON *mp_json_location(const mp_analysis_t *a, const mp_location_t *loc);
 cJSON *mp_json_capture(const memprof_reader_t *r, const char *path);
