@@ -35,7 +35,7 @@ static const char usage[] =
 
 static int stats_option(mp_report_cli_t *c, int argc, char **argv, int i)
 {
-    if (strncmp(argv[i], "--temporary-threshold", 21) || (argv[i][21] && argv[i][21] != '='))
+    if (!mp_report_cli_is(argv[i], "--temporary-threshold"))
         return 0;
     int took;
     const char *v = mp_report_cli_value(c, argc, argv, i, &took);

@@ -117,13 +117,12 @@ static inline void account(mp_analysis_t *a, uint32_t stack, uint32_t thread, ui
     }
 }
 
-/* A new allocation that counts, in the totals. */
-static inline void count_new(mp_analysis_t *a, const memprof_event_t *ev, uint32_t stack)
+/* A new allocation that counts, in the totals (a file mapping is not heap:
+ * no stack holds it, it is counted apart). */
+static inline void count_new(mp_analysis_t *a, const memprof_event_t *ev, int file)
 {
     a->allocated.bytes += ev->size;
     a->allocated.count++;
-    a->st[stack].total.bytes += ev->size;
-    a->st[stack].total.count++;
     a->thr[ev->thread].total.bytes += ev->size;
     a->thr[ev->thread].total.count++;
     unsigned k = ev->kind < MEMPROF_A_COUNT ? ev->kind : 0;
@@ -132,6 +131,9 @@ static inline void count_new(mp_analysis_t *a, const memprof_event_t *ev, uint32
     mp_amount_t *b = &a->sizes[mp_size_bucket(ev->size)];
     b->bytes += ev->size;
     b->count++;
+    mp_amount_t *t = file ? &a->files_total : &a->st[ev->stack].total;
+    t->bytes += ev->size;
+    t->count++;
 }
 
 unsigned mp_size_bucket(uint64_t size) { return size ? 64u - (unsigned)__builtin_clzll(size) : 0; }
@@ -249,17 +251,8 @@ static int maps_remove(mp_analysis_t *a, uint64_t addr, uint64_t len, mp_mapping
 
 static int on_map(mp_analysis_t *a, const memprof_event_t *ev, int file, int out)
 {
-    if (out) {
-    } else if (file) {
-        a->allocated.bytes += ev->size;
-        a->allocated.count++;
-        a->by_allocator[ev->kind < MEMPROF_A_COUNT ? ev->kind : 0].bytes += ev->size;
-        a->by_allocator[ev->kind < MEMPROF_A_COUNT ? ev->kind : 0].count++;
-        a->files_total.bytes += ev->size;
-        a->files_total.count++;
-    } else {
-        count_new(a, ev, ev->stack);
-    }
+    if (!out)
+        count_new(a, ev, file);
     uint64_t size = range_len(ev->addr, ev->size);
     if (size == 0) /* an allocation all the same: it maps nothing */
         return 0;
@@ -347,7 +340,7 @@ static int on_alloc(mp_analysis_t *a, const memprof_event_t *ev)
         return on_map(a, ev, file, out);
     }
     if (!out)
-        count_new(a, ev, ev->stack);
+        count_new(a, ev, 0);
     return on_heap_alloc(a, ev, out, seq);
 }
 

@@ -47,7 +47,7 @@ static int parse_time(const char *s, uint64_t *us)
     return 0;
 }
 
-static int is_opt(const char *arg, const char *name)
+int mp_report_cli_is(const char *arg, const char *name)
 {
     size_t n = strlen(name);
     return !strncmp(arg, name, n) && (arg[n] == '\0' || arg[n] == '=');
@@ -68,11 +68,11 @@ void mp_report_cli_parse(mp_report_cli_t *c, int argc, char **argv, mp_report_op
             exit(0);
         } else if (!strcmp(a, "--json")) {
             c->json = 1;
-        } else if (is_opt(a, "--top")) {
+        } else if (mp_report_cli_is(a, "--top")) {
             const char *v = mp_report_cli_value(c, argc, argv, i, &took);
             if (mp_parse_count(v, &c->top))
                 mp_cli_die(c->prog, "--top needs a number from 1 to 1000, not '%s'", v);
-        } else if (is_opt(a, "--from") || is_opt(a, "--to")) {
+        } else if (mp_report_cli_is(a, "--from") || mp_report_cli_is(a, "--to")) {
             const char *v = mp_report_cli_value(c, argc, argv, i, &took);
             uint64_t us;
             if (parse_time(v, &us))
@@ -84,7 +84,7 @@ void mp_report_cli_parse(mp_report_cli_t *c, int argc, char **argv, mp_report_op
                 c->opts.to_us = us ? us : 1; /* to_us 0 means "no end" */
                 to_set = 1;
             }
-        } else if (is_opt(a, "--thread")) {
+        } else if (mp_report_cli_is(a, "--thread")) {
             const char *v = mp_report_cli_value(c, argc, argv, i, &took);
             char *end;
             errno = 0;

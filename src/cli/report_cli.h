@@ -28,6 +28,8 @@ struct mp_report_cli_s {
 
 /* Parses argv; exits 0 after --help, 2 on a usage error. */
 void mp_report_cli_parse(mp_report_cli_t *c, int argc, char **argv, mp_report_option_fn extra);
+/* argv entry `arg` is option `name`, alone or as "name=value". */
+int mp_report_cli_is(const char *arg, const char *name);
 /* Takes the value of option argv[i] ("--x V" or "--x=V"); exits 2 when it
  * is missing. *took: arguments used (1 or 2). */
 const char *mp_report_cli_value(const mp_report_cli_t *c, int argc, char **argv, int i, int *took);

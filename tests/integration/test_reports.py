@@ -44,9 +44,13 @@ def test_stats_known_leak_and_thread_filter(memprof):
     s, err = stats(memprof, cap, "--thread", "7")
     assert s["totals"]["allocations"] == 0 and s["peak"]["bytes"] == 0
     assert "none numbered 7" in err
-    # everything up to 0 s: only what was made before the first sample
+    # a window holding the whole run counts everything; one after it, nothing
+    whole, _ = stats(memprof, cap)
     s2, _ = stats(memprof, cap, "--from", "0", "--to", "1000")
-    assert s2["totals"]["allocations"] > 0
+    assert s2["totals"] == whole["totals"] and s2["peak"] == whole["peak"]
+    assert s2["filter"] == {"thread": None, "from_s": None, "to_s": 1000}  # from 0 is no bound
+    s3, _ = stats(memprof, cap, "--from", "900s")
+    assert s3["totals"]["allocations"] == 0 and s3["leaked"]["bytes"] == 0
 
 
 def test_stats_text_fits_80_columns_without_colour(memprof):

@@ -785,6 +785,17 @@ Test(mappings, rich_capture_books_balance)
     cr_assert_eq(count, a.allocated.count);
     cr_assert_eq(a.allocated.count, c.allocs);
     cr_assert_eq(a.frees, c.frees);
+    /* sizes and threads see every allocation too, file mappings included */
+    mp_amount_t sizes = {0, 0}, threads = {0, 0}, by_stack = {0, 0};
+    for (unsigned b = 0; b < MP_SIZE_BUCKETS; b++)
+        sizes.bytes += a.sizes[b].bytes, sizes.count += a.sizes[b].count;
+    for (uint32_t t = 0; t <= a.nthreads; t++)
+        threads.bytes += a.thr[t].total.bytes, threads.count += a.thr[t].total.count;
+    for (uint32_t i = 0; i < a.nst; i++)
+        by_stack.bytes += a.st[i].total.bytes, by_stack.count += a.st[i].total.count;
+    ASSERT_AMOUNT(sizes, a.allocated.bytes, a.allocated.count);
+    ASSERT_AMOUNT(threads, a.allocated.bytes, a.allocated.count);
+    ASSERT_AMOUNT(by_stack, a.allocated.bytes - a.files_total.bytes, a.allocated.count - a.files_total.count);
     mp_analysis_free(&a);
     memprof_reader_close(r);
     tk_close(&c);

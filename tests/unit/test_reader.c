@@ -84,9 +84,10 @@ Test(reader_open, file_reads_like_memory)
     tk_close(&c);
 }
 
-/* A capture of many megabytes read from its file: the pages of blocks
- * already read are given back on the way, and every event still comes out
- * right (random addresses and sizes: the blocks do not compress). */
+/* A capture of many megabytes read from its file, across several points
+ * where the reader gives back the pages it has read: every event still
+ * comes out right (random addresses and sizes: the blocks do not
+ * compress). That the memory is given back is measured, not tested here. */
 Test(reader_open, big_file_reads_like_memory, .timeout = 120)
 {
     tk_capture_t c;
