@@ -1,11 +1,14 @@
 /* analysis.c - one ordered replay of a capture.
  *
- * The live heap is a hash of address -> (size, stack); mappings (mmap,
+ * Everything is counted per site (a stack, a thread, an allocator), and
+ * summed per stack and per thread at the end.
+ * The live heap is a hash of address -> (size, site); mappings (mmap,
  * mremap), which can be unmapped in part, are a sorted array beside it, and
  * file-backed ones are counted apart from the heap. The peak is found
  * on the way, and what each stack held at the peak is known without a
  * second pass: a stack remembers its value at the latest peak lazily, the
  * first time it changes after that peak ("snap" with the peak's epoch).
+ * Asked for, intervals keep what each site held over time, by bucket.
  * Never prints, never exits.
  */
 #include "analysis.h"
@@ -74,20 +77,59 @@ static void map_remove(mp_analysis_t *a, mp_live_t *e)
     a->map_n--;
 }
 
-static int stats_reserve(mp_analysis_t *a, uint32_t id)
+static inline uint32_t site_hash(uint32_t stack, uint32_t thread, uint32_t kind)
 {
-    if (id < a->nst)
-        return 0;
-    uint32_t n = a->nst ? a->nst : 1024;
-    while (n <= id)
-        n *= 2;
-    mp_stackstat_t *s = realloc(a->st, (size_t)n * sizeof *s);
-    if (!s)
+    uint64_t h = ((uint64_t)stack << 32 | thread) * 0x9e3779b97f4a7c15ull ^ (uint64_t)kind * 0xc2b2ae3d27d4eb4full;
+    return (uint32_t)(h >> 32 ^ h);
+}
+
+static int site_rehash(mp_analysis_t *a, uint32_t cap)
+{
+    uint32_t *h = calloc(cap, sizeof *h);
+    if (!h)
         return MEMPROF_ENOMEM;
-    memset(s + a->nst, 0, (size_t)(n - a->nst) * sizeof *s);
-    a->st = s;
-    a->nst = n;
+    for (uint32_t i = 0; i < a->nsites; i++) {
+        const mp_site_t *t = &a->sites[i];
+        uint32_t j = site_hash(t->stack, t->thread, t->kind) & (cap - 1);
+        while (h[j])
+            j = (j + 1) & (cap - 1);
+        h[j] = i + 1;
+    }
+    free(a->site_hash);
+    a->site_hash = h;
+    a->site_hash_cap = cap;
     return 0;
+}
+
+/* The site of an allocation (made on first use); -1 when out of memory.
+ * The thread's last site is tried first. */
+static int64_t site_of(mp_analysis_t *a, uint32_t stack, uint32_t thread, uint32_t kind)
+{
+    uint32_t last = a->thr_site[thread];
+    if (last && a->sites[last - 1].stack == stack && a->sites[last - 1].kind == kind)
+        return last - 1;
+    uint32_t mask = a->site_hash_cap - 1, j = site_hash(stack, thread, kind) & mask;
+    for (; a->site_hash[j]; j = (j + 1) & mask) {
+        const mp_site_t *t = &a->sites[a->site_hash[j] - 1];
+        if (t->stack == stack && t->thread == thread && t->kind == kind)
+            return a->thr_site[thread] = a->site_hash[j], a->site_hash[j] - 1;
+    }
+    if (a->nsites == UINT32_MAX - 1)
+        return -1;
+    if (a->nsites == a->sites_cap) {
+        uint32_t n = a->sites_cap ? a->sites_cap * 2 : 1024;
+        mp_site_t *v = realloc(a->sites, (size_t)n * sizeof *v);
+        if (!v)
+            return -1;
+        a->sites = v;
+        a->sites_cap = n;
+    }
+    a->sites[a->nsites] = (mp_site_t){.stack = stack, .thread = thread, .kind = kind};
+    a->site_hash[j] = ++a->nsites;
+    a->thr_site[thread] = a->nsites;
+    if ((uint64_t)a->nsites * 2 > a->site_hash_cap && site_rehash(a, a->site_hash_cap * 2))
+        return -1;
+    return a->nsites - 1;
 }
 
 /* Before a stack's value changes: keep what it held at the latest peak. */
@@ -99,27 +141,23 @@ static inline void touch(mp_analysis_t *a, mp_stackstat_t *s)
     }
 }
 
-/* bytes (and count blocks) held by `stack` for `thread` come (sign > 0) or go. */
-static inline void account(mp_analysis_t *a, uint32_t stack, uint32_t thread, uint64_t bytes, uint64_t count,
-                           int sign)
+/* bytes (and count blocks) held by a site come (sign > 0) or go. */
+static inline void account(mp_analysis_t *a, uint32_t site, uint64_t bytes, uint64_t count, int sign)
 {
-    mp_stackstat_t *s = &a->st[stack], *t = &a->thr[thread];
+    mp_stackstat_t *s = &a->sites[site].s;
     touch(a, s);
-    touch(a, t);
     if (sign > 0) {
         s->cur.bytes += bytes, s->cur.count += count;
-        t->cur.bytes += bytes, t->cur.count += count;
         a->live.bytes += bytes, a->live.count += count;
     } else {
         s->cur.bytes -= bytes, s->cur.count -= count;
-        t->cur.bytes -= bytes, t->cur.count -= count;
         a->live.bytes -= bytes, a->live.count -= count;
     }
 }
 
 /* A new allocation that counts, in the totals (a file mapping is not heap:
  * no stack holds it, it is counted apart). */
-static inline void count_new(mp_analysis_t *a, const memprof_event_t *ev, int file)
+static inline void count_new(mp_analysis_t *a, const memprof_event_t *ev, uint32_t site, int file)
 {
     a->allocated.bytes += ev->size;
     a->allocated.count++;
@@ -131,17 +169,134 @@ static inline void count_new(mp_analysis_t *a, const memprof_event_t *ev, int fi
     mp_amount_t *b = &a->sizes[mp_size_bucket(ev->size)];
     b->bytes += ev->size;
     b->count++;
-    mp_amount_t *t = file ? &a->files_total : &a->st[ev->stack].total;
+    mp_amount_t *t = file ? &a->files_total : &a->sites[site].s.total;
     t->bytes += ev->size;
     t->count++;
 }
 
 unsigned mp_size_bucket(uint64_t size) { return size ? 64u - (unsigned)__builtin_clzll(size) : 0; }
 
-static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, int out, uint32_t seq);
+static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, uint32_t site, int out, uint32_t seq);
+
+/* ---- intervals ---- */
+
+static inline uint32_t time_unit(uint64_t us)
+{
+    uint64_t u = us / MP_TIME_UNIT_US;
+    return u > UINT32_MAX ? UINT32_MAX : (uint32_t)u;
+}
+
+static inline uint64_t ival_hash(uint32_t site, uint32_t ab, uint32_t f)
+{
+    uint64_t h = ((uint64_t)site << 32 | ab) * 0x9e3779b97f4a7c15ull ^ (uint64_t)f * 0xc2b2ae3d27d4eb4full;
+    return h ^ h >> 29;
+}
+
+/* Adds to interval (site, ab, f); the table is never more than 70% full. */
+static void ival_put(mp_interval_t *t, uint64_t cap, uint32_t site, uint32_t ab, uint32_t f, uint64_t bytes,
+                     uint64_t count, uint64_t *n)
+{
+    uint64_t j = ival_hash(site, ab, f) & (cap - 1);
+    for (; t[j].site != UINT32_MAX; j = (j + 1) & (cap - 1))
+        if (t[j].site == site && t[j].a == ab && t[j].f == f)
+            break;
+    if (t[j].site == UINT32_MAX) {
+        t[j] = (mp_interval_t){site, ab, f, {0, 0}};
+        ++*n;
+    }
+    t[j].amount.bytes += bytes;
+    t[j].amount.count += count;
+}
+
+/* A table of `cap` slots from the old one; `halve` merges buckets two by
+ * two (dropping what becomes made and freed in one bucket). */
+static int ival_rebuild(mp_analysis_t *a, uint64_t cap, int halve)
+{
+    mp_interval_t *t = malloc(cap * sizeof *t);
+    if (!t)
+        return MEMPROF_ENOMEM;
+    memset(t, 0xff, cap * sizeof *t);
+    uint64_t n = 0;
+    for (uint64_t i = 0; i < a->ival_cap; i++) {
+        mp_interval_t e = a->ival[i];
+        if (e.site == UINT32_MAX)
+            continue;
+        if (halve) {
+            uint32_t fb = MP_IVAL_BUCKET(e.f);
+            e.a >>= 1;
+            if (fb != MP_IVAL_NEVER)
+                e.f = (e.f & ~MP_IVAL_NEVER) | fb >> 1;
+            if (e.a == MP_IVAL_BUCKET(e.f) && !(e.f & ~MP_IVAL_NEVER))
+                continue;
+        }
+        ival_put(t, cap, e.site, e.a, e.f, e.amount.bytes, e.amount.count, &n);
+    }
+    free(a->ival);
+    a->ival = t;
+    a->ival_cap = cap;
+    a->nival = n;
+    return 0;
+}
+
+static int ival_add(mp_analysis_t *a, uint32_t site, uint32_t made_tu, uint32_t f, uint64_t bytes, uint64_t count)
+{
+    if ((a->nival + 1) * 10 > a->ival_cap * 7 && ival_rebuild(a, a->ival_cap * 2, 0))
+        return MEMPROF_ENOMEM;
+    ival_put(a->ival, a->ival_cap, site, made_tu >> a->ival_shift, f, bytes, count, &a->nival);
+    return 0;
+}
+
+/* A block of `site` made at time unit made_tu goes (freed, or unmapped in
+ * part: `count` 0), now. */
+static int ival_free(mp_analysis_t *a, uint32_t site, uint32_t made_tu, uint64_t bytes, uint64_t count, int temp)
+{
+    uint32_t ab = made_tu >> a->ival_shift, fb = a->ival_bucket, after = a->has_end ? MP_IVAL_AFTER_END : 0;
+    int rc = 0;
+    if (ab != fb || after)
+        rc = ival_add(a, site, made_tu, fb | after, bytes, count);
+    if (temp && !rc)
+        rc = ival_add(a, site, made_tu, fb | after | MP_IVAL_TEMP, bytes, count);
+    return rc;
+}
+
+/* Time moves on to the event's bucket: buckets passed start at the heap
+ * as it was; past the last bucket, buckets double in length. */
+static int ival_advance(mp_analysis_t *a, uint64_t time_us)
+{
+    uint32_t tu = time_unit(time_us);
+    while ((tu >> a->ival_shift) >= MP_IVAL_BUCKETS) {
+        for (uint32_t i = 0; i < MP_IVAL_BUCKETS / 2; i++) {
+            uint64_t h0 = a->ival_heap[2 * i], h1 = a->ival_heap[2 * i + 1];
+            uint64_t r0 = a->ival_rss_kib[2 * i], r1 = a->ival_rss_kib[2 * i + 1];
+            a->ival_heap[i] = h0 > h1 ? h0 : h1;
+            a->ival_rss_kib[i] = r0 > r1 ? r0 : r1;
+        }
+        memset(a->ival_heap + MP_IVAL_BUCKETS / 2, 0, MP_IVAL_BUCKETS / 2 * sizeof *a->ival_heap);
+        memset(a->ival_rss_kib + MP_IVAL_BUCKETS / 2, 0, MP_IVAL_BUCKETS / 2 * sizeof *a->ival_rss_kib);
+        a->ival_bucket >>= 1;
+        a->ival_shift++;
+        if (ival_rebuild(a, a->ival_cap, 1))
+            return MEMPROF_ENOMEM;
+    }
+    uint32_t b = tu >> a->ival_shift;
+    for (; a->ival_bucket < b; a->ival_bucket++)
+        a->ival_heap[a->ival_bucket + 1] = a->live.bytes;
+    return 0;
+}
+
+const mp_interval_t *mp_analysis_intervals(const mp_analysis_t *a, uint64_t *slots, uint32_t *nbuckets,
+                                           uint64_t *bucket_us)
+{
+    *slots = a->ival ? a->ival_cap : 0;
+    *nbuckets = a->ival ? a->ival_bucket + 1 : 0;
+    *bucket_us = (uint64_t)MP_TIME_UNIT_US << a->ival_shift;
+    return a->ival;
+}
 
 static inline void check_peak(mp_analysis_t *a, const memprof_event_t *ev)
 {
+    if (a->ival_heap && a->live.bytes > a->ival_heap[a->ival_bucket])
+        a->ival_heap[a->ival_bucket] = a->live.bytes;
     if (a->live.bytes > a->peak.bytes) {
         a->peak = a->live;
         a->peak_index = ev->index;
@@ -160,11 +315,11 @@ static inline uint64_t range_len(uint64_t addr, uint64_t len)
 }
 
 /* Heap figures move with an anonymous mapping; a file mapping's go apart. */
-static void map_account(mp_analysis_t *a, const mp_mapping_t *m, uint64_t bytes, int count, int add)
+static int map_account(mp_analysis_t *a, const mp_mapping_t *m, uint64_t bytes, int count, int add)
 {
     uint64_t c = count && !m->frag;
     if (m->out)
-        return;
+        return 0;
     if (m->file) {
         if (add) {
             a->files_live.bytes += bytes, a->files_live.count += c;
@@ -173,9 +328,10 @@ static void map_account(mp_analysis_t *a, const mp_mapping_t *m, uint64_t bytes,
         } else {
             a->files_live.bytes -= bytes, a->files_live.count -= c;
         }
-        return;
+        return 0;
     }
-    account(a, m->stack, m->thread, bytes, c, add ? 1 : -1);
+    account(a, m->site, bytes, c, add ? 1 : -1);
+    return !add && a->ival ? ival_free(a, m->site, m->tu, bytes, c, 0) : 0;
 }
 
 /* Index of the first mapping that ends after addr. */
@@ -225,7 +381,8 @@ static int maps_remove(mp_analysis_t *a, uint64_t addr, uint64_t len, mp_mapping
             *first = *m;
         found = 1;
         int keep_left = m->addr < lo, keep_right = hi < mend;
-        map_account(a, m, hi - lo, !keep_left && !keep_right, 0);
+        if (map_account(a, m, hi - lo, !keep_left && !keep_right, 0))
+            return MEMPROF_ENOMEM;
         if (keep_left && keep_right) { /* a hole in the middle */
             mp_mapping_t right = *m;
             right.addr = hi, right.size = mend - hi, right.frag = 1;
@@ -249,17 +406,17 @@ static int maps_remove(mp_analysis_t *a, uint64_t addr, uint64_t len, mp_mapping
     return found;
 }
 
-static int on_map(mp_analysis_t *a, const memprof_event_t *ev, int file, int out)
+static int on_map(mp_analysis_t *a, const memprof_event_t *ev, uint32_t site, int file, int out)
 {
     if (!out)
-        count_new(a, ev, file);
+        count_new(a, ev, site, file);
     uint64_t size = range_len(ev->addr, ev->size);
     if (size == 0) /* an allocation all the same: it maps nothing */
         return 0;
     /* a new mapping over an old one (MAP_FIXED) replaces that part */
     if (maps_remove(a, ev->addr, size, NULL) < 0)
         return MEMPROF_ENOMEM;
-    mp_mapping_t m = {ev->addr, size, ev->stack, ev->thread, (uint8_t)file, 0, (uint8_t)out};
+    mp_mapping_t m = {ev->addr, size, site, time_unit(ev->time_us), (uint8_t)file, 0, (uint8_t)out};
     if (maps_insert_at(a, maps_lower(a, ev->addr), &m))
         return MEMPROF_ENOMEM;
     map_account(a, &m, size, 1, 1);
@@ -286,6 +443,7 @@ static int thread_slots(mp_analysis_t *a, uint32_t thread)
     uint32_t old = a->thr ? a->nthreads : 0, n = thread + 16;
     if (grow_zeroed((void **)&a->thr, a->thr ? old + 1 : 0, n + 1, sizeof *a->thr) ||
         grow_zeroed((void **)&a->thr_seq, a->thr_seq ? old + 1 : 0, n + 1, sizeof *a->thr_seq) ||
+        grow_zeroed((void **)&a->thr_site, a->thr_site ? old + 1 : 0, n + 1, sizeof *a->thr_site) ||
         grow_zeroed((void **)&a->last_realloc_free, old, n, sizeof *a->last_realloc_free) ||
         grow_zeroed((void **)&a->last_mremap, old, n, sizeof *a->last_mremap))
         return MEMPROF_ENOMEM;
@@ -312,7 +470,7 @@ static int on_unmap(mp_analysis_t *a, const memprof_event_t *ev)
             uint64_t len = range_len(ev->addr, ev->size);
             /* a RESTORE gives the allocation back only if this took it */
             int counted = !first.frag && first.addr >= ev->addr && first.addr + first.size <= ev->addr + len;
-            *last = (mp_mapping_t){ev->addr, len, first.stack, first.thread, first.file, (uint8_t)!counted, first.out};
+            *last = (mp_mapping_t){ev->addr, len, first.site, first.tu, first.file, (uint8_t)!counted, first.out};
         }
     }
     return 0;
@@ -327,30 +485,36 @@ static inline int wanted(const mp_analysis_t *a, const memprof_event_t *ev)
 
 static int on_alloc(mp_analysis_t *a, const memprof_event_t *ev)
 {
-    if (stats_reserve(a, ev->stack) || thread_slots(a, ev->thread))
+    if (thread_slots(a, ev->thread))
+        return MEMPROF_ENOMEM;
+    int64_t site = site_of(a, ev->stack, ev->thread, ev->kind);
+    if (site < 0)
         return MEMPROF_ENOMEM;
     uint32_t seq = ++a->thr_seq[ev->thread];
     int out = !wanted(a, ev);
     if (ev->kind == MEMPROF_A_MMAP || ev->kind == MEMPROF_A_MMAP_FILE)
-        return on_map(a, ev, ev->kind == MEMPROF_A_MMAP_FILE, out);
+        return on_map(a, ev, (uint32_t)site, ev->kind == MEMPROF_A_MMAP_FILE, out);
     if (ev->kind == MEMPROF_A_MREMAP) {
         int file = ev->thread && a->last_mremap[ev->thread - 1].addr && a->last_mremap[ev->thread - 1].file;
         if (ev->thread)
             a->last_mremap[ev->thread - 1].addr = 0;
-        return on_map(a, ev, file, out);
+        return on_map(a, ev, (uint32_t)site, file, out);
     }
     if (!out)
-        count_new(a, ev, 0);
-    return on_heap_alloc(a, ev, out, seq);
+        count_new(a, ev, (uint32_t)site, 0);
+    return on_heap_alloc(a, ev, (uint32_t)site, out, seq);
 }
 
 /* A block becomes live (a new one, or one a failed realloc gave back). */
-static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, int out, uint32_t seq)
+static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, uint32_t site, int out, uint32_t seq)
 {
     mp_live_t *old = map_find(a, ev->addr);
     if (old) { /* its free was never seen: drop the stale block */
-        if (!old->out)
-            account(a, old->stack, old->thread, old->size, 1, -1);
+        if (!old->out) {
+            account(a, old->site, old->size, 1, -1);
+            if (a->ival && ival_free(a, old->site, old->tu, old->size, 1, 0))
+                return MEMPROF_ENOMEM;
+        }
         map_remove(a, old);
     }
     if (!ev->addr) /* nobody's block (and the live map's empty mark): made, never live */
@@ -360,10 +524,10 @@ static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, int out, u
     uint64_t j = addr_hash(ev->addr) & (a->map_cap - 1);
     while (a->map[j].addr)
         j = (j + 1) & (a->map_cap - 1);
-    a->map[j] = (mp_live_t){ev->addr, ev->size, ev->stack, ev->thread, seq, (uint32_t)out};
+    a->map[j] = (mp_live_t){ev->addr, ev->size, site, seq, time_unit(ev->time_us), (uint32_t)out};
     a->map_n++;
     if (!out) {
-        account(a, ev->stack, ev->thread, ev->size, 1, 1);
+        account(a, site, ev->size, 1, 1);
         check_peak(a, ev);
     }
     return 0;
@@ -386,14 +550,18 @@ static int on_free(mp_analysis_t *a, const memprof_event_t *ev)
     }
     if (!e->out) {
         a->frees++;
-        account(a, e->stack, e->thread, e->size, 1, -1);
+        mp_stackstat_t *st = &a->sites[e->site].s;
+        account(a, e->site, e->size, 1, -1);
         /* temporary: its thread made fewer than the threshold of allocations
          * since (a realloc moving it is not the end of its memory) */
-        if (ev->kind != MEMPROF_D_REALLOC && a->thr_seq[e->thread] - e->seq < a->opts.temp_threshold) {
+        uint32_t thread = a->sites[e->site].thread;
+        int temp = ev->kind != MEMPROF_D_REALLOC && a->thr_seq[thread] - e->seq < a->opts.temp_threshold;
+        if (temp) {
             a->temporary.bytes += e->size, a->temporary.count++;
-            a->st[e->stack].temp.bytes += e->size, a->st[e->stack].temp.count++;
-            a->thr[e->thread].temp.bytes += e->size, a->thr[e->thread].temp.count++;
+            st->temp.bytes += e->size, st->temp.count++;
         }
+        if (a->ival && ival_free(a, e->site, e->tu, e->size, 1, temp))
+            return MEMPROF_ENOMEM;
     }
     map_remove(a, e);
     return 0;
@@ -407,6 +575,7 @@ static int on_restore(mp_analysis_t *a, const memprof_event_t *ev)
     if (mr->addr && mr->addr == ev->addr) { /* a failed mremap: the range is back */
         mp_mapping_t m = *mr;
         mr->addr = 0;
+        m.tu = time_unit(ev->time_us); /* its unmap closed an interval: it is live again from now */
         /* over anything recorded as mapped there since: mappings stay disjoint */
         if (maps_remove(a, m.addr, m.size, NULL) < 0 || maps_insert_at(a, maps_lower(a, m.addr), &m))
             return MEMPROF_ENOMEM;
@@ -419,11 +588,12 @@ static int on_restore(mp_analysis_t *a, const memprof_event_t *ev)
     if (!b->addr || b->addr != ev->addr)
         return 0;
     /* it was live before: not a new allocation, and as much in or out of the filter */
-    memprof_event_t again = {MEMPROF_EV_ALLOC, MEMPROF_A_REALLOC, b->thread, b->stack, b->addr, b->size,
+    const mp_site_t *site = &a->sites[b->site];
+    memprof_event_t again = {MEMPROF_EV_ALLOC, site->kind, site->thread, site->stack, b->addr, b->size,
                              ev->index, ev->time_us, 0};
     mp_live_t was = *b;
     b->addr = 0;
-    return on_heap_alloc(a, &again, (int)was.out, was.seq);
+    return on_heap_alloc(a, &again, was.site, (int)was.out, was.seq);
 }
 
 static void on_script_end(mp_analysis_t *a, const memprof_event_t *ev)
@@ -434,10 +604,8 @@ static void on_script_end(mp_analysis_t *a, const memprof_event_t *ev)
     a->at_end = a->live;
     a->end_index = ev->index;
     a->end_time_us = ev->time_us;
-    for (uint32_t i = 0; i < a->nst; i++)
-        a->st[i].at_end = a->st[i].cur;
-    for (uint32_t i = 0; i <= a->nthreads; i++)
-        a->thr[i].at_end = a->thr[i].cur;
+    for (uint32_t i = 0; i < a->nsites; i++)
+        a->sites[i].s.at_end = a->sites[i].s.cur;
 }
 
 /* ---- memory over time ---- */
@@ -478,6 +646,8 @@ static int on_time(mp_analysis_t *a, const memprof_event_t *ev)
     a->samples++;
     if (ev->rss_kib > a->rss_peak_kib)
         a->rss_peak_kib = ev->rss_kib;
+    if (a->ival_rss_kib && ev->rss_kib > a->ival_rss_kib[a->ival_bucket])
+        a->ival_rss_kib[a->ival_bucket] = ev->rss_kib;
     if (ev->time_us < a->opts.from_us || (a->opts.to_us && ev->time_us > a->opts.to_us))
         return 0;
     mp_point_t p = {ev->time_us, a->live.bytes, ev->rss_kib};
@@ -485,6 +655,51 @@ static int on_time(mp_analysis_t *a, const memprof_event_t *ev)
 }
 
 int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r) { return mp_analysis_run_opts(a, r, NULL); }
+
+/* What each stack and each thread held: the sums of their sites. */
+static int sum_sites(mp_analysis_t *a)
+{
+    uint32_t nst = memprof_reader_node_count(a->r) + 1;
+    for (uint32_t i = 0; i < a->nsites; i++)
+        nst = a->sites[i].stack >= nst ? a->sites[i].stack + 1 : nst;
+    if (!(a->st = calloc(nst, sizeof *a->st)))
+        return MEMPROF_ENOMEM;
+    a->nst = nst;
+    for (uint32_t i = 0; i < a->nsites; i++) {
+        mp_site_t *site = &a->sites[i];
+        mp_stackstat_t *s = &site->s;
+        s->at_peak = s->snap_epoch == a->peak_epoch ? s->snap : s->cur;
+        if (!a->has_end)
+            s->at_end = s->cur;
+        mp_stackstat_t *to[2] = {&a->st[site->stack], &a->thr[site->thread]};
+        for (int k = 0; k < 2; k++) {
+            mp_stackstat_t *t = to[k];
+            t->cur.bytes += s->cur.bytes, t->cur.count += s->cur.count;
+            t->at_peak.bytes += s->at_peak.bytes, t->at_peak.count += s->at_peak.count;
+            t->at_end.bytes += s->at_end.bytes, t->at_end.count += s->at_end.count;
+            t->temp.bytes += s->temp.bytes, t->temp.count += s->temp.count;
+        }
+        /* a thread's total counts its file mappings too (count_new) */
+        a->st[site->stack].total.bytes += s->total.bytes, a->st[site->stack].total.count += s->total.count;
+    }
+    return 0;
+}
+
+/* What is still live at the end of the capture: intervals never closed. */
+static int ival_close(mp_analysis_t *a)
+{
+    for (uint64_t i = 0; i < a->map_cap; i++) {
+        const mp_live_t *e = &a->map[i];
+        if (e->addr && !e->out && ival_add(a, e->site, e->tu, MP_IVAL_NEVER, e->size, 1))
+            return MEMPROF_ENOMEM;
+    }
+    for (uint64_t i = 0; i < a->nmaps; i++) {
+        const mp_mapping_t *m = &a->maps[i];
+        if (!m->file && !m->out && ival_add(a, m->site, m->tu, MP_IVAL_NEVER, m->size, !m->frag))
+            return MEMPROF_ENOMEM;
+    }
+    return 0;
+}
 
 int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts)
 {
@@ -495,12 +710,22 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
     if (!a->opts.temp_threshold)
         a->opts.temp_threshold = 1;
     a->series_stride = 1;
-    if (stats_reserve(a, 1) || map_grow(a) || thread_slots(a, 0))
+    if (site_rehash(a, 2048) || map_grow(a) || thread_slots(a, 0))
         return MEMPROF_ENOMEM;
+    if (a->opts.intervals) {
+        a->ival_heap = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_heap);
+        a->ival_rss_kib = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_rss_kib);
+        a->ival_cap = 1024;
+        if (!a->ival_heap || !a->ival_rss_kib || !(a->ival = malloc(a->ival_cap * sizeof *a->ival)))
+            return MEMPROF_ENOMEM;
+        memset(a->ival, 0xff, a->ival_cap * sizeof *a->ival);
+    }
     memprof_event_t ev;
     int rc;
     while ((rc = memprof_reader_next(r, &ev)) > 0) {
         a->last_time_us = ev.time_us;
+        if (a->ival && (rc = ival_advance(a, ev.time_us)) < 0)
+            return rc;
         switch (ev.type) {
         case MEMPROF_EV_ALLOC: rc = on_alloc(a, &ev); break;
         case MEMPROF_EV_FREE: rc = on_free(a, &ev); break;
@@ -518,19 +743,8 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
         return rc;
     if (a->series_merged) /* the last, partial point (there is room: a full series is halved) */
         a->series[a->nseries++] = a->series_next;
-    /* settle every stack's and thread's value at the peak */
-    for (uint32_t i = 0; i < a->nst; i++) {
-        mp_stackstat_t *s = &a->st[i];
-        s->at_peak = s->snap_epoch == a->peak_epoch ? s->snap : s->cur;
-        if (!a->has_end)
-            s->at_end = s->cur;
-    }
-    for (uint32_t i = 0; i <= a->nthreads; i++) {
-        mp_stackstat_t *s = &a->thr[i];
-        s->at_peak = s->snap_epoch == a->peak_epoch ? s->snap : s->cur;
-        if (!a->has_end)
-            s->at_end = s->cur;
-    }
+    if (sum_sites(a) || (a->ival && ival_close(a)))
+        return MEMPROF_ENOMEM;
     if (!(a->sym = mp_symbolizer_new()))
         return MEMPROF_ENOMEM;
     for (uint32_t id = 1; id <= memprof_reader_module_count(r); id++) {
@@ -550,6 +764,12 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
 void mp_analysis_free(mp_analysis_t *a)
 {
     free(a->st);
+    free(a->sites);
+    free(a->site_hash);
+    free(a->thr_site);
+    free(a->ival);
+    free(a->ival_heap);
+    free(a->ival_rss_kib);
     free(a->map);
     free(a->last_realloc_free);
     free(a->last_mremap);

@@ -19,12 +19,21 @@ typedef struct {
     uint64_t snap_epoch;
 } mp_stackstat_t;
 
+/* A site: one stack, in one thread, through one allocator (MEMPROF_A_*).
+ * The replay counts per site; per stack and per thread figures are sums. */
+typedef struct {
+    uint32_t stack, thread, kind;
+    mp_stackstat_t s;
+} mp_site_t;
+
 /* A live heap block. `out`: made outside the filter (another thread, another
- * time): kept only so that its free is known. */
+ * time): kept only so that its free is known. `tu`: when it was made, in
+ * MP_TIME_UNIT_US units (for the intervals). */
 typedef struct {
     uint64_t addr, size;
-    uint32_t stack, thread;
+    uint32_t site;
     uint32_t seq;       /* its thread's allocation count when it was made */
+    uint32_t tu;
     uint32_t out;
 } mp_live_t;
 
@@ -32,12 +41,29 @@ typedef struct {
  * they are kept sorted by address, apart from the heap blocks. */
 typedef struct {
     uint64_t addr, size;
-    uint32_t stack, thread;
+    uint32_t site, tu;
     uint8_t file;       /* backed by a file: not heap, counted apart */
     uint8_t frag;       /* the rest of a mapping split by a partial unmap:
                            bytes, but not another allocation */
     uint8_t out;        /* outside the filter, as for heap blocks */
 } mp_mapping_t;
+
+/* Intervals (mp_analysis_opts_t.intervals): what each site held over time,
+ * in at most MP_IVAL_BUCKETS buckets of time (each MP_TIME_UNIT_US << shift
+ * long, the shift growing with the run). An interval sums the blocks of a
+ * site made in bucket `a` and freed in bucket MP_IVAL_BUCKET(f); blocks made
+ * and freed in one bucket are left out (never live at a bucket's end), but
+ * for temporary ones and frees after the script ended. */
+typedef struct {
+    uint32_t site, a, f;
+    mp_amount_t amount;
+} mp_interval_t;
+#define MP_TIME_UNIT_US 128u
+#define MP_IVAL_BUCKETS 512u
+#define MP_IVAL_NEVER 0x3fffffffu           /* f: still live at the end of the capture */
+#define MP_IVAL_AFTER_END 0x40000000u       /* f: freed after the script-end mark */
+#define MP_IVAL_TEMP 0x80000000u            /* f: a temporary allocation (also counted without the flag) */
+#define MP_IVAL_BUCKET(f) ((f) & MP_IVAL_NEVER)
 
 /* What a replay counts: allocations made by `thread` (0: any) between
  * from_us and to_us (microseconds from the start; to_us 0: the end). A
@@ -47,6 +73,7 @@ typedef struct {
     uint64_t from_us, to_us;
     uint32_t thread;
     uint32_t temp_threshold;
+    int intervals;      /* keep intervals and per-bucket memory (flamegraph ranges) */
 } mp_analysis_opts_t;
 
 /* One point of the memory-over-time series: the heap counted (filtered)
@@ -82,8 +109,20 @@ typedef struct mp_analysis_s {
     uint64_t end_index, end_time_us;
     uint64_t last_time_us;
     uint64_t samples, rss_peak_kib;     /* memory samples (TIME records) and their largest RSS */
-    mp_stackstat_t *st;         /* indexed by node id, 0 = none */
+    mp_stackstat_t *st;         /* indexed by node id, 0 = none (sums of the sites, after the replay) */
     uint32_t nst;
+    mp_site_t *sites;
+    uint32_t nsites, sites_cap;
+    uint32_t *site_hash;        /* open addressing: site index + 1, 0 empty */
+    uint32_t site_hash_cap;
+    uint32_t *thr_site;         /* per thread: its last site + 1 (most allocations repeat one) */
+    /* intervals, when asked for: a hash on (site, a, f) (site UINT32_MAX: empty) */
+    mp_interval_t *ival;
+    uint64_t nival, ival_cap;
+    uint32_t ival_shift;        /* buckets are MP_TIME_UNIT_US << ival_shift long */
+    uint32_t ival_bucket;       /* the bucket of the last event */
+    uint64_t *ival_heap;        /* per bucket: the highest heap in it */
+    uint64_t *ival_rss_kib;     /* per bucket: the highest RSS sampled in it (0: none) */
     /* live blocks: open addressing on the address */
     mp_live_t *map;
     uint64_t map_cap, map_n;
@@ -113,6 +152,11 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
 /* The size bucket (of MP_SIZE_BUCKETS) of an allocation size. */
 unsigned mp_size_bucket(uint64_t size);
 void mp_analysis_free(mp_analysis_t *a);
+
+/* The interval table's slots (site UINT32_MAX: empty) and the number of
+ * buckets used, each `*bucket_us` long. */
+const mp_interval_t *mp_analysis_intervals(const mp_analysis_t *a, uint64_t *slots, uint32_t *nbuckets,
+                                           uint64_t *bucket_us);
 
 /* Amount of stack `id` at the peak / at script end (0 for unknown ids). */
 mp_amount_t mp_analysis_stack_peak(const mp_analysis_t *a, uint32_t id);

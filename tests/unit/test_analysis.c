@@ -959,3 +959,170 @@ Test(filters, memory_over_time_stays_bounded, .timeout = 60)
         cr_assert_lt(a->series[i - 1].time_us, a->series[i].time_us);
     done(&x);
 }
+
+/* ---- sites and intervals ---- */
+
+/* The amount of interval (stack, thread, a, f), or {0, 0}. */
+static mp_amount_t interval(const mp_analysis_t *a, uint32_t stack, uint32_t thread, uint32_t ab, uint32_t f)
+{
+    uint64_t slots, us;
+    uint32_t nb;
+    const mp_interval_t *t = mp_analysis_intervals(a, &slots, &nb, &us);
+    mp_amount_t sum = {0, 0};
+    for (uint64_t i = 0; i < slots; i++) {
+        if (t[i].site == UINT32_MAX)
+            continue;
+        const mp_site_t *s = &a->sites[t[i].site];
+        if (s->stack == stack && s->thread == thread && t[i].a == ab && t[i].f == f)
+            sum.bytes += t[i].amount.bytes, sum.count += t[i].amount.count;
+    }
+    return sum;
+}
+
+static uint64_t interval_count(const mp_analysis_t *a)
+{
+    uint64_t slots, us, n = 0;
+    uint32_t nb;
+    const mp_interval_t *t = mp_analysis_intervals(a, &slots, &nb, &us);
+    for (uint64_t i = 0; i < slots; i++) {
+        if (t[i].site == UINT32_MAX)
+            continue;
+        n++;
+        const mp_site_t *s = &a->sites[t[i].site];
+        cr_log_info("interval: stack %u thread %u a %u f %#x: %llu bytes in %llu", s->stack, s->thread, t[i].a,
+                    t[i].f, (unsigned long long)t[i].amount.bytes, (unsigned long long)t[i].amount.count);
+    }
+    return n;
+}
+
+Test(sites, one_per_stack_thread_and_allocator)
+{
+    run_t x;
+    begin(&x.c);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 10, 1);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x2000, 20, 1);
+    tk_alloc(&x.c, T2, MEMPROF_A_MALLOC, 0x3000, 40, 1);
+    tk_alloc(&x.c, T1, MEMPROF_A_CALLOC, 0x4000, 80, 1);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x5000, 160, 2);
+    tk_free(&x.c, 0, MEMPROF_D_FREE, 0x2000);
+    run(&x);
+    cr_assert_eq(x.a.nsites, 4);
+    uint64_t want[4][5] = {{1, T1, MEMPROF_A_MALLOC, 10, 1},
+                           {1, T2, MEMPROF_A_MALLOC, 40, 1},
+                           {1, T1, MEMPROF_A_CALLOC, 80, 1},
+                           {2, T1, MEMPROF_A_MALLOC, 160, 1}};
+    for (int i = 0; i < 4; i++) {
+        const mp_site_t *s = &x.a.sites[i];
+        cr_assert(s->stack == want[i][0] && s->thread == want[i][1] && s->kind == want[i][2], "site %d", i);
+        ASSERT_AMOUNT(s->s.cur, want[i][3], want[i][4]);
+    }
+    ASSERT_AMOUNT(x.a.sites[0].s.total, 30, 2);
+    ASSERT_AMOUNT(x.a.st[1].cur, 130, 3);
+    ASSERT_AMOUNT(x.a.thr[T1].cur, 250, 3);
+    ASSERT_AMOUNT(x.a.thr[T2].at_peak, 40, 1);
+    done(&x);
+}
+
+/* Buckets of 128 us. A (stack 1) lives from bucket 0 to 10; B (stack 2)
+ * is made and freed in bucket 0 (temporary: only its TEMP interval); C
+ * (stack 3, thread 2) is made in 10 and freed in 20, after the script
+ * ended (temporary too, its thread making nothing else); D (stack 1) is made in 20 and never freed. */
+static void lifetimes(tk_capture_t *c)
+{
+    tk_time(c, 0, 1000);
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x2000, 50, 2);
+    tk_free(c, T1, MEMPROF_D_FREE, 0x2000);
+    tk_time(c, 10 * 128, 3000);
+    tk_free(c, T1, MEMPROF_D_FREE, 0x1000);
+    tk_alloc(c, T2, MEMPROF_A_MALLOC, 0x3000, 30, 3);
+    tk_mark(c, MEMPROF_M_SCRIPT_END, 10 * 128 + 5);
+    tk_time(c, 20 * 128 + 100, 2000);
+    tk_free(c, T2, MEMPROF_D_FREE, 0x3000);
+    tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x4000, 7, 1);
+}
+
+Test(sites, intervals_by_bucket)
+{
+    run_t x;
+    begin(&x.c);
+    lifetimes(&x.c);
+    mp_analysis_opts_t o = {.intervals = 1};
+    run_opts(&x, &o);
+    uint64_t slots, us;
+    uint32_t nb;
+    mp_analysis_intervals(&x.a, &slots, &nb, &us);
+    cr_assert_eq(nb, 21);
+    cr_assert_eq(us, 128);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 10), 100, 1);
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 0, 0 | MP_IVAL_TEMP), 50, 1);
+    ASSERT_AMOUNT(interval(&x.a, 3, T2, 10, 20 | MP_IVAL_AFTER_END), 30, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 20, MP_IVAL_NEVER), 7, 1);
+    /* thread 2 made nothing else before C went: temporary too */
+    ASSERT_AMOUNT(interval(&x.a, 3, T2, 10, 20 | MP_IVAL_AFTER_END | MP_IVAL_TEMP), 30, 1);
+    cr_assert_eq(interval_count(&x.a), 5);
+    /* the highest heap in each bucket; buckets with no event start where the last ended */
+    uint64_t heap[21] = {150, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100,
+                         30, 30, 30, 30, 30, 30, 30, 30, 30, 30};
+    for (int b = 0; b < 21; b++)
+        cr_assert_eq(x.a.ival_heap[b], heap[b], "bucket %d: %llu", b, (unsigned long long)x.a.ival_heap[b]);
+    cr_assert_eq(x.a.ival_rss_kib[0], 1000);
+    cr_assert_eq(x.a.ival_rss_kib[10], 3000);
+    cr_assert_eq(x.a.ival_rss_kib[5], 0);
+    done(&x);
+}
+
+/* Past MP_IVAL_BUCKETS buckets, buckets double: intervals merge, and one
+ * that becomes made and freed in one bucket goes. */
+Test(sites, intervals_when_buckets_double)
+{
+    run_t x;
+    begin(&x.c);
+    tk_time(&x.c, 0, 0);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
+    tk_time(&x.c, 4 * 128, 0);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x2000, 8, 2);
+    tk_time(&x.c, 5 * 128, 0);
+    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x2000); /* (4, 5): (2, 2) once halved */
+    tk_time(&x.c, 10 * 128, 0);
+    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x1000); /* (0, 10): (0, 5) */
+    tk_time(&x.c, 600 * 128, 0);               /* bucket 600: buckets of 256 us */
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x3000, 1, 3);
+    mp_analysis_opts_t o = {.intervals = 1};
+    run_opts(&x, &o);
+    uint64_t slots, us;
+    uint32_t nb;
+    mp_analysis_intervals(&x.a, &slots, &nb, &us);
+    cr_assert_eq(us, 256);
+    cr_assert_eq(nb, 301);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 5), 100, 1);
+    ASSERT_AMOUNT(interval(&x.a, 3, T1, 300, MP_IVAL_NEVER), 1, 1);
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 2, 2 | MP_IVAL_TEMP), 8, 1); /* temporary: kept */
+    cr_assert_eq(interval_count(&x.a), 3);
+    cr_assert_eq(x.a.ival_heap[2], 108); /* buckets 4 and 5 merged: 108 and 108 */
+    cr_assert_eq(x.a.ival_heap[299], 0);
+    cr_assert_eq(x.a.ival_heap[300], 1);
+    done(&x);
+}
+
+/* A failed realloc gives the block back: its life goes on from then, in a
+ * second interval that does not overlap the first. */
+Test(sites, restored_block_continues_its_life)
+{
+    run_t x;
+    begin(&x.c);
+    tk_time(&x.c, 0, 0);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 64, 1);
+    tk_time(&x.c, 3 * 128, 0);
+    tk_free(&x.c, T1, MEMPROF_D_REALLOC, 0x1000);
+    tk_restore(&x.c, T1, 0x1000);
+    tk_time(&x.c, 7 * 128, 0);
+    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x1000);
+    mp_analysis_opts_t o = {.intervals = 1};
+    run_opts(&x, &o);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 3), 64, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 3, 7), 64, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 3, 7 | MP_IVAL_TEMP), 64, 1); /* freed before its thread's next */
+    cr_assert_eq(interval_count(&x.a), 3);
+    done(&x);
+}
