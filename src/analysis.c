@@ -719,6 +719,10 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
         if (!a->ival_heap || !a->ival_rss_kib || !(a->ival = malloc(a->ival_cap * sizeof *a->ival)))
             return MEMPROF_ENOMEM;
         memset(a->ival, 0xff, a->ival_cap * sizeof *a->ival);
+        /* times move on at each memory sample: no use for shorter buckets */
+        while (((uint64_t)MP_TIME_UNIT_US << a->ival_shift) < memprof_reader_info(r)->interval_us &&
+               a->ival_shift < 20)
+            a->ival_shift++;
     }
     memprof_event_t ev;
     int rc;

@@ -53,7 +53,8 @@ typedef struct {
  * long, the shift growing with the run). An interval sums the blocks of a
  * site made in bucket `a` and freed in bucket MP_IVAL_BUCKET(f); blocks made
  * and freed in one bucket are left out (never live at a bucket's end), but
- * for temporary ones and frees after the script ended. */
+ * for temporary ones and frees after the script ended. Buckets are never
+ * shorter than the capture's memory sampling interval (when times move on). */
 typedef struct {
     uint32_t site, a, f;
     mp_amount_t amount;

@@ -230,7 +230,8 @@ int mp_enc_module(mp_enc_t *e, uint32_t id, uint64_t bias, uint32_t path, const 
     p += mp_varint_put(p, bias);
     p += mp_varint_put(p, path);
     p += mp_varint_put(p, build_len);
-    memcpy(p, build_id, build_len);
+    if (build_len) /* build_id may be NULL then */
+        memcpy(p, build_id, build_len);
     p += build_len;
     p += mp_varint_put(p, nseg);
     for (unsigned i = 0; i < 2 * nseg; i++)

@@ -341,3 +341,45 @@ cJSON *mp_json_amount(mp_amount_t x)
     }
     return o;
 }
+
+const char *mp_frame_label(const mp_srcframe_t *f, size_t width, char *buf, size_t len)
+{
+    if (width + 1 < len)
+        len = width + 1;
+    int n;
+    size_t bl = strlen(base_name(f->file));
+    if (f->pseudo || !strcmp(f->file, "?") ||
+        (f->native && !strncmp(f->function, base_name(f->file), bl) && f->function[bl] == '+'))
+        n = snprintf(buf, len, "%s", f->function); /* "libz.so.1+0x1f2e" names its file already */
+    else if (f->line >= 0)
+        n = snprintf(buf, len, "%s (%s:%d)", f->function, base_name(f->file), f->line);
+    else
+        n = snprintf(buf, len, "%s (%s)", f->function, base_name(f->file));
+    if (n >= 0 && (size_t)n >= len && len > 4) { /* cut: end on a whole character, then "..." */
+        size_t k = len - 4;
+        while (k && ((unsigned char)buf[k] & 0xC0) == 0x80)
+            k--;
+        memcpy(buf + k, "...", 4);
+    }
+    return buf;
+}
+
+cJSON *mp_json_frame(const mp_srcframe_t *f) { return frame_json(f); }
+
+void mp_amount_add(mp_amount_t *into, mp_amount_t x)
+{
+    into->bytes += x.bytes;
+    into->count += x.count;
+}
+
+static int node_amount_desc(const void *x, const void *y)
+{
+    const mp_node_amount_t *a = x, *b = y;
+    if (a->amount.bytes != b->amount.bytes)
+        return a->amount.bytes < b->amount.bytes ? 1 : -1;
+    if (a->amount.count != b->amount.count)
+        return a->amount.count < b->amount.count ? 1 : -1;
+    return a->node < b->node ? -1 : a->node > b->node;
+}
+
+void mp_sort_node_amounts(mp_node_amount_t *v, size_t n) { qsort(v, n, sizeof *v, node_amount_desc); }

@@ -64,4 +64,22 @@ cJSON *mp_json_stack(const mp_analysis_t *a, uint32_t node);
 cJSON *mp_json_location(const mp_analysis_t *a, const mp_location_t *loc);
 cJSON *mp_json_capture(const memprof_reader_t *r, const char *path);
 
+/* "function (file:line)" with the file's base name ("function (file)"
+ * without a line, the function alone for a pseudo-frame), cut to `width`
+ * bytes with "..." at the end (never inside a UTF-8 character). */
+const char *mp_frame_label(const mp_srcframe_t *f, size_t width, char *buf, size_t len);
+/* {function, file, line, native, module}: a frame as in mp_json_stack. */
+cJSON *mp_json_frame(const mp_srcframe_t *f);
+
+/* What stack node `node` holds, itself or with its callees. */
+typedef struct {
+    mp_amount_t amount;
+    uint32_t node;
+} mp_node_amount_t;
+
+/* *into += x. */
+void mp_amount_add(mp_amount_t *into, mp_amount_t x);
+/* Biggest first: by bytes, then blocks, then node id (a stable order). */
+void mp_sort_node_amounts(mp_node_amount_t *v, size_t n);
+
 #endif

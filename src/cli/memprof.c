@@ -22,6 +22,10 @@ static const char usage[] =
     "  summary   totals, peak, what was live at the end, top locations\n"
     "  stats     totals, temporary allocations, sizes, allocators, threads,\n"
     "            the locations that allocated the most\n"
+    "  tree      the call tree of what was live at the peak, biggest first\n"
+    "  leaks     what was still live when the script ended, by stack\n"
+    "  flamegraph  an HTML page: memory over time and a flamegraph of the peak\n"
+    "  table     every allocation site at the peak (text, JSON or HTML)\n"
     "\n"
     "  memprof COMMAND --help   shows a command's options\n"
     "  memprof --version        shows the version\n";

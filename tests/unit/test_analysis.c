@@ -962,6 +962,10 @@ Test(filters, memory_over_time_stays_bounded, .timeout = 60)
 
 /* ---- sites and intervals ---- */
 
+/* Buckets start as long as the capture's sampling interval allows: the
+ * test kit's 10 ms make them 128 us << 7. */
+#define BK (128 * 128)
+
 /* The amount of interval (stack, thread, a, f), or {0, 0}. */
 static mp_amount_t interval(const mp_analysis_t *a, uint32_t stack, uint32_t thread, uint32_t ab, uint32_t f)
 {
@@ -1023,7 +1027,7 @@ Test(sites, one_per_stack_thread_and_allocator)
     done(&x);
 }
 
-/* Buckets of 128 us. A (stack 1) lives from bucket 0 to 10; B (stack 2)
+/* Buckets of BK us. A (stack 1) lives from bucket 0 to 10; B (stack 2)
  * is made and freed in bucket 0 (temporary: only its TEMP interval); C
  * (stack 3, thread 2) is made in 10 and freed in 20, after the script
  * ended (temporary too, its thread making nothing else); D (stack 1) is made in 20 and never freed. */
@@ -1033,11 +1037,11 @@ static void lifetimes(tk_capture_t *c)
     tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
     tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x2000, 50, 2);
     tk_free(c, T1, MEMPROF_D_FREE, 0x2000);
-    tk_time(c, 10 * 128, 3000);
+    tk_time(c, 10 * BK, 3000);
     tk_free(c, T1, MEMPROF_D_FREE, 0x1000);
     tk_alloc(c, T2, MEMPROF_A_MALLOC, 0x3000, 30, 3);
-    tk_mark(c, MEMPROF_M_SCRIPT_END, 10 * 128 + 5);
-    tk_time(c, 20 * 128 + 100, 2000);
+    tk_mark(c, MEMPROF_M_SCRIPT_END, 10 * BK + 5);
+    tk_time(c, 20 * BK + 100, 2000);
     tk_free(c, T2, MEMPROF_D_FREE, 0x3000);
     tk_alloc(c, T1, MEMPROF_A_MALLOC, 0x4000, 7, 1);
 }
@@ -1053,7 +1057,7 @@ Test(sites, intervals_by_bucket)
     uint32_t nb;
     mp_analysis_intervals(&x.a, &slots, &nb, &us);
     cr_assert_eq(nb, 21);
-    cr_assert_eq(us, 128);
+    cr_assert_eq(us, BK);
     ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 10), 100, 1);
     ASSERT_AMOUNT(interval(&x.a, 2, T1, 0, 0 | MP_IVAL_TEMP), 50, 1);
     ASSERT_AMOUNT(interval(&x.a, 3, T2, 10, 20 | MP_IVAL_AFTER_END), 30, 1);
@@ -1080,20 +1084,20 @@ Test(sites, intervals_when_buckets_double)
     begin(&x.c);
     tk_time(&x.c, 0, 0);
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
-    tk_time(&x.c, 4 * 128, 0);
+    tk_time(&x.c, 4 * BK, 0);
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x2000, 8, 2);
-    tk_time(&x.c, 5 * 128, 0);
+    tk_time(&x.c, 5 * BK, 0);
     tk_free(&x.c, T1, MEMPROF_D_FREE, 0x2000); /* (4, 5): (2, 2) once halved */
-    tk_time(&x.c, 10 * 128, 0);
+    tk_time(&x.c, 10 * BK, 0);
     tk_free(&x.c, T1, MEMPROF_D_FREE, 0x1000); /* (0, 10): (0, 5) */
-    tk_time(&x.c, 600 * 128, 0);               /* bucket 600: buckets of 256 us */
+    tk_time(&x.c, 600 * BK, 0);                /* bucket 600: buckets twice as long */
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x3000, 1, 3);
     mp_analysis_opts_t o = {.intervals = 1};
     run_opts(&x, &o);
     uint64_t slots, us;
     uint32_t nb;
     mp_analysis_intervals(&x.a, &slots, &nb, &us);
-    cr_assert_eq(us, 256);
+    cr_assert_eq(us, 2 * BK);
     cr_assert_eq(nb, 301);
     ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 5), 100, 1);
     ASSERT_AMOUNT(interval(&x.a, 3, T1, 300, MP_IVAL_NEVER), 1, 1);
@@ -1113,10 +1117,10 @@ Test(sites, restored_block_continues_its_life)
     begin(&x.c);
     tk_time(&x.c, 0, 0);
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 64, 1);
-    tk_time(&x.c, 3 * 128, 0);
+    tk_time(&x.c, 3 * BK, 0);
     tk_free(&x.c, T1, MEMPROF_D_REALLOC, 0x1000);
     tk_restore(&x.c, T1, 0x1000);
-    tk_time(&x.c, 7 * 128, 0);
+    tk_time(&x.c, 7 * BK, 0);
     tk_free(&x.c, T1, MEMPROF_D_FREE, 0x1000);
     mp_analysis_opts_t o = {.intervals = 1};
     run_opts(&x, &o);
