@@ -104,7 +104,7 @@ typedef struct {
 } row_t;
 
 typedef struct {
-    const mp_analysis_t *a;
+    mp_analysis_t *a;
     int mode;
     /* output nodes: parent, and the stack node each stands for (0: the
      * root; UINT32_MAX: merged stacks, `merged` of them) */
@@ -113,7 +113,7 @@ typedef struct {
     uint32_t *out;      /* stack node id -> output node */
     row_t *sites, *ivals;
     size_t nsites, nivals;
-    uint32_t nbuckets, shift;   /* the page's buckets: the analysis's << shift */
+    uint32_t nbuckets;
     uint64_t bucket_us;
 } fg_t;
 
@@ -123,20 +123,18 @@ static mp_amount_t site_value(const mp_site_t *s, int mode)
 }
 
 /* An interval's end in the page's terms, or INT32_MIN if the mode has no
- * use for it. Peak: the bucket it was freed in (-1: never). Leaks: -1 when
- * still live as the script ended (the only ones a range shows). */
+ * use for it. Peak: the first bucket whose snapshot it is not live at (-1:
+ * to the end). Leaks: -1 (made in bucket a, live when the script ended).
+ * Temporary: made in bucket a, and f = a. */
 static int32_t interval_end(const mp_interval_t *iv, int mode)
 {
-    uint32_t fb = MP_IVAL_BUCKET(iv->f);
     if (mode == TEMPORARY)
-        return iv->f & MP_IVAL_TEMP ? (int32_t)fb : INT32_MIN;
-    if (iv->f & MP_IVAL_TEMP)
-        return INT32_MIN;
+        return iv->f == MP_IVAL_TEMP ? (int32_t)iv->a : INT32_MIN;
     if (mode == LEAKS)
-        return fb == MP_IVAL_NEVER || (iv->f & MP_IVAL_AFTER_END) ? -1 : INT32_MIN;
-    if (fb == MP_IVAL_NEVER)
-        return -1;
-    return fb == iv->a ? INT32_MIN : (int32_t)fb; /* never live at a bucket's end */
+        return iv->f == MP_IVAL_LEAK ? -1 : INT32_MIN;
+    if (iv->f & (MP_IVAL_TEMP | MP_IVAL_LEAK))
+        return INT32_MIN;
+    return iv->f == MP_IVAL_NEVER ? -1 : (int32_t)iv->f;
 }
 
 static int64_t add_node(fg_t *g, uint32_t parent, uint32_t src)
@@ -259,7 +257,7 @@ static size_t merge_rows(row_t *v, size_t n)
 
 static int collect(fg_t *g)
 {
-    const mp_analysis_t *a = g->a;
+    mp_analysis_t *a = g->a;
     if (!(g->sites = malloc((a->nsites ? a->nsites : 1) * sizeof *g->sites)))
         return -1;
     for (uint32_t i = 0; i < a->nsites; i++) {
@@ -270,42 +268,31 @@ static int collect(fg_t *g)
     }
     g->nsites = merge_rows(g->sites, g->nsites);
 
-    uint64_t slots;
-    const mp_interval_t *iv = mp_analysis_intervals(a, &slots, &g->nbuckets, &g->bucket_us);
-    size_t n = 0;
-    for (uint64_t i = 0; i < slots; i++)
-        n += iv[i].site != UINT32_MAX && interval_end(&iv[i], g->mode) != INT32_MIN;
-    if (!(g->ivals = malloc((n ? n : 1) * sizeof *g->ivals)))
-        return -1;
-    for (uint64_t i = 0; i < slots; i++) {
-        int32_t f;
-        if (iv[i].site == UINT32_MAX || (f = interval_end(&iv[i], g->mode)) == INT32_MIN)
-            continue;
-        const mp_site_t *s = &a->sites[iv[i].site];
-        g->ivals[g->nivals++] = (row_t){g->out[s->stack], s->thread, (int32_t)iv[i].a, f, iv[i].amount.bytes,
-                                        iv[i].amount.count};
-    }
-    g->nivals = merge_rows(g->ivals, g->nivals);
-    /* too many: buckets twice as long, until they fit */
-    while (g->nivals > MAX_INTERVALS) {
-        size_t k = 0;
-        for (size_t i = 0; i < g->nivals; i++) {
-            row_t r = g->ivals[i];
-            r.a >>= 1;
-            if (r.f >= 0)
-                r.f >>= 1;
-            if (g->mode == PEAK && r.f == r.a)
+    /* too many intervals: buckets twice as long, until they fit */
+    for (;;) {
+        uint64_t slots;
+        const mp_interval_t *iv = mp_analysis_intervals(a, &slots, &g->nbuckets, &g->bucket_us);
+        size_t n = 0;
+        for (uint64_t i = 0; i < slots; i++)
+            n += iv[i].site != UINT32_MAX && interval_end(&iv[i], g->mode) != INT32_MIN;
+        free(g->ivals);
+        g->nivals = 0;
+        if (!(g->ivals = malloc((n ? n : 1) * sizeof *g->ivals)))
+            return -1;
+        for (uint64_t i = 0; i < slots; i++) {
+            int32_t f;
+            if (iv[i].site == UINT32_MAX || (f = interval_end(&iv[i], g->mode)) == INT32_MIN)
                 continue;
-            g->ivals[k++] = r;
+            const mp_site_t *s = &a->sites[iv[i].site];
+            g->ivals[g->nivals++] = (row_t){g->out[s->stack], s->thread, (int32_t)iv[i].a, f, iv[i].amount.bytes,
+                                            iv[i].amount.count};
         }
-        g->nivals = merge_rows(g->ivals, k);
-        g->shift++;
+        g->nivals = merge_rows(g->ivals, g->nivals);
+        if (g->nivals <= MAX_INTERVALS || g->nbuckets <= 1)
+            return 0;
+        if (mp_analysis_halve_buckets(g->a))
+            return -1;
     }
-    if (g->shift) {
-        g->nbuckets = ((g->nbuckets - 1) >> g->shift) + 1;
-        g->bucket_us <<= g->shift;
-    }
-    return 0;
 }
 
 /* ---- the JSON ---- */
@@ -456,19 +443,12 @@ static int write_data(const fg_t *g, const mp_report_cli_t *c, mp_buf_t *b)
     mp_buf_str(b, "],\"sites\":");
     rows_json(b, g->sites, g->nsites, 0);
     mp_buf_printf(b, ",\"chart\":{\"bucket_s\":%.6f,\"heap\":[", (double)g->bucket_us / 1e6);
-    for (uint32_t i = 0; i < g->nbuckets; i++) {
-        uint64_t h = 0;
-        for (uint32_t k = i << g->shift; k < (i + 1) << g->shift && k < MP_IVAL_BUCKETS; k++)
-            h = a->ival_heap[k] > h ? a->ival_heap[k] : h;
-        mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)h);
-    }
+    for (uint32_t i = 0; i < g->nbuckets; i++)
+        mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)a->ival_heap[i]);
     mp_buf_str(b, "],\"rss\":[");
     for (uint32_t i = 0; i < g->nbuckets; i++) {
-        uint64_t kib = 0;
-        for (uint32_t k = i << g->shift; k < (i + 1) << g->shift && k < MP_IVAL_BUCKETS; k++)
-            kib = a->ival_rss_kib[k] > kib ? a->ival_rss_kib[k] : kib;
-        if (kib)
-            mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)kib * 1024);
+        if (a->ival_rss_kib[i])
+            mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)a->ival_rss_kib[i] * 1024);
         else
             mp_buf_str(b, i ? ",null" : "null");
     }

@@ -114,7 +114,7 @@ static int64_t site_of(mp_analysis_t *a, uint32_t stack, uint32_t thread, uint32
         if (t->stack == stack && t->thread == thread && t->kind == kind)
             return a->thr_site[thread] = a->site_hash[j], a->site_hash[j] - 1;
     }
-    if (a->nsites == UINT32_MAX - 1)
+    if (a->nsites >= (1u << 31) - 1) /* site numbers take 31 bits in a live block */
         return -1;
     if (a->nsites == a->sites_cap) {
         uint32_t n = a->sites_cap ? a->sites_cap * 2 : 1024;
@@ -178,7 +178,14 @@ unsigned mp_size_bucket(uint64_t size) { return size ? 64u - (unsigned)__builtin
 
 static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, uint32_t site, int out, uint32_t seq);
 
-/* ---- intervals ---- */
+/* ---- intervals ----
+ *
+ * A block is live at a bucket's snapshot when made <= snapshot < gone. With
+ * the snapshots in order, that is a <= p < f for a = the first bucket whose
+ * snapshot is at or after `made`, f the same for `gone`. A snapshot moves
+ * on while its bucket is the current one (each new high), so a free in the
+ * current bucket waits in `pend` until the next high (then f is this
+ * bucket) or the bucket's end (then f is the next one). */
 
 static inline uint32_t time_unit(uint64_t us)
 {
@@ -192,44 +199,64 @@ static inline uint64_t ival_hash(uint32_t site, uint32_t ab, uint32_t f)
     return h ^ h >> 29;
 }
 
-/* Adds to interval (site, ab, f); the table is never more than 70% full. */
-static void ival_put(mp_interval_t *t, uint64_t cap, uint32_t site, uint32_t ab, uint32_t f, uint64_t bytes,
-                     uint64_t count, uint64_t *n)
+/* The slot of (site, ab, f) in a table never more than 70% full: found, or
+ * where it goes (site UINT32_MAX). */
+static inline mp_interval_t *ival_slot(mp_interval_t *t, uint64_t cap, uint32_t site, uint32_t ab, uint32_t f)
 {
     uint64_t j = ival_hash(site, ab, f) & (cap - 1);
     for (; t[j].site != UINT32_MAX; j = (j + 1) & (cap - 1))
         if (t[j].site == site && t[j].a == ab && t[j].f == f)
             break;
-    if (t[j].site == UINT32_MAX) {
-        t[j] = (mp_interval_t){site, ab, f, {0, 0}};
-        ++*n;
-    }
-    t[j].amount.bytes += bytes;
-    t[j].amount.count += count;
+    return &t[j];
 }
 
-/* A table of `cap` slots from the old one; `halve` merges buckets two by
- * two (dropping what becomes made and freed in one bucket). */
-static int ival_rebuild(mp_analysis_t *a, uint64_t cap, int halve)
+static mp_interval_t *ival_table(uint64_t cap)
 {
     mp_interval_t *t = malloc(cap * sizeof *t);
+    if (t)
+        memset(t, 0xff, cap * sizeof *t);
+    return t;
+}
+
+/* The bucket of a halved table that a bucket `b` becomes: buckets 2k and
+ * 2k+1 merge into k, whose snapshot is the one of won[k] (2k or 2k+1). A
+ * bucket bound b (the first bucket whose snapshot is at or after some
+ * moment) becomes the first k whose snapshot is at or after it. */
+static inline uint32_t halve_bound(uint32_t b, const uint32_t *won)
+{
+    if (b == MP_IVAL_NEVER)
+        return b;
+    uint32_t k = b >> 1;
+    return k < MP_IVAL_BUCKETS / 2 && won[k] < b ? k + 1 : k;
+}
+
+/* A table of `cap` slots from the old one; with `won`, buckets halved
+ * (dropping intervals that then hold at no snapshot). */
+static int ival_rebuild(mp_analysis_t *a, uint64_t cap, const uint32_t *won)
+{
+    mp_interval_t *t = ival_table(cap);
     if (!t)
         return MEMPROF_ENOMEM;
-    memset(t, 0xff, cap * sizeof *t);
     uint64_t n = 0;
     for (uint64_t i = 0; i < a->ival_cap; i++) {
         mp_interval_t e = a->ival[i];
         if (e.site == UINT32_MAX)
             continue;
-        if (halve) {
-            uint32_t fb = MP_IVAL_BUCKET(e.f);
-            e.a >>= 1;
-            if (fb != MP_IVAL_NEVER)
-                e.f = (e.f & ~MP_IVAL_NEVER) | fb >> 1;
-            if (e.a == MP_IVAL_BUCKET(e.f) && !(e.f & ~MP_IVAL_NEVER))
+        if (won && (e.f & (MP_IVAL_TEMP | MP_IVAL_LEAK))) {
+            e.a >>= 1; /* a time bucket */
+        } else if (won) {
+            e.a = halve_bound(e.a, won);
+            e.f = halve_bound(e.f, won);
+            if (e.a >= e.f)
                 continue;
         }
-        ival_put(t, cap, e.site, e.a, e.f, e.amount.bytes, e.amount.count, &n);
+        mp_interval_t *d = ival_slot(t, cap, e.site, e.a, e.f);
+        if (d->site == UINT32_MAX) {
+            *d = (mp_interval_t){e.site, e.a, e.f, {0, 0}};
+            n++;
+        }
+        d->amount.bytes += e.amount.bytes;
+        d->amount.count += e.amount.count;
     }
     free(a->ival);
     a->ival = t;
@@ -238,49 +265,158 @@ static int ival_rebuild(mp_analysis_t *a, uint64_t cap, int halve)
     return 0;
 }
 
-static int ival_add(mp_analysis_t *a, uint32_t site, uint32_t made_tu, uint32_t f, uint64_t bytes, uint64_t count)
+static int ival_add(mp_analysis_t *a, uint32_t site, uint32_t ab, uint32_t f, uint64_t bytes, uint64_t count)
 {
-    if ((a->nival + 1) * 10 > a->ival_cap * 7 && ival_rebuild(a, a->ival_cap * 2, 0))
+    if ((a->nival + 1) * 10 > a->ival_cap * 7 && ival_rebuild(a, a->ival_cap * 2, NULL))
         return MEMPROF_ENOMEM;
-    ival_put(a->ival, a->ival_cap, site, made_tu >> a->ival_shift, f, bytes, count, &a->nival);
+    mp_interval_t *d = ival_slot(a->ival, a->ival_cap, site, ab, f);
+    if (d->site == UINT32_MAX) {
+        *d = (mp_interval_t){site, ab, f, {0, 0}};
+        a->nival++;
+    }
+    d->amount.bytes += bytes;
+    d->amount.count += count;
     return 0;
 }
 
-/* A block of `site` made at time unit made_tu goes (freed, or unmapped in
- * part: `count` 0), now. */
-static int ival_free(mp_analysis_t *a, uint32_t site, uint32_t made_tu, uint64_t bytes, uint64_t count, int temp)
+/* The first bucket (up to the current one) whose snapshot is at or after
+ * moment m; the current bucket + 1 when there is none yet. */
+static uint32_t snap_bound(const mp_analysis_t *a, uint64_t m)
 {
-    uint32_t ab = made_tu >> a->ival_shift, fb = a->ival_bucket, after = a->has_end ? MP_IVAL_AFTER_END : 0;
+    uint32_t lo = 0, hi = a->ival_bucket + 1;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (a->ival_snap[mid] >= m)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return lo;
+}
+
+/* The time bucket moment m fell in: the last one that began before it. */
+static uint32_t made_bucket(const mp_analysis_t *a, uint64_t m)
+{
+    uint32_t lo = 0, hi = a->ival_bucket + 1;
+    while (lo < hi) {
+        uint32_t mid = (lo + hi) / 2;
+        if (a->ival_start[mid] < m)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo ? lo - 1 : 0;
+}
+
+/* The frees waiting in `pend` end at bucket f (dropped if made at or after). */
+static int pend_flush(mp_analysis_t *a, uint32_t f)
+{
     int rc = 0;
-    if (ab != fb || after)
-        rc = ival_add(a, site, made_tu, fb | after, bytes, count);
-    if (temp && !rc)
-        rc = ival_add(a, site, made_tu, fb | after | MP_IVAL_TEMP, bytes, count);
+    for (uint64_t i = 0; i < a->npend; i++) {
+        mp_interval_t *e = &a->pend[a->pend_used[i]];
+        if (!rc && e->a < f)
+            rc = ival_add(a, e->site, e->a, f, e->amount.bytes, e->amount.count);
+        e->site = UINT32_MAX;
+    }
+    a->npend = 0;
     return rc;
 }
 
-/* Time moves on to the event's bucket: buckets passed start at the heap
- * as it was; past the last bucket, buckets double in length. */
-static int ival_advance(mp_analysis_t *a, uint64_t time_us)
+static int pend_add(mp_analysis_t *a, uint32_t site, uint32_t ab, uint64_t bytes, uint64_t count)
 {
-    uint32_t tu = time_unit(time_us);
-    while ((tu >> a->ival_shift) >= MP_IVAL_BUCKETS) {
-        for (uint32_t i = 0; i < MP_IVAL_BUCKETS / 2; i++) {
-            uint64_t h0 = a->ival_heap[2 * i], h1 = a->ival_heap[2 * i + 1];
-            uint64_t r0 = a->ival_rss_kib[2 * i], r1 = a->ival_rss_kib[2 * i + 1];
-            a->ival_heap[i] = h0 > h1 ? h0 : h1;
-            a->ival_rss_kib[i] = r0 > r1 ? r0 : r1;
-        }
-        memset(a->ival_heap + MP_IVAL_BUCKETS / 2, 0, MP_IVAL_BUCKETS / 2 * sizeof *a->ival_heap);
-        memset(a->ival_rss_kib + MP_IVAL_BUCKETS / 2, 0, MP_IVAL_BUCKETS / 2 * sizeof *a->ival_rss_kib);
-        a->ival_bucket >>= 1;
-        a->ival_shift++;
-        if (ival_rebuild(a, a->ival_cap, 1))
+    if ((a->npend + 1) * 10 > a->pend_cap * 7) { /* grow: flush-free rebuild of the used slots */
+        uint64_t cap = a->pend_cap * 2;
+        mp_interval_t *t = ival_table(cap);
+        uint64_t *used = malloc(cap * sizeof *used);
+        if (!t || !used) {
+            free(t);
+            free(used);
             return MEMPROF_ENOMEM;
+        }
+        for (uint64_t i = 0; i < a->npend; i++) {
+            const mp_interval_t *e = &a->pend[a->pend_used[i]];
+            mp_interval_t *d = ival_slot(t, cap, e->site, e->a, e->f);
+            *d = *e;
+            used[i] = (uint64_t)(d - t);
+        }
+        free(a->pend);
+        free(a->pend_used);
+        a->pend = t;
+        a->pend_used = used;
+        a->pend_cap = cap;
     }
-    uint32_t b = tu >> a->ival_shift;
-    for (; a->ival_bucket < b; a->ival_bucket++)
-        a->ival_heap[a->ival_bucket + 1] = a->live.bytes;
+    mp_interval_t *d = ival_slot(a->pend, a->pend_cap, site, ab, 0);
+    if (d->site == UINT32_MAX) {
+        *d = (mp_interval_t){site, ab, 0, {0, 0}};
+        a->pend_used[a->npend++] = (uint64_t)(d - a->pend);
+    }
+    d->amount.bytes += bytes;
+    d->amount.count += count;
+    return 0;
+}
+
+/* A block of `site` live from moment `made` goes now (freed, or unmapped
+ * in part: `count` 0). */
+static int ival_free(mp_analysis_t *a, uint32_t site, uint64_t made, uint64_t bytes, uint64_t count, int temp)
+{
+    uint32_t ab = snap_bound(a, made);
+    int rc = 0;
+    if (temp || (a->has_end && made <= a->end_moment)) {
+        uint32_t tb = made_bucket(a, made);
+        if (temp)
+            rc = ival_add(a, site, tb, MP_IVAL_TEMP, bytes, count);
+        if (!rc && a->has_end && made <= a->end_moment)
+            rc = ival_add(a, site, tb, MP_IVAL_LEAK, bytes, count);
+    }
+    if (rc)
+        return rc;
+    /* made after the current snapshot and gone before the next: live at
+     * none; else its end is this bucket (a new high comes) or the next */
+    return ab > a->ival_bucket ? 0 : pend_add(a, site, ab, bytes, count);
+}
+
+int mp_analysis_halve_buckets(mp_analysis_t *a)
+{
+    uint32_t won[MP_IVAL_BUCKETS / 2];
+    for (uint32_t i = 0; i < MP_IVAL_BUCKETS / 2; i++) {
+        uint32_t w = a->ival_heap[2 * i + 1] > a->ival_heap[2 * i] ? 2 * i + 1 : 2 * i;
+        uint64_t r0 = a->ival_rss_kib[2 * i], r1 = a->ival_rss_kib[2 * i + 1];
+        won[i] = w;
+        a->ival_heap[i] = a->ival_heap[w];
+        a->ival_snap[i] = a->ival_snap[w];
+        a->ival_start[i] = a->ival_start[2 * i];
+        a->ival_rss_kib[i] = r0 > r1 ? r0 : r1;
+    }
+    size_t half = MP_IVAL_BUCKETS / 2;
+    memset(a->ival_heap + half, 0, half * sizeof *a->ival_heap);
+    memset(a->ival_snap + half, 0, half * sizeof *a->ival_snap);
+    memset(a->ival_start + half, 0, half * sizeof *a->ival_start);
+    memset(a->ival_rss_kib + half, 0, half * sizeof *a->ival_rss_kib);
+    a->ival_bucket >>= 1;
+    a->ival_shift++;
+    return ival_rebuild(a, a->ival_cap, won);
+}
+
+/* Time moves on to the event's bucket: the current bucket ends, buckets
+ * passed start (and have their snapshot) at the heap as it was; past the
+ * last bucket, buckets double in length. */
+static int ival_advance(mp_analysis_t *a, const memprof_event_t *ev)
+{
+    uint32_t tu = time_unit(ev->time_us);
+    uint64_t before = ev->index; /* the moment before this event */
+    if ((tu >> a->ival_shift) <= a->ival_bucket)
+        return 0;
+    if (pend_flush(a, a->ival_bucket + 1))
+        return MEMPROF_ENOMEM;
+    while ((tu >> a->ival_shift) >= MP_IVAL_BUCKETS)
+        if (mp_analysis_halve_buckets(a))
+            return MEMPROF_ENOMEM;
+    for (uint32_t b = tu >> a->ival_shift; a->ival_bucket < b;) {
+        a->ival_bucket++;
+        a->ival_heap[a->ival_bucket] = a->live.bytes;
+        a->ival_snap[a->ival_bucket] = before;
+        a->ival_start[a->ival_bucket] = before;
+    }
     return 0;
 }
 
@@ -293,16 +429,24 @@ const mp_interval_t *mp_analysis_intervals(const mp_analysis_t *a, uint64_t *slo
     return a->ival;
 }
 
-static inline void check_peak(mp_analysis_t *a, const memprof_event_t *ev)
+/* A new high of the current bucket: its snapshot moves to now, after
+ * every free waiting, which then ends here. */
+static inline int ival_high(mp_analysis_t *a)
 {
-    if (a->ival_heap && a->live.bytes > a->ival_heap[a->ival_bucket])
-        a->ival_heap[a->ival_bucket] = a->live.bytes;
+    a->ival_heap[a->ival_bucket] = a->live.bytes;
+    a->ival_snap[a->ival_bucket] = a->ival_now;
+    return a->npend ? pend_flush(a, a->ival_bucket) : 0;
+}
+
+static inline int check_peak(mp_analysis_t *a, const memprof_event_t *ev)
+{
     if (a->live.bytes > a->peak.bytes) {
         a->peak = a->live;
         a->peak_index = ev->index;
         a->peak_time_us = ev->time_us;
         a->peak_epoch++;
     }
+    return a->ival && a->live.bytes > a->ival_heap[a->ival_bucket] ? ival_high(a) : 0;
 }
 
 /* ---- mappings ---- */
@@ -331,7 +475,7 @@ static int map_account(mp_analysis_t *a, const mp_mapping_t *m, uint64_t bytes, 
         return 0;
     }
     account(a, m->site, bytes, c, add ? 1 : -1);
-    return !add && a->ival ? ival_free(a, m->site, m->tu, bytes, c, 0) : 0;
+    return !add && a->ival ? ival_free(a, m->site, m->made, bytes, c, 0) : 0;
 }
 
 /* Index of the first mapping that ends after addr. */
@@ -416,12 +560,11 @@ static int on_map(mp_analysis_t *a, const memprof_event_t *ev, uint32_t site, in
     /* a new mapping over an old one (MAP_FIXED) replaces that part */
     if (maps_remove(a, ev->addr, size, NULL) < 0)
         return MEMPROF_ENOMEM;
-    mp_mapping_t m = {ev->addr, size, site, time_unit(ev->time_us), (uint8_t)file, 0, (uint8_t)out};
+    mp_mapping_t m = {ev->addr, size, a->ival_now, site, (uint8_t)file, 0, (uint8_t)out};
     if (maps_insert_at(a, maps_lower(a, ev->addr), &m))
         return MEMPROF_ENOMEM;
     map_account(a, &m, size, 1, 1);
-    check_peak(a, ev);
-    return 0;
+    return check_peak(a, ev);
 }
 
 /* Room for thread ids up to `thread`: thr and thr_seq by id (0: none),
@@ -470,7 +613,7 @@ static int on_unmap(mp_analysis_t *a, const memprof_event_t *ev)
             uint64_t len = range_len(ev->addr, ev->size);
             /* a RESTORE gives the allocation back only if this took it */
             int counted = !first.frag && first.addr >= ev->addr && first.addr + first.size <= ev->addr + len;
-            *last = (mp_mapping_t){ev->addr, len, first.site, first.tu, first.file, (uint8_t)!counted, first.out};
+            *last = (mp_mapping_t){ev->addr, len, first.made, first.site, first.file, (uint8_t)!counted, first.out};
         }
     }
     return 0;
@@ -512,7 +655,7 @@ static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, uint32_t s
     if (old) { /* its free was never seen: drop the stale block */
         if (!old->out) {
             account(a, old->site, old->size, 1, -1);
-            if (a->ival && ival_free(a, old->site, old->tu, old->size, 1, 0))
+            if (a->ival && ival_free(a, old->site, old->made, old->size, 1, 0))
                 return MEMPROF_ENOMEM;
         }
         map_remove(a, old);
@@ -524,13 +667,13 @@ static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, uint32_t s
     uint64_t j = addr_hash(ev->addr) & (a->map_cap - 1);
     while (a->map[j].addr)
         j = (j + 1) & (a->map_cap - 1);
-    a->map[j] = (mp_live_t){ev->addr, ev->size, site, seq, time_unit(ev->time_us), (uint32_t)out};
+    a->map[j] = (mp_live_t){.addr = ev->addr, .size = ev->size, .made = a->ival_now, .site = site,
+                            .out = (uint32_t)out, .seq = seq};
     a->map_n++;
-    if (!out) {
-        account(a, site, ev->size, 1, 1);
-        check_peak(a, ev);
-    }
-    return 0;
+    if (out)
+        return 0;
+    account(a, site, ev->size, 1, 1);
+    return check_peak(a, ev);
 }
 
 static int on_free(mp_analysis_t *a, const memprof_event_t *ev)
@@ -560,7 +703,7 @@ static int on_free(mp_analysis_t *a, const memprof_event_t *ev)
             a->temporary.bytes += e->size, a->temporary.count++;
             st->temp.bytes += e->size, st->temp.count++;
         }
-        if (a->ival && ival_free(a, e->site, e->tu, e->size, 1, temp))
+        if (a->ival && ival_free(a, e->site, e->made, e->size, 1, temp))
             return MEMPROF_ENOMEM;
     }
     map_remove(a, e);
@@ -575,14 +718,12 @@ static int on_restore(mp_analysis_t *a, const memprof_event_t *ev)
     if (mr->addr && mr->addr == ev->addr) { /* a failed mremap: the range is back */
         mp_mapping_t m = *mr;
         mr->addr = 0;
-        m.tu = time_unit(ev->time_us); /* its unmap closed an interval: it is live again from now */
+        m.made = a->ival_now; /* its unmap closed an interval: it is live again from now */
         /* over anything recorded as mapped there since: mappings stay disjoint */
         if (maps_remove(a, m.addr, m.size, NULL) < 0 || maps_insert_at(a, maps_lower(a, m.addr), &m))
             return MEMPROF_ENOMEM;
         map_account(a, &m, m.size, 1, 1);
-        if (!m.out)
-            check_peak(a, ev);
-        return 0;
+        return m.out ? 0 : check_peak(a, ev);
     }
     mp_live_t *b = &a->last_realloc_free[ev->thread - 1];
     if (!b->addr || b->addr != ev->addr)
@@ -601,6 +742,7 @@ static void on_script_end(mp_analysis_t *a, const memprof_event_t *ev)
     if (a->has_end)
         return;
     a->has_end = 1;
+    a->end_moment = ev->index;
     a->at_end = a->live;
     a->end_index = ev->index;
     a->end_time_us = ev->time_us;
@@ -685,17 +827,31 @@ static int sum_sites(mp_analysis_t *a)
     return 0;
 }
 
-/* What is still live at the end of the capture: intervals never closed. */
+/* At the end of the capture: the last bucket ends, and what is still live
+ * is live to the end (and leaked, if made before the script ended). */
 static int ival_close(mp_analysis_t *a)
 {
-    for (uint64_t i = 0; i < a->map_cap; i++) {
-        const mp_live_t *e = &a->map[i];
-        if (e->addr && !e->out && ival_add(a, e->site, e->tu, MP_IVAL_NEVER, e->size, 1))
+    if (pend_flush(a, a->ival_bucket + 1))
+        return MEMPROF_ENOMEM;
+    for (uint64_t i = 0; i < a->map_cap + a->nmaps; i++) {
+        uint64_t made, bytes, count;
+        uint32_t site;
+        if (i < a->map_cap) {
+            const mp_live_t *e = &a->map[i];
+            if (!e->addr || e->out)
+                continue;
+            made = e->made, site = e->site, bytes = e->size, count = 1;
+        } else {
+            const mp_mapping_t *m = &a->maps[i - a->map_cap];
+            if (m->file || m->out)
+                continue;
+            made = m->made, site = m->site, bytes = m->size, count = !m->frag;
+        }
+        uint32_t ab = snap_bound(a, made);
+        if (ab <= a->ival_bucket && ival_add(a, site, ab, MP_IVAL_NEVER, bytes, count))
             return MEMPROF_ENOMEM;
-    }
-    for (uint64_t i = 0; i < a->nmaps; i++) {
-        const mp_mapping_t *m = &a->maps[i];
-        if (!m->file && !m->out && ival_add(a, m->site, m->tu, MP_IVAL_NEVER, m->size, !m->frag))
+        if ((!a->has_end || made <= a->end_moment) &&
+            ival_add(a, site, made_bucket(a, made), MP_IVAL_LEAK, bytes, count))
             return MEMPROF_ENOMEM;
     }
     return 0;
@@ -714,11 +870,16 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
         return MEMPROF_ENOMEM;
     if (a->opts.intervals) {
         a->ival_heap = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_heap);
+        a->ival_snap = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_snap);
+        a->ival_start = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_start);
         a->ival_rss_kib = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_rss_kib);
-        a->ival_cap = 1024;
-        if (!a->ival_heap || !a->ival_rss_kib || !(a->ival = malloc(a->ival_cap * sizeof *a->ival)))
+        a->ival_cap = a->pend_cap = 1024;
+        a->ival = ival_table(a->ival_cap);
+        a->pend = ival_table(a->pend_cap);
+        a->pend_used = malloc(a->pend_cap * sizeof *a->pend_used);
+        if (!a->ival_heap || !a->ival_snap || !a->ival_start || !a->ival_rss_kib || !a->ival || !a->pend ||
+            !a->pend_used)
             return MEMPROF_ENOMEM;
-        memset(a->ival, 0xff, a->ival_cap * sizeof *a->ival);
         /* times move on at each memory sample: no use for shorter buckets */
         while (((uint64_t)MP_TIME_UNIT_US << a->ival_shift) < memprof_reader_info(r)->interval_us &&
                a->ival_shift < 20)
@@ -728,7 +889,8 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
     int rc;
     while ((rc = memprof_reader_next(r, &ev)) > 0) {
         a->last_time_us = ev.time_us;
-        if (a->ival && (rc = ival_advance(a, ev.time_us)) < 0)
+        a->ival_now = ev.index + (ev.type == MEMPROF_EV_ALLOC || ev.type == MEMPROF_EV_FREE);
+        if (a->ival && (rc = ival_advance(a, &ev)) < 0)
             return rc;
         switch (ev.type) {
         case MEMPROF_EV_ALLOC: rc = on_alloc(a, &ev); break;
@@ -773,7 +935,11 @@ void mp_analysis_free(mp_analysis_t *a)
     free(a->thr_site);
     free(a->ival);
     free(a->ival_heap);
+    free(a->ival_snap);
+    free(a->ival_start);
     free(a->ival_rss_kib);
+    free(a->pend);
+    free(a->pend_used);
     free(a->map);
     free(a->last_realloc_free);
     free(a->last_mremap);

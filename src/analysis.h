@@ -27,21 +27,20 @@ typedef struct {
 } mp_site_t;
 
 /* A live heap block. `out`: made outside the filter (another thread, another
- * time): kept only so that its free is known. `tu`: when it was made, in
- * MP_TIME_UNIT_US units (for the intervals). */
+ * time): kept only so that its free is known. `made`: the moment it became
+ * live (moments count the allocations and frees applied: the state after
+ * event index i is moment i + 1). */
 typedef struct {
-    uint64_t addr, size;
-    uint32_t site;
+    uint64_t addr, size, made;
+    uint32_t site : 31, out : 1;
     uint32_t seq;       /* its thread's allocation count when it was made */
-    uint32_t tu;
-    uint32_t out;
 } mp_live_t;
 
 /* A live mapping (mmap, mremap). Mappings can be unmapped in part, so
  * they are kept sorted by address, apart from the heap blocks. */
 typedef struct {
-    uint64_t addr, size;
-    uint32_t site, tu;
+    uint64_t addr, size, made;
+    uint32_t site;
     uint8_t file;       /* backed by a file: not heap, counted apart */
     uint8_t frag;       /* the rest of a mapping split by a partial unmap:
                            bytes, but not another allocation */
@@ -50,21 +49,24 @@ typedef struct {
 
 /* Intervals (mp_analysis_opts_t.intervals): what each site held over time,
  * in at most MP_IVAL_BUCKETS buckets of time (each MP_TIME_UNIT_US << shift
- * long, the shift growing with the run). An interval sums the blocks of a
- * site made in bucket `a` and freed in bucket MP_IVAL_BUCKET(f); blocks made
- * and freed in one bucket are left out (never live at a bucket's end), but
- * for temporary ones and frees after the script ended. Buckets are never
- * shorter than the capture's memory sampling interval (when times move on). */
+ * long, the shift growing with the run; never shorter than the capture's
+ * memory sampling interval, at which times move on). Each bucket has a
+ * snapshot: the moment its heap was highest. Three kinds, by `f`:
+ * - the heap at the snapshots: the blocks of a site live at the snapshot of
+ *   every bucket p with a <= p < f (f MP_IVAL_NEVER: to the end). Blocks
+ *   live at no snapshot are left out.
+ * - MP_IVAL_TEMP: temporary blocks of a site made in bucket a.
+ * - MP_IVAL_LEAK: blocks of a site made in bucket a and still live when the
+ *   script ended (at exit without a script-end mark). */
 typedef struct {
     uint32_t site, a, f;
     mp_amount_t amount;
 } mp_interval_t;
 #define MP_TIME_UNIT_US 128u
 #define MP_IVAL_BUCKETS 512u
-#define MP_IVAL_NEVER 0x3fffffffu           /* f: still live at the end of the capture */
-#define MP_IVAL_AFTER_END 0x40000000u       /* f: freed after the script-end mark */
-#define MP_IVAL_TEMP 0x80000000u            /* f: a temporary allocation (also counted without the flag) */
-#define MP_IVAL_BUCKET(f) ((f) & MP_IVAL_NEVER)
+#define MP_IVAL_NEVER 0x3fffffffu
+#define MP_IVAL_LEAK 0x40000000u
+#define MP_IVAL_TEMP 0x80000000u
 
 /* What a replay counts: allocations made by `thread` (0: any) between
  * from_us and to_us (microseconds from the start; to_us 0: the end). A
@@ -122,7 +124,17 @@ typedef struct mp_analysis_s {
     uint64_t nival, ival_cap;
     uint32_t ival_shift;        /* buckets are MP_TIME_UNIT_US << ival_shift long */
     uint32_t ival_bucket;       /* the bucket of the last event */
+    uint64_t ival_now;          /* the moment of the event being applied */
+    uint64_t end_moment;        /* the moment of the script-end mark */
     uint64_t *ival_heap;        /* per bucket: the highest heap in it */
+    uint64_t *ival_snap;        /* per bucket: the moment it was first that high */
+    uint64_t *ival_start;       /* per bucket: the moment it began */
+    /* frees since the current bucket's snapshot, whose end is not known
+     * yet (at the next high in the bucket, or the bucket's end); a hash on
+     * (site, a, f: 1 when a is not known yet either), and its used slots */
+    mp_interval_t *pend;
+    uint64_t npend, pend_cap;
+    uint64_t *pend_used;
     uint64_t *ival_rss_kib;     /* per bucket: the highest RSS sampled in it (0: none) */
     /* live blocks: open addressing on the address */
     mp_live_t *map;
@@ -158,6 +170,11 @@ void mp_analysis_free(mp_analysis_t *a);
  * buckets used, each `*bucket_us` long. */
 const mp_interval_t *mp_analysis_intervals(const mp_analysis_t *a, uint64_t *slots, uint32_t *nbuckets,
                                            uint64_t *bucket_us);
+
+/* Buckets twice as long (after the replay, or while the buckets are full):
+ * two become one, whose snapshot is the higher of theirs. 0 or
+ * MEMPROF_ENOMEM. */
+int mp_analysis_halve_buckets(mp_analysis_t *a);
 
 /* Amount of stack `id` at the peak / at script end (0 for unknown ids). */
 mp_amount_t mp_analysis_stack_peak(const mp_analysis_t *a, uint32_t id);

@@ -1027,10 +1027,13 @@ Test(sites, one_per_stack_thread_and_allocator)
     done(&x);
 }
 
-/* Buckets of BK us. A (stack 1) lives from bucket 0 to 10; B (stack 2)
- * is made and freed in bucket 0 (temporary: only its TEMP interval); C
- * (stack 3, thread 2) is made in 10 and freed in 20, after the script
- * ended (temporary too, its thread making nothing else); D (stack 1) is made in 20 and never freed. */
+/* Buckets of BK us, each with a snapshot at its highest heap. A (stack 1)
+ * lives from bucket 0 to 10; B (stack 2) is made and freed in bucket 0,
+ * but after the bucket's highest point: live at its snapshot, and
+ * temporary; C (stack 3, thread 2) is made in 10 (after its snapshot) and
+ * freed in 20, after the script ended (temporary too, its thread making
+ * nothing else, and leaked); D (stack 1) is made in 20, after the end and
+ * after the last snapshot: live at none, and not leaked. */
 static void lifetimes(tk_capture_t *c)
 {
     tk_time(c, 0, 1000);
@@ -1058,26 +1061,55 @@ Test(sites, intervals_by_bucket)
     mp_analysis_intervals(&x.a, &slots, &nb, &us);
     cr_assert_eq(nb, 21);
     cr_assert_eq(us, BK);
-    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 10), 100, 1);
-    ASSERT_AMOUNT(interval(&x.a, 2, T1, 0, 0 | MP_IVAL_TEMP), 50, 1);
-    ASSERT_AMOUNT(interval(&x.a, 3, T2, 10, 20 | MP_IVAL_AFTER_END), 30, 1);
-    ASSERT_AMOUNT(interval(&x.a, 1, T1, 20, MP_IVAL_NEVER), 7, 1);
-    /* thread 2 made nothing else before C went: temporary too */
-    ASSERT_AMOUNT(interval(&x.a, 3, T2, 10, 20 | MP_IVAL_AFTER_END | MP_IVAL_TEMP), 30, 1);
-    cr_assert_eq(interval_count(&x.a), 5);
+    /* live at the snapshots of buckets [a, f) */
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 11), 100, 1); /* bucket 10's snapshot is its start */
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 0, 1), 50, 1);
+    ASSERT_AMOUNT(interval(&x.a, 3, T2, 11, 21), 30, 1); /* 11..20 start with it live */
+    /* by the bucket they were made in */
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 0, MP_IVAL_TEMP), 50, 1);
+    ASSERT_AMOUNT(interval(&x.a, 3, T2, 10, MP_IVAL_TEMP), 30, 1);
+    ASSERT_AMOUNT(interval(&x.a, 3, T2, 10, MP_IVAL_LEAK), 30, 1);
+    cr_assert_eq(interval_count(&x.a), 6);
     /* the highest heap in each bucket; buckets with no event start where the last ended */
     uint64_t heap[21] = {150, 100, 100, 100, 100, 100, 100, 100, 100, 100, 100,
                          30, 30, 30, 30, 30, 30, 30, 30, 30, 30};
     for (int b = 0; b < 21; b++)
         cr_assert_eq(x.a.ival_heap[b], heap[b], "bucket %d: %llu", b, (unsigned long long)x.a.ival_heap[b]);
+    cr_assert_eq(x.a.ival_snap[0], 2); /* after B was made */
     cr_assert_eq(x.a.ival_rss_kib[0], 1000);
     cr_assert_eq(x.a.ival_rss_kib[10], 3000);
     cr_assert_eq(x.a.ival_rss_kib[5], 0);
     done(&x);
 }
 
-/* Past MP_IVAL_BUCKETS buckets, buckets double: intervals merge, and one
- * that becomes made and freed in one bucket goes. */
+/* The snapshot of a range is its highest point, even inside a bucket: a
+ * block made and freed within one bucket, at its high, is seen there. */
+Test(sites, a_high_inside_a_bucket_is_its_snapshot)
+{
+    run_t x;
+    begin(&x.c);
+    tk_time(&x.c, 0, 0);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 10, 1);
+    tk_time(&x.c, 5 * BK, 0);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x2000, 1000, 2); /* the high of bucket 5 */
+    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x2000);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x3000, 500, 3);  /* lower than 1010: not seen in 5 */
+    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x3000);
+    tk_time(&x.c, 6 * BK, 0);
+    mp_analysis_opts_t o = {.intervals = 1};
+    run_opts(&x, &o);
+    cr_assert_eq(x.a.ival_heap[5], 1010);
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 5, 6), 1000, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, MP_IVAL_NEVER), 10, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, MP_IVAL_LEAK), 10, 1); /* no script end: at exit */
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 5, MP_IVAL_TEMP), 1000, 1);
+    ASSERT_AMOUNT(interval(&x.a, 3, T1, 5, MP_IVAL_TEMP), 500, 1);
+    cr_assert_eq(interval_count(&x.a), 5);
+    done(&x);
+}
+
+/* Past MP_IVAL_BUCKETS buckets, buckets double: two merge into one whose
+ * snapshot is the higher of theirs, and intervals follow. */
 Test(sites, intervals_when_buckets_double)
 {
     run_t x;
@@ -1085,12 +1117,12 @@ Test(sites, intervals_when_buckets_double)
     tk_time(&x.c, 0, 0);
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x1000, 100, 1);
     tk_time(&x.c, 4 * BK, 0);
-    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x2000, 8, 2);
+    tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x2000, 8, 2);  /* the high of bucket 4 */
     tk_time(&x.c, 5 * BK, 0);
-    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x2000); /* (4, 5): (2, 2) once halved */
+    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x2000);           /* live at 4 and 5: (4, 6), then (2, 3) */
     tk_time(&x.c, 10 * BK, 0);
-    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x1000); /* (0, 10): (0, 5) */
-    tk_time(&x.c, 600 * BK, 0);                /* bucket 600: buckets twice as long */
+    tk_free(&x.c, T1, MEMPROF_D_FREE, 0x1000);           /* (0, 11), then (0, 6) */
+    tk_time(&x.c, 600 * BK, 0);                          /* bucket 600: buckets twice as long */
     tk_alloc(&x.c, T1, MEMPROF_A_MALLOC, 0x3000, 1, 3);
     mp_analysis_opts_t o = {.intervals = 1};
     run_opts(&x, &o);
@@ -1099,11 +1131,13 @@ Test(sites, intervals_when_buckets_double)
     mp_analysis_intervals(&x.a, &slots, &nb, &us);
     cr_assert_eq(us, 2 * BK);
     cr_assert_eq(nb, 301);
-    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 5), 100, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 6), 100, 1);
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 2, 3), 8, 1);
+    ASSERT_AMOUNT(interval(&x.a, 2, T1, 2, MP_IVAL_TEMP), 8, 1);
     ASSERT_AMOUNT(interval(&x.a, 3, T1, 300, MP_IVAL_NEVER), 1, 1);
-    ASSERT_AMOUNT(interval(&x.a, 2, T1, 2, 2 | MP_IVAL_TEMP), 8, 1); /* temporary: kept */
-    cr_assert_eq(interval_count(&x.a), 3);
-    cr_assert_eq(x.a.ival_heap[2], 108); /* buckets 4 and 5 merged: 108 and 108 */
+    ASSERT_AMOUNT(interval(&x.a, 3, T1, 300, MP_IVAL_LEAK), 1, 1);
+    cr_assert_eq(interval_count(&x.a), 5);
+    cr_assert_eq(x.a.ival_heap[2], 108); /* buckets 4 and 5 merged */
     cr_assert_eq(x.a.ival_heap[299], 0);
     cr_assert_eq(x.a.ival_heap[300], 1);
     done(&x);
@@ -1124,9 +1158,9 @@ Test(sites, restored_block_continues_its_life)
     tk_free(&x.c, T1, MEMPROF_D_FREE, 0x1000);
     mp_analysis_opts_t o = {.intervals = 1};
     run_opts(&x, &o);
-    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 3), 64, 1);
-    ASSERT_AMOUNT(interval(&x.a, 1, T1, 3, 7), 64, 1);
-    ASSERT_AMOUNT(interval(&x.a, 1, T1, 3, 7 | MP_IVAL_TEMP), 64, 1); /* freed before its thread's next */
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 0, 4), 64, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 4, 8), 64, 1);
+    ASSERT_AMOUNT(interval(&x.a, 1, T1, 3, MP_IVAL_TEMP), 64, 1); /* freed before its thread's next */
     cr_assert_eq(interval_count(&x.a), 3);
     done(&x);
 }
