@@ -28,13 +28,16 @@
 //       (null: no sample in it)
 //   "end_bucket": int|null,                       bucket holding the end of the script
 //   "intervals": {"node": [], "thread": [], "a": [int], "f": [int], "bytes": [], "count": []}
-//       what stack `node` held on thread `thread`: allocated in bucket a, freed in bucket f
-//       (-1: never freed; in "leaks" mode: still live when the script ended)
+//       what stack `node` held on thread `thread`. Each bucket has a snapshot: the moment its
+//       heap was highest (chart.heap). "peak": live at the snapshots of buckets a..f-1 (f -1: to
+//       the end); "leaks": made in bucket a and still live when the script ended (f = -1);
+//       "temporary": made in bucket a (f = a).
 // }
 // With no range selected the flamegraph shows `sites` (exact). A range of buckets [i, j] shows:
-//   peak: the heap live at the end of the bucket p in [i, j] with the most live bytes, live meaning
-//         a <= p and (f == -1 or f > p) (first p on ties); leaks: i <= a <= j and f == -1;
-//   temporary: i <= a <= j. The thread filter applies to sites and intervals alike.
+//   peak: the snapshot of the bucket p in [i, j] with the most live bytes, live meaning
+//         a <= p and (f == -1 or f > p) (first p on ties): the highest point of the range,
+//         exactly; leaks: i <= a <= j and f == -1; temporary: i <= a <= j. The thread filter
+//         applies to sites and intervals alike.
 //
 // Test hook, window.memprof:
 //   ready            true once the page has drawn from the data
@@ -502,7 +505,7 @@
     add('Range ' + seconds(r.i * bs) + '–' + seconds((r.j + 1) * bs), true);
     add(' (buckets ' + r.i + '–' + r.j + ')');
     if (D.mode === 'peak') {
-      add(': the highest point of the range is the end of ');
+      add(': the highest point of the range, in ');
       add('bucket ' + r.p + ' (' + seconds(r.p * bs) + '–' + seconds((r.p + 1) * bs) + ')', true);
       add(', shown below.');
     } else if (D.mode === 'leaks') {
@@ -510,7 +513,7 @@
     } else {
       add(': temporary allocations made in this range.');
     }
-    add(' Range figures are to within one bucket (' + seconds(bs) + ').');
+    add(' A range starts and ends on buckets of ' + seconds(bs) + '.');
   }
 
   function setRange(i, j) {

@@ -319,7 +319,7 @@ BUCKETS, BUCKET_S = 20, 0.1
 # The answers, worked out by hand from INTERVALS:
 # peak (buckets 10-14): everything but load: 100.5 MiB in 49 allocations, 9 frames drawn;
 # thread 2 alone: 1 MiB in 4 (root, <module>, worker, hold);
-# range 3-9: the live heap is 43.5 MiB at the end of buckets 3-6 (load + small + merged), so
+# range 3-9: the live heap is 43.5 MiB at the snapshots of buckets 3-6 (load + small + merged), so
 # p = 3: 43.5 MiB in 38; on thread 2 alone it is 0 until bucket 8, so p = 8: 1 MiB in 4.
 
 
@@ -518,7 +518,7 @@ def test_range_selection(page):
     assert "load (script.py:8)" in {f["name"] for f in settled(page)}
     assert "hold (script.py:5)" not in {f["name"] for f in frames(page)}
     rt = text(page, "#range-text")
-    assert "Range 0.3 s–1 s" in rt and "bucket 3 (0.3 s–0.4 s)" in rt and "within one bucket (0.1 s)" in rt
+    assert "Range 0.3 s–1 s" in rt and "bucket 3 (0.3 s–0.4 s)" in rt and "buckets of 0.1 s" in rt
     # with the thread filter, the highest point is where thread 2's heap is highest
     select_thread(page, "2")
     v = view(page)

@@ -346,6 +346,19 @@ def test_killed_capture_warns_and_reports(memprof):
         assert got == [(5 * MiB, 5)], name
         p = memprof.cmd(name, cap)
         assert p.returncode == 0 and "truncated" in p.stderr and f"known (killed.py:{known})" in p.stdout
+    # the table and the flamegraph's data too
+    p = memprof.cmd("table", "--json", cap)
+    assert p.returncode == 0 and len(p.stderr.strip().splitlines()) == 1 and "truncated" in p.stderr
+    t = json.loads(p.stdout)
+    assert t["capture"]["truncated"] is True
+    assert [(r["bytes"], r["allocations"]) for r in t["rows"] if r["location"] == f"known (killed.py:{known})"] == \
+        [(5 * MiB, 5)]
+    p = memprof.cmd("flamegraph", "--json", cap)
+    assert p.returncode == 0 and len(p.stderr.strip().splitlines()) == 1 and "truncated" in p.stderr
+    d = json.loads(p.stdout)
+    assert d["capture"]["truncated"] is True and sum(d["sites"]["bytes"]) == d["total"]["bytes"]
+    p = memprof.cmd("flamegraph", "-o", "killed.html", cap)
+    assert p.returncode == 0 and (memprof.tmp / "killed.html").stat().st_size > 100_000
     out = memprof.cmd("leaks", cap).stdout
     assert out.splitlines()[1].startswith("leaked   ") and out.splitlines()[1].endswith(": live at exit")
     assert "no script-end mark" in out.splitlines()[2]
