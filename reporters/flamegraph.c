@@ -345,12 +345,18 @@ static int write_data(const fg_t *g, const mp_report_cli_t *c, mp_buf_t *b)
     const mp_analysis_t *a = g->a;
     const memprof_info_t *in = memprof_reader_info(a->r);
     mp_strtab_t st = {0};
-    uint32_t *fn = malloc((g->n ? g->n : 1) * sizeof *fn), *file = malloc((g->n ? g->n : 1) * sizeof *file);
-    int32_t *line = malloc((g->n ? g->n : 1) * sizeof *line);
-    uint8_t *kind = malloc(g->n ? g->n : 1);
+    /* the frames' and nodes' columns */
+    enum { FN, FILE_, LINE, KIND, PARENT, FRAME, NCOL };
+    static const char *const names[NCOL] = {"function", "file", "line", "kind", "parent", "frame"};
+    int64_t *col = malloc((size_t)NCOL * (g->n ? g->n : 1) * sizeof *col);
+    int64_t *fn = col, *file = fn + g->n, *line = file + g->n, *kind = line + g->n;
     int rc = -1;
-    if (!fn || !file || !line || !kind)
+    if (!col)
         goto done;
+    for (uint32_t i = 0; i < g->n; i++) {
+        col[PARENT * g->n + i] = i ? (int64_t)g->parent[i] : -1;
+        col[FRAME * g->n + i] = i;
+    }
     for (uint32_t i = 0; i < g->n; i++) {
         char name[64];
         mp_srcframe_t sf; /* f and path may point into it */
@@ -377,8 +383,8 @@ static int write_data(const fg_t *g, const mp_report_cli_t *c, mp_buf_t *b)
         int64_t x = mp_strtab_id(&st, f), y = mp_strtab_id(&st, path);
         if (x < 0 || y < 0)
             goto done;
-        fn[i] = (uint32_t)x;
-        file[i] = (uint32_t)y;
+        fn[i] = x;
+        file[i] = y;
     }
     mp_amount_t total = g->mode == PEAK ? a->peak : g->mode == LEAKS ? a->at_end : a->temporary;
     static const char *const what[] = {"peak memory", "leaks", "temporary allocations"};
@@ -409,25 +415,18 @@ static int write_data(const fg_t *g, const mp_report_cli_t *c, mp_buf_t *b)
             mp_buf_add(b, ",", 1);
         mp_buf_json_string(b, st.v[i]);
     }
-    mp_buf_str(b, "],\"frames\":{\"function\":[");
-    for (uint32_t i = 0; i < g->n; i++)
-        mp_buf_printf(b, "%s%u", i ? "," : "", fn[i]);
-    mp_buf_str(b, "],\"file\":[");
-    for (uint32_t i = 0; i < g->n; i++)
-        mp_buf_printf(b, "%s%u", i ? "," : "", file[i]);
-    mp_buf_str(b, "],\"line\":[");
-    for (uint32_t i = 0; i < g->n; i++)
-        mp_buf_printf(b, "%s%d", i ? "," : "", line[i]);
-    mp_buf_str(b, "],\"kind\":[");
-    for (uint32_t i = 0; i < g->n; i++)
-        mp_buf_printf(b, "%s%u", i ? "," : "", kind[i]);
-    mp_buf_str(b, "]},\"nodes\":{\"parent\":[");
-    for (uint32_t i = 0; i < g->n; i++)
-        mp_buf_printf(b, "%s%d", i ? "," : "", i ? (int)g->parent[i] : -1);
-    mp_buf_str(b, "],\"frame\":[");
-    for (uint32_t i = 0; i < g->n; i++)
-        mp_buf_printf(b, "%s%u", i ? "," : "", i);
-    mp_buf_str(b, "]},\"threads\":[");
+    mp_buf_str(b, "]");
+    for (int k = 0; k < NCOL; k++) {
+        mp_buf_printf(b, k == FN ? ",\"frames\":{" : k == PARENT ? "},\"nodes\":{" : ",");
+        mp_buf_printf(b, "\"%s\":[", names[k]);
+        for (uint32_t i = 0; i < g->n; i++) {
+            if (i)
+                mp_buf_add(b, ",", 1);
+            mp_buf_i64(b, col[(size_t)k * g->n + i]);
+        }
+        mp_buf_str(b, "]");
+    }
+    mp_buf_str(b, "},\"threads\":[");
     uint32_t nt = memprof_reader_thread_count(a->r), shown = 0;
     for (uint32_t t = 1; t <= nt && t <= a->nthreads; t++) {
         if (!a->thr[t].total.count)
@@ -462,10 +461,7 @@ static int write_data(const fg_t *g, const mp_report_cli_t *c, mp_buf_t *b)
     mp_buf_str(b, "}");
     rc = b->oom ? -1 : 0;
 done:
-    free(fn);
-    free(file);
-    free(line);
-    free(kind);
+    free(col);
     mp_strtab_free(&st);
     return rc;
 }
