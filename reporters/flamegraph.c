@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "analysis.h"
 #include "cli_common.h"
@@ -55,8 +54,8 @@ static const char *const mode_names[] = {"peak", "leaks", "temporary"};
 #define MAX_INTERVALS 50000u
 
 typedef struct {
-    const char *output;
-    int force, mode;
+    mp_page_out_t out;
+    int mode;
     double merge_below; /* percent */
 } fg_opts_t;
 
@@ -64,24 +63,15 @@ static int fg_option(mp_report_cli_t *c, int argc, char **argv, int i)
 {
     fg_opts_t *o = c->ctx;
     const char *a = argv[i];
-    int took = 1;
-    if (!strcmp(a, "-f") || !strcmp(a, "--force")) {
-        o->force = 1;
-    } else if (!strcmp(a, "--leaks") || !strcmp(a, "--temporary")) {
+    int took;
+    if ((took = mp_page_option(c, &o->out, argc, argv, i)) || (took = mp_report_cli_temp_threshold(c, argc, argv, i)))
+        return took;
+    took = 1;
+    if (!strcmp(a, "--leaks") || !strcmp(a, "--temporary")) {
         int m = a[2] == 'l' ? LEAKS : TEMPORARY;
         if (o->mode != PEAK && o->mode != m)
             mp_cli_die(c->prog, "--leaks and --temporary draw different things: choose one");
         o->mode = m;
-    } else if (!strcmp(a, "-o") || mp_report_cli_is(a, "--output")) {
-        o->output = mp_report_cli_value(c, argc, argv, i, &took);
-        if (!*o->output)
-            mp_cli_die(c->prog, "%s needs a file name", a);
-    } else if (mp_report_cli_is(a, "--temporary-threshold")) {
-        const char *v = mp_report_cli_value(c, argc, argv, i, &took);
-        size_t n;
-        if (mp_parse_count(v, &n))
-            mp_cli_die(c->prog, "--temporary-threshold needs a number from 1 to 1000, not '%s'", v);
-        c->opts.temp_threshold = (uint32_t)n;
     } else if (mp_report_cli_is(a, "--merge-below")) {
         const char *v = mp_report_cli_value(c, argc, argv, i, &took);
         char *end;
@@ -473,12 +463,8 @@ int main(int argc, char **argv)
     mp_report_cli_parse(&c, argc, argv, fg_option);
     c.opts.intervals = 1;
     char *path = NULL;
-    if (!c.json) { /* before the work: a page that could not be saved is found out now */
-        if (!(path = mp_page_path(o.output, c.path, ".flamegraph.html")))
-            mp_cli_die(c.prog, "out of memory");
-        if (!o.force && access(path, F_OK) == 0)
-            mp_cli_die(c.prog, "%s already exists; choose another with -o FILE, or replace it with --force", path);
-    }
+    if (!c.json)
+        path = mp_page_target(c.prog, &o.out, c.path, ".flamegraph.html");
     mp_analysis_t a;
     memprof_reader_t *r = mp_report_cli_run(&c, &a);
     fg_t g = {.a = &a, .mode = o.mode};
@@ -497,7 +483,7 @@ int main(int argc, char **argv)
         mp_page_part_t parts[] = {{"CSS", cssb.p, cssb.n}, {"JS", jsb.p, jsb.n}, {"DATA", data.p, data.n}};
         if (cssb.oom || jsb.oom || mp_page_fill(&page, "flamegraph.html", parts, 3))
             mp_cli_die(c.prog, "out of memory (or a broken build: the page template is not as expected)");
-        mp_page_save(c.prog, path, o.force, &page);
+        mp_page_save(c.prog, path, o.out.force, &page);
         printf("wrote %s (%zu KiB)\n", path, (page.n + 1023) / 1024);
         mp_buf_free(&cssb);
         mp_buf_free(&jsb);

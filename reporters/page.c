@@ -14,6 +14,7 @@
 
 #include "assets.h"
 #include "cli_common.h"
+#include "report_cli.h"
 
 const mp_asset_t *mp_asset(const char *name)
 {
@@ -219,18 +220,40 @@ void mp_page_assets(mp_buf_t *out, const char *const *names)
     }
 }
 
-char *mp_page_path(const char *given, const char *capture, const char *suffix)
+int mp_page_option(mp_report_cli_t *c, mp_page_out_t *o, int argc, char **argv, int i)
 {
-    if (given)
-        return strdup(given);
-    size_t n = strlen(capture);
-    if (n > 8 && !strcmp(capture + n - 8, ".memprof"))
-        n -= 8;
-    char *p = malloc(n + strlen(suffix) + 1);
-    if (p) {
-        memcpy(p, capture, n);
-        strcpy(p + n, suffix);
+    const char *a = argv[i];
+    int took = 1;
+    if (!strcmp(a, "-f") || !strcmp(a, "--force")) {
+        o->force = 1;
+    } else if (!strcmp(a, "-o") || mp_report_cli_is(a, "--output")) {
+        o->output = mp_report_cli_value(c, argc, argv, i, &took);
+        if (!*o->output)
+            mp_cli_die(c->prog, "%s needs a file name", a);
+    } else {
+        return 0;
     }
+    return took;
+}
+
+char *mp_page_target(const char *prog, const mp_page_out_t *o, const char *capture, const char *suffix)
+{
+    char *p;
+    if (o->output) {
+        p = strdup(o->output);
+    } else {
+        size_t n = strlen(capture);
+        if (n > 8 && !strcmp(capture + n - 8, ".memprof"))
+            n -= 8;
+        if ((p = malloc(n + strlen(suffix) + 1))) {
+            memcpy(p, capture, n);
+            strcpy(p + n, suffix);
+        }
+    }
+    if (!p)
+        mp_cli_die(prog, "out of memory");
+    if (!o->force && access(p, F_OK) == 0)
+        mp_cli_die(prog, "%s already exists; choose another with -o FILE, or replace it with --force", p);
     return p;
 }
 
@@ -268,7 +291,9 @@ void mp_page_save(const char *prog, const char *path, int force, const mp_buf_t 
     if (fd < 0)
         mp_cli_die(prog, "cannot create %s: %s", force ? path : target, strerror(errno));
     int err = 0;
-    if (write_all(fd, b->p, b->n) || (force && fchmod(fd, 0644)))
+    mode_t mask = umask(0);
+    umask(mask);
+    if (write_all(fd, b->p, b->n) || (force && fchmod(fd, 0644 & ~mask)))
         err = errno ? errno : EIO;
     if (close(fd) && !err)
         err = errno;

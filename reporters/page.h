@@ -52,9 +52,20 @@ int mp_page_fill(mp_buf_t *out, const char *name, const mp_page_part_t *parts, s
 /* Appends the built-in assets named (a NULL-ended list), each followed by a newline. */
 void mp_page_assets(mp_buf_t *out, const char *const *names);
 
-/* The page's path: `given`, or the capture's path with its ".memprof"
- * ending (if any) replaced by `suffix` (e.g. ".flamegraph.html"). */
-char *mp_page_path(const char *given, const char *capture, const char *suffix);
+/* Where a page goes: -o/--output FILE, and -f/--force to replace it. */
+typedef struct {
+    const char *output;     /* NULL: beside the capture */
+    int force;
+} mp_page_out_t;
+
+struct mp_report_cli_s;
+/* One of those options at argv[i]: how many arguments it took, 0 if it
+ * is none of them (a report's option callback tries it first). */
+int mp_page_option(struct mp_report_cli_s *c, mp_page_out_t *o, int argc, char **argv, int i);
+/* The page's path: the given one, or the capture's path with its
+ * ".memprof" ending (if any) replaced by `suffix` (".flamegraph.html").
+ * Exits 2 when it exists and --force was not given: before the work. */
+char *mp_page_target(const char *prog, const mp_page_out_t *o, const char *capture, const char *suffix);
 /* Writes b to path, as a new file unless force (then through a temporary
  * file renamed over it). Exits 2 with one line on any failure, leaving no
  * partial file behind. */

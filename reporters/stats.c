@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include "analysis.h"
-#include "cli_common.h"
 #include "memprof/format.h"
 #include "report.h"
 #include "report_cli.h"
@@ -32,19 +31,6 @@ static const char usage[] =
     "                  temporary: freed before its thread made N more allocations\n"
     "                  (default 1: before its next)\n"
     "  -h, --help      show this help\n";
-
-static int stats_option(mp_report_cli_t *c, int argc, char **argv, int i)
-{
-    if (!mp_report_cli_is(argv[i], "--temporary-threshold"))
-        return 0;
-    int took;
-    const char *v = mp_report_cli_value(c, argc, argv, i, &took);
-    size_t n;
-    if (mp_parse_count(v, &n))
-        mp_cli_die(c->prog, "--temporary-threshold needs a number from 1 to 1000, not '%s'", v);
-    c->opts.temp_threshold = (uint32_t)n;
-    return took;
-}
 
 static double run_seconds(const mp_analysis_t *a)
 {
@@ -256,7 +242,7 @@ static void print_text(const mp_report_cli_t *c, const mp_analysis_t *a)
 int main(int argc, char **argv)
 {
     mp_report_cli_t c = {.prog = "memprof stats", .usage = usage};
-    mp_report_cli_parse(&c, argc, argv, stats_option);
+    mp_report_cli_parse(&c, argc, argv, mp_report_cli_temp_threshold);
     mp_analysis_t a;
     memprof_reader_t *r = mp_report_cli_run(&c, &a);
     if (c.json)

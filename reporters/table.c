@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "analysis.h"
 #include "cli_common.h"
@@ -41,25 +40,23 @@ enum { BY_BYTES, BY_COUNT, BY_ALLOCATOR, BY_THREAD, BY_LOCATION };
 static const char *const sort_names[] = {"bytes", "count", "allocator", "thread", "location"};
 
 typedef struct {
-    int leaks, html, force, sort;
-    const char *output;
+    int leaks, html, sort;
+    mp_page_out_t out;
 } table_opts_t;
 
 static int table_option(mp_report_cli_t *c, int argc, char **argv, int i)
 {
     table_opts_t *o = c->ctx;
     const char *a = argv[i];
-    int took = 1;
+    int took = mp_page_option(c, &o->out, argc, argv, i);
+    if (took) {
+        o->html |= o->out.output != NULL; /* -o FILE: a page */
+        return took;
+    }
+    took = 1;
     if (!strcmp(a, "--leaks")) {
         o->leaks = 1;
     } else if (!strcmp(a, "--html")) {
-        o->html = 1;
-    } else if (!strcmp(a, "-f") || !strcmp(a, "--force")) {
-        o->force = 1;
-    } else if (!strcmp(a, "-o") || mp_report_cli_is(a, "--output")) {
-        o->output = mp_report_cli_value(c, argc, argv, i, &took);
-        if (!*o->output)
-            mp_cli_die(c->prog, "%s needs a file name", a);
         o->html = 1;
     } else if (mp_report_cli_is(a, "--sort")) {
         const char *v = mp_report_cli_value(c, argc, argv, i, &took);
@@ -288,12 +285,8 @@ int main(int argc, char **argv)
     if (o.html && c.json)
         mp_cli_die(c.prog, "--json prints the table, --html writes a page: choose one");
     char *path = NULL;
-    if (o.html) {
-        if (!(path = mp_page_path(o.output, c.path, ".table.html")))
-            mp_cli_die(c.prog, "out of memory");
-        if (!o.force && access(path, F_OK) == 0)
-            mp_cli_die(c.prog, "%s already exists; choose another with -o FILE, or replace it with --force", path);
-    }
+    if (o.html)
+        path = mp_page_target(c.prog, &o.out, c.path, ".table.html");
     mp_analysis_t a;
     memprof_reader_t *r = mp_report_cli_run(&c, &a);
     size_t n;
@@ -316,7 +309,7 @@ int main(int argc, char **argv)
         mp_page_part_t parts[] = {{"DATA", data.p, data.n}};
         if (mp_page_fill(&page, "table.html", parts, 1))
             mp_cli_die(c.prog, "out of memory (or a broken build: the page template is not as expected)");
-        mp_page_save(c.prog, path, o.force, &page);
+        mp_page_save(c.prog, path, o.out.force, &page);
         printf("wrote %s (%zu KiB)\n", path, (page.n + 1023) / 1024);
         mp_buf_free(&data);
         mp_buf_free(&page);

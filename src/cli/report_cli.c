@@ -110,6 +110,19 @@ void mp_report_cli_parse(mp_report_cli_t *c, int argc, char **argv, mp_report_op
         mp_cli_die(c->prog, "--to is before --from: nothing to report");
 }
 
+int mp_report_cli_temp_threshold(mp_report_cli_t *c, int argc, char **argv, int i)
+{
+    if (!mp_report_cli_is(argv[i], "--temporary-threshold"))
+        return 0;
+    int took;
+    const char *v = mp_report_cli_value(c, argc, argv, i, &took);
+    size_t n;
+    if (mp_parse_count(v, &n))
+        mp_cli_die(c->prog, "--temporary-threshold needs a number from 1 to 1000, not '%s'", v);
+    c->opts.temp_threshold = (uint32_t)n;
+    return took;
+}
+
 memprof_reader_t *mp_report_cli_run(mp_report_cli_t *c, mp_analysis_t *a)
 {
     memprof_reader_t *r = mp_cli_open(c->prog, c->path);

@@ -33,6 +33,9 @@ int mp_report_cli_is(const char *arg, const char *name);
 /* Takes the value of option argv[i] ("--x V" or "--x=V"); exits 2 when it
  * is missing. *took: arguments used (1 or 2). */
 const char *mp_report_cli_value(const mp_report_cli_t *c, int argc, char **argv, int i, int *took);
+/* --temporary-threshold N at argv[i] (for the reports that count temporary
+ * allocations): how many arguments it took, 0 if it is not that option. */
+int mp_report_cli_temp_threshold(mp_report_cli_t *c, int argc, char **argv, int i);
 /* Opens c->path and replays it with c->opts; exits 2 with one line on a
  * bad or unreadable capture, warns once if it was cut short. */
 memprof_reader_t *mp_report_cli_run(mp_report_cli_t *c, mp_analysis_t *a);

@@ -2,6 +2,7 @@
 embedded data (exact whole-run figures, and intervals that give the same answers for a range),
 the table's rows, and bad input."""
 import json
+import os
 import re
 
 from conftest import script_line
@@ -97,6 +98,11 @@ def test_flamegraph_leaks_and_temporary(memprof):
     # of hold's 12 buffers, only the last can be freed before the thread's next allocation
     assert at_nodes(t["sites"], node_ids(t, "hold")) in ((0, 0), (8 * MiB, 1))
     assert sum(t["intervals"]["bytes"]) == t["total"]["bytes"]
+    # a looser threshold counts more, and as stats counts
+    wide = fg_data(memprof, cap, "--temporary", "--temporary-threshold", "20")
+    st = json.loads(memprof.cmd("stats", "--json", "--temporary-threshold", "20", cap).stdout)
+    assert wide["total"]["allocations"] > t["total"]["allocations"]
+    assert wide["total"] == {"bytes": st["temporary"]["bytes"], "allocations": st["temporary"]["allocations"]}
 
 
 def test_flamegraph_merges_small_stacks(memprof):
@@ -191,6 +197,9 @@ def test_pages_bad_input(memprof, tmp_path):
     assert page.read_text() == "the user's own file"
     p = memprof.cmd("flamegraph", "--force", "-o", page, cap)
     assert p.returncode == 0 and page.read_text().startswith("<!DOCTYPE html>")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert page.stat().st_mode & 0o777 == 0o644 & ~mask  # as a new file would be, not the temporary's 0600
     assert not list(tmp_path.glob("mine.html.*"))  # no temporary file left
     for prog in ("flamegraph", "table"):
         p = memprof.cmd(prog, tmp_path / "nope.memprof")

@@ -26,6 +26,7 @@ CASES = [
     ("stats-thread2.json", ["stats", "--json", "--thread", "2"]),
     ("table.txt", ["table"]),
     ("table-leaks-count.txt", ["table", "--leaks", "--sort", "count"]),
+    ("table-thread.txt", ["table", "--sort", "thread"]),
     ("table.json", ["table", "--json"]),
     ("tree.txt", ["tree"]),
     ("tree-leaks-cut.txt", ["tree", "--leaks", "--cut", "10"]),
