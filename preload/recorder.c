@@ -306,6 +306,7 @@ static void thread_gone(void *arg)
     W.free_threads = t;
     unlock();
     mp_self = NULL;
+    mp_py_thread_gone();
     mp_guard = g;
 }
 
@@ -328,6 +329,7 @@ static MP_COLD MP_NOINLINE mp_thread_t *thread_new_locked(void)
     t->is_main = pthread_equal(pthread_self(), W.main_thread);
     t->prev_depth = 0;
     memset(t->recent, 0, sizeof t->recent); /* a reused state: its stacks were another capture's */
+    memset(t->edges, 0, sizeof t->edges);
     mp_unwind_forget(t);
     t->next_free = W.live_threads;
     W.live_threads = t;

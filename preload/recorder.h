@@ -45,6 +45,7 @@ typedef struct {
 
 #define MP_NATIVE_MAX 256   /* native frames kept (innermost first) */
 #define MP_RECENT_STACKS 4096 /* per-thread cache of whole stacks (a power of 2) */
+#define MP_EDGE_CACHE 4096    /* per-thread cache of (parent node, frame) -> node (a power of 2) */
 
 /* Per-thread state, in memory of its own (mmap), reached through mp_self. */
 typedef struct mp_thread_s {
@@ -71,6 +72,15 @@ typedef struct mp_thread_s {
     mp_prefix_t *prev;      /* previous stack's prefixes, root first */
     uint32_t prev_depth, prev_cap;
     uint64_t key;           /* key of the last walk (cur), for the cache of recent stacks */
+    /* the last walk stopped at the frame of the anchor-th entry of the
+     * thread's shadow stack (1-based; 0: it went to the root) */
+    uint32_t anchor;
+    mp_frame_t *scr;        /* scratch for the frames under a shadow entry */
+    uint32_t scr_cap;
+    struct {
+        uint64_t key;
+        uint32_t node;
+    } edges[MP_EDGE_CACHE];
     struct mp_rule_s *rules;        /* unwind.c: unwind rules by return address */
     unsigned rules_gen;             /* mp_code_gen they were made under */
     struct mp_walk_s *walks;        /* unwind.c: the last native walk, and room for the next */
@@ -156,6 +166,7 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
  * nodes; returns its node id. */
 uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t depth);
 void mp_py_reset(void);                 /* fork child: a new capture */
+void mp_py_thread_gone(void);           /* the calling thread is ending */
 /* With the writer lock held, at start: the pseudo-frame for "no Python". */
 void mp_py_emit_pseudo(void);
 

@@ -1,0 +1,79 @@
+"""--trace-python-allocators keeps a shadow of each thread's frames (a frame-evaluation hook) so
+that a deep stack is not read whole at every allocation. The stacks it records must be the ones
+a plain walk records, frame for frame and line for line, however the stack changed in between:
+recursion, one callee called from two lines in turn, a generator resumed from two functions, a
+closure called back from C, an exception out of a deep call, and recursion deeper than the C
+stack could hold if every call nested on it (in a thread with a 1 MiB stack, and in the main
+thread)."""
+import json
+
+import pytest
+
+from conftest import Memprof, script_line
+
+SCRIPT = "shadow_stacks.py"
+THREAD_DEPTH, MAIN_DEPTH = 3000, 30000
+
+
+def line(marker):
+    return script_line(SCRIPT, marker)
+
+
+def leaks(memprof, *flags):
+    """{stack as ((function, line), ...): (bytes, allocations, thread)} of the leaks made by
+    leak() in the script."""
+    p, cap = memprof.run(SCRIPT, THREAD_DEPTH, MAIN_DEPTH, flags=flags, out=f"shadow{len(flags)}.memprof")
+    assert p.stdout == "shadow 17\n"
+    t = memprof.cmd("table", "--leaks", "--json", cap)
+    assert t.returncode == 0, t.stderr
+
+    got = {}
+    for r in json.loads(t.stdout)["rows"]:
+        stack = tuple((f["function"], f["line"]) for f in r["stack"])
+        if stack and stack[0] == ("leak", line("LEAK-LINE")) and r["bytes"] >= 1000:
+            assert stack not in got
+            got[stack] = (r["bytes"], r["allocations"], r["thread"])
+    return got
+
+
+@pytest.fixture(scope="module")
+def both(tmp_path_factory):
+    m = Memprof(tmp_path_factory.mktemp("shadow"))
+    return leaks(m), leaks(m, "--trace-python-allocators")
+
+
+def test_shadow_stacks_equal_walked_stacks(both):
+    walked, shadowed = both
+    assert len(walked) == 9
+    assert shadowed == walked
+
+
+def test_shadow_stacks_known_frames(both):
+    _, got = both
+    leak = ("leak", line("LEAK-LINE"))
+    mod = ("<module>", line("MODULE"))
+    main = lambda marker: ("main", line(marker))  # noqa: E731
+    # 1. 60 frames of recursion: ra, rb, rc, ra, ... from the root, rc called leak at the bottom
+    order = [("ra", line("RA-LINE")), ("rb", line("RB-LINE")), ("rc", line("RC-LINE"))]
+    rec = tuple([leak] + [order[i % 3] for i in range(59, -1, -1)] + [main("MAIN-RA"), mod])
+    assert got[rec] == (2000, 1, 1)
+    # 2. the same callee from two lines: three leaks at each
+    assert got[(leak, ("same_callee", line("FIRST-CALL")), main("MAIN-SAME"), mod)] == (1100 + 1102 + 1104, 3, 1)
+    assert got[(leak, ("same_callee", line("SECOND-CALL")), main("MAIN-SAME"), mod)] == (1101 + 1103 + 1105, 3, 1)
+    # 3. the generator's frame under whichever function resumed it
+    g = ("gen", line("GEN-LINE"))
+    assert got[(leak, g, ("resume_one", line("RESUME-ONE")), main("MAIN-ONE"), mod)] == (3000 + 3002, 2, 1)
+    assert got[(leak, g, ("resume_two", line("RESUME-TWO")), main("MAIN-TWO"), mod)] == (3001 + 3003, 2, 1)
+    # 4. a closure called by sorted() (a C function, no frame of its own)
+    key = (leak, ("sorted_by.<locals>.key", line("KEY-LINE")), ("sorted_by", line("SORTED-LINE")),
+           main("MAIN-SORTED"), mod)
+    assert got[key] == (4000 + 4001 + 4002, 3, 1)
+    # 5. after a 41-frame exception unwound back to after_raise
+    assert got[(leak, ("after_raise", line("AFTER-RAISE")), main("MAIN-RAISE"), mod)] == (5000, 1, 1)
+    # 6. deeper than the C stack: every frame there, in the thread and in the main thread
+    deep = lambda depth: [("plunge", line("PLUNGE-LEAK"))] + [("plunge", line("PLUNGE-LINE"))] * depth  # noqa: E731
+    thread = [s for s in got if got[s][:2] == (6000, 1)]
+    assert len(thread) == 1 and got[thread[0]][2] == 2
+    assert list(thread[0][1:THREAD_DEPTH + 2]) == deep(THREAD_DEPTH)
+    assert [f for f, _ in thread[0][THREAD_DEPTH + 2:]] == ["Thread.run", "Thread._bootstrap_inner", "Thread._bootstrap"]
+    assert got[tuple([leak] + deep(MAIN_DEPTH) + [main("MAIN-PLUNGE"), mod])] == (7000, 1, 1)
