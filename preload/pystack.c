@@ -459,17 +459,38 @@ static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
  * stack the hook is taken off until that call returns, and the calls made
  * meanwhile are walked. */
 
+#define LEAF_WAYS 8 /* allocation sites remembered per hooked frame (a power of 2) */
+
+/* An entry's nodes outlive the call they were made for: the next call
+ * pushed at the same depth, from the same call (stamp) of the frame below
+ * at the same instruction, running the same code, has the same ones. So a
+ * loop's calls of one function intern nothing after the first. */
 typedef struct {
     _PyInterpreterFrame *frame; /* the frame this hooked call runs */
-    uint32_t base;              /* node of the frames above it (0: none) */
-    uint32_t gen;               /* shadow_gen base was interned under; else unknown */
+    uint64_t stamp;             /* this call's number in its thread */
+    uint64_t owner;             /* the call the nodes below were made for */
+    uint32_t gen;               /* shadow_gen they were interned under */
+    uint32_t base;              /* node of the frames above the frame (0: none) */
+    /* the frame's own node at an instruction, by its low bits */
+    uint32_t leaf_instr[LEAF_WAYS], leaf_node[LEAF_WAYS];
+    /* what base was made from: the call below, its instruction, the code */
+    uint64_t below_stamp;
+    uint32_t below_instr;
+    const void *code;
+    uintptr_t fp;
 } shadow_t;
+
+/* base and leaves are this call's */
+static inline int shadow_known(const shadow_t *e);
 
 static MP_TLS shadow_t *sh;
 static MP_TLS uint32_t sh_n, sh_cap;
 static MP_TLS uintptr_t sh_floor; /* C stack below this: calls are not hooked */
 static MP_TLS int sh_ready;
+static MP_TLS uint64_t sh_stamp;
 static uint32_t shadow_gen = 1;     /* a new capture (fork child) forgets every base */
+
+static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp && e->gen == shadow_gen; }
 static _PyFrameEvalFunction next_eval; /* what ran frames before the hook */
 static PyInterpreterState *hooked_interp;
 static atomic_int deep_calls;       /* hooked calls past their floor: the hook is off */
@@ -524,7 +545,8 @@ static PyObject *eval_hook(PyThreadState *ts, _PyInterpreterFrame *f, int exc)
         return eval_deep(ts, f, exc);
     uint32_t n = sh_n;
     if (MP_LIKELY(n < sh_cap) || shadow_grow() == 0) {
-        sh[n] = (shadow_t){f, 0, 0};
+        sh[n].frame = f;
+        sh[n].stamp = ++sh_stamp;
         sh_n = n + 1;
     }
     PyObject *r = next_eval(ts, f, exc);
@@ -562,6 +584,7 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
 {
     t->nseg = 0;
     t->anchor = 0;
+    t->leaf_node = 0;
     if (!walker_on)
         return 0;
     if (MP_UNLIKELY(atomic_load_explicit(&script_ended, memory_order_relaxed)) && !t->is_main)
@@ -582,6 +605,16 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
             return 0;
         }
         f = f->previous;
+    } else if (f && f == stop) { /* the innermost hooked frame allocates */
+        PyCodeObject *co = f->f_code;
+        uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
+        const shadow_t *e = &sh[sh_n - 1];
+        unsigned w = instr & (LEAF_WAYS - 1);
+        if (shadow_known(e) && e->leaf_instr[w] == instr) { /* here before */
+            t->anchor = sh_n;
+            t->leaf_node = e->leaf_node[w];
+            return 1;
+        }
     }
     /* the arrays in locals (stores to cur[] could otherwise be t's fields
      * for all the compiler knows), the position's multiple added up */
@@ -675,13 +708,25 @@ static uint32_t edge_intern(mp_thread_t *t, uint32_t parent, const mp_frame_t *f
  * for entries below it first where they are not known yet. */
 static uint32_t shadow_base(mp_thread_t *t, uint32_t i)
 {
-    if (MP_LIKELY(sh[i].gen == shadow_gen))
+    if (MP_LIKELY(shadow_known(&sh[i])))
         return sh[i].base;
     uint32_t m = i;
-    while (m > 0 && sh[m - 1].gen != shadow_gen)
+    while (m > 0 && !shadow_known(&sh[m - 1]))
         m--;
     for (; m <= i; m++) {
-        _PyInterpreterFrame *stop = m ? sh[m - 1].frame : NULL, *f = sh[m].frame->previous;
+        shadow_t *e = &sh[m];
+        _PyInterpreterFrame *stop = m ? sh[m - 1].frame : NULL, *f = e->frame->previous;
+        PyCodeObject *co = e->frame->f_code;
+        uintptr_t fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+        uint32_t below_instr = 0;
+        if (f && f == stop) {
+            below_instr = (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code));
+            if (e->gen == shadow_gen && e->below_stamp == sh[m - 1].stamp && e->below_instr == below_instr &&
+                e->code == co && e->fp == fp) {
+                e->owner = e->stamp; /* the same call again: its nodes are this one's */
+                continue;
+            }
+        }
         uint32_t n = 0;
         for (; f && n < MAX_DEPTH; f = f->previous) { /* none of these is the innermost: all started */
             if (n == t->scr_cap && mp_mem_grow((void **)&t->scr, &t->scr_cap, n + 1, sizeof *t->scr))
@@ -692,11 +737,19 @@ static uint32_t shadow_base(mp_thread_t *t, uint32_t i)
         }
         /* met: the frames above stop are sh[m - 1]'s base (stop's own frame,
          * at the call it is in, is the last of scr) */
-        uint32_t node = f && f == stop ? sh[m - 1].base : 0;
+        int met = f && f == stop;
+        uint32_t node = met ? sh[m - 1].base : 0;
         while (n--)
             node = edge_intern(t, node, &t->scr[n]);
-        sh[m].base = node;
-        sh[m].gen = shadow_gen;
+        e->base = node;
+        e->owner = e->stamp;
+        e->gen = shadow_gen;
+        e->below_stamp = met ? sh[m - 1].stamp : 0; /* stamps start at 1 */
+        e->below_instr = below_instr;
+        e->code = co;
+        e->fp = fp;
+        memset(e->leaf_node, 0, sizeof e->leaf_node);
+        memset(e->leaf_instr, 0xff, sizeof e->leaf_instr);
     }
     return sh[i].base;
 }
@@ -720,9 +773,17 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
 uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
 {
     if (t->anchor && frames == t->cur) {
+        if (t->leaf_node)
+            return t->leaf_node;
+        shadow_t *e = &sh[t->anchor - 1];
         uint32_t node = shadow_base(t, t->anchor - 1);
-        while (n--)
-            node = edge_intern(t, node, &frames[n]);
+        for (uint32_t i = n; i--;)
+            node = edge_intern(t, node, &frames[i]);
+        if (n == 1 && node) { /* the hooked frame allocated: remember where */
+            unsigned w = frames[0].instr & (LEAF_WAYS - 1);
+            e->leaf_instr[w] = frames[0].instr;
+            e->leaf_node[w] = node;
+        }
         return node ? node : pseudo_node;
     }
     if (n == 0)

@@ -35,9 +35,19 @@ static MP_TLS mp_thread_t *mp_self;
 
 void mp_hooks_init(void);
 
-/* ---- the writer lock: a futex mutex (0 free, 1 held, 2 held + waiters) ---- */
+/* ---- the writer lock ----
+ * A futex mutex (0 free, 1 held) whose unlock is a plain store: the lock
+ * is taken twice an event, and an atomic read-modify-write to release it
+ * cost as much as the one that takes it. A thread that has spun in vain
+ * counts itself in `waiters` and sleeps while the word is 1; an unlock
+ * that sees a waiter wakes one. The store and the load of `waiters` may
+ * pass each other (x86 orders a store before a later load only with a
+ * fence), so a wake could in theory be missed: sleeps are bounded (1 ms)
+ * and the sleeper then looks again. In practice the kernel's own check of
+ * the word, long after the store is visible, refuses the sleep. */
 
 static atomic_int wlock;
+static atomic_int waiters;
 
 static MP_COLD MP_NOINLINE void lock_slow(void)
 {
@@ -48,8 +58,15 @@ static MP_COLD MP_NOINLINE void lock_slow(void)
             return;
         __builtin_ia32_pause();
     }
-    while (atomic_exchange_explicit(&wlock, 2, memory_order_acquire) != 0)
-        syscall(SYS_futex, &wlock, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+    atomic_fetch_add_explicit(&waiters, 1, memory_order_seq_cst);
+    for (;;) {
+        int c = 0;
+        if (atomic_compare_exchange_strong_explicit(&wlock, &c, 1, memory_order_acquire, memory_order_relaxed))
+            break;
+        static const struct timespec bound = {0, 1000000};
+        syscall(SYS_futex, &wlock, FUTEX_WAIT_PRIVATE, 1, &bound, NULL, 0);
+    }
+    atomic_fetch_sub_explicit(&waiters, 1, memory_order_relaxed);
 }
 
 static inline void lock(void)
@@ -61,10 +78,9 @@ static inline void lock(void)
 
 static inline void unlock(void)
 {
-    if (atomic_fetch_sub_explicit(&wlock, 1, memory_order_release) != 1) {
-        atomic_store_explicit(&wlock, 0, memory_order_release);
+    atomic_store_explicit(&wlock, 0, memory_order_release);
+    if (MP_UNLIKELY(atomic_load_explicit(&waiters, memory_order_relaxed)))
         syscall(SYS_futex, &wlock, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
-    }
 }
 
 void mp_wlock(void) { lock(); }
@@ -777,6 +793,7 @@ static void fork_child(void)
     /* The child never writes into the parent's file. */
     int was = atomic_exchange(&mp_active, 0);
     atomic_store(&wlock, 0);
+    atomic_store(&waiters, 0);
     if (W.fd >= 0)
         close(W.fd);
     W.fd = -1;

@@ -75,6 +75,7 @@ typedef struct mp_thread_s {
     /* the last walk stopped at the frame of the anchor-th entry of the
      * thread's shadow stack (1-based; 0: it went to the root) */
     uint32_t anchor;
+    uint32_t leaf_node;     /* and that frame's node at its instruction was known */
     mp_frame_t *scr;        /* scratch for the frames under a shadow entry */
     uint32_t scr_cap;
     struct {

@@ -7,6 +7,9 @@
 #include "encode.h"
 
 #include <lz4.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "memprof/memprof.h"
 #include "mp_common.h"
@@ -28,6 +31,8 @@ void mp_enc_reset(mp_enc_t *e)
     e->thread = 0;
     memset(e->allocated, 0, sizeof e->allocated);
     memset(e->freed, 0, sizeof e->freed);
+    memset(e->allocated_lo, 0, sizeof e->allocated_lo);
+    memset(e->freed_lo, 0, sizeof e->freed_lo);
     e->nalloc = e->nfree = 0;
 }
 
@@ -57,16 +62,56 @@ static inline uint8_t *put_addr(mp_enc_t *e, uint8_t *p, uint64_t addr)
     return p;
 }
 
-/* Position k (0 = most recent) of addr in a ring of recent addresses, or -1.
- * 0 marks an empty slot (a reader refuses to be pointed at one), so address
- * 0 is never named by position. */
-static inline int ring_find(const uint64_t *ring, unsigned n, uint64_t addr)
+/* The rings of recent addresses. Slot (-n) mod 16 holds the n-th address
+ * put, so the one put k before the newest is k slots after the newest's:
+ * the slots that match, rotated to the newest, are in age order. */
+_Static_assert(MEMPROF_RING == 16, "the ring search handles 16 slots");
+
+static inline void ring_put(uint64_t *ring, uint32_t *lo, unsigned *n, uint64_t addr)
+{
+    unsigned s = (0u - ++*n) & (MEMPROF_RING - 1);
+    ring[s] = addr;
+#ifdef __SSE2__
+    /* the low half goes in with a 16-byte store: the search's 16-byte load
+     * of it, an event later, is then served from the store (a 4-byte store
+     * under a wider load stalls until the store reaches the cache) */
+    static const uint32_t lane[4][4] = {{~0u, 0, 0, 0}, {0, ~0u, 0, 0}, {0, 0, ~0u, 0}, {0, 0, 0, ~0u}};
+    __m128i *q = (__m128i *)(lo + (s & ~3u));
+    __m128i m = _mm_loadu_si128((const __m128i *)lane[s & 3]);
+    __m128i v = _mm_set1_epi32((int)(uint32_t)addr);
+    _mm_storeu_si128(q, _mm_or_si128(_mm_andnot_si128(m, _mm_loadu_si128(q)), _mm_and_si128(m, v)));
+#else
+    lo[s] = (uint32_t)addr;
+#endif
+}
+
+/* Position k (0 = most recent) of addr in a ring, or -1. 0 marks an empty
+ * slot (a reader refuses to be pointed at one), so address 0 is never
+ * named by position. */
+static inline int ring_find(const uint64_t *ring, const uint32_t *lo, unsigned n, uint64_t addr)
 {
     if (MP_UNLIKELY(addr == 0))
         return -1;
-    for (unsigned k = 0; k < MEMPROF_RING; k++)
-        if (ring[(n - 1 - k) & (MEMPROF_RING - 1)] == addr)
+    unsigned m = 0; /* bit s: slot s has addr's low half */
+#ifdef __SSE2__
+    __m128i want = _mm_set1_epi32((int)(uint32_t)addr);
+    for (unsigned i = 0; i < MEMPROF_RING; i += 4) {
+        __m128i eq = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(lo + i)), want);
+        m |= (unsigned)_mm_movemask_ps(_mm_castsi128_ps(eq)) << i;
+    }
+#else
+    for (unsigned s = 0; s < MEMPROF_RING; s++)
+        m |= (unsigned)(lo[s] == (uint32_t)addr) << s;
+#endif
+    if (MP_LIKELY(!m))
+        return -1;
+    unsigned newest = (0u - n) & (MEMPROF_RING - 1);
+    m = ((m >> newest) | (m << (MEMPROF_RING - newest))) & 0xffffu; /* bit k: age k */
+    for (; m; m &= m - 1) {
+        unsigned k = (unsigned)__builtin_ctz(m);
+        if (ring[(newest + k) & (MEMPROF_RING - 1)] == addr)
             return (int)k;
+    }
     return -1;
 }
 
@@ -84,7 +129,7 @@ int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr
         return MEMPROF_ENOSPACE;
     uint8_t *p = switch_thread(e, e->buf + e->len, thread);
     int same = stack == e->prev_stack;
-    int k = allocator == e->prev_allocator && !is_mapping(allocator) ? ring_find(e->freed, e->nfree, addr) : -1;
+    int k = allocator == e->prev_allocator && !is_mapping(allocator) ? ring_find(e->freed, e->freed_lo, e->nfree, addr) : -1;
     if (k >= 0) { /* the allocator handing back a block just freed: name it, not its address */
         *p++ = tag(same ? MEMPROF_R_REUSE_SAME : MEMPROF_R_REUSE, (unsigned)k);
         e->prev_addr = addr;
@@ -97,7 +142,7 @@ int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr
         p += mp_varint_put(p, mp_zigzag((int64_t)stack - (int64_t)e->prev_stack));
     e->prev_stack = stack;
     e->prev_allocator = allocator;
-    e->allocated[e->nalloc++ & (MEMPROF_RING - 1)] = addr;
+    ring_put(e->allocated, e->allocated_lo, &e->nalloc, addr);
     e->len = (size_t)(p - e->buf);
     return 0;
 }
@@ -107,7 +152,7 @@ int mp_enc_free(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t add
     if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
         return MEMPROF_ENOSPACE;
     uint8_t *p = switch_thread(e, e->buf + e->len, thread);
-    int k = deallocator == MEMPROF_D_FREE ? ring_find(e->allocated, e->nalloc, addr) : -1;
+    int k = deallocator == MEMPROF_D_FREE ? ring_find(e->allocated, e->allocated_lo, e->nalloc, addr) : -1;
     if (k >= 0) {
         *p++ = tag(MEMPROF_R_FREE_RECENT, (unsigned)k);
         e->prev_addr = addr;
@@ -115,7 +160,7 @@ int mp_enc_free(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t add
         *p++ = tag(MEMPROF_R_FREE, deallocator);
         p = put_addr(e, p, addr);
     }
-    e->freed[e->nfree++ & (MEMPROF_RING - 1)] = addr;
+    ring_put(e->freed, e->freed_lo, &e->nfree, addr);
     e->len = (size_t)(p - e->buf);
     return 0;
 }
@@ -128,7 +173,7 @@ int mp_enc_free_range(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64
     *p++ = tag(MEMPROF_R_FREE, deallocator);
     p = put_addr(e, p, addr);
     p += mp_varint_put(p, len);
-    e->freed[e->nfree++ & (MEMPROF_RING - 1)] = addr;
+    ring_put(e->freed, e->freed_lo, &e->nfree, addr);
     e->len = (size_t)(p - e->buf);
     return 0;
 }

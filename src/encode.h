@@ -21,8 +21,11 @@ typedef struct mp_enc_s {
     uint32_t prev_stack;
     unsigned prev_allocator; /* of the last allocation record: what a REUSE means (1.1) */
     uint32_t thread; /* current thread of this block, 0 = none yet */
-    uint64_t allocated[MEMPROF_RING], freed[MEMPROF_RING]; /* recent addresses */
-    unsigned nalloc, nfree;                                 /* ring positions */
+    /* recent addresses, the newest in slot -n mod MEMPROF_RING (n: how many
+     * so far), and their low halves, which are searched four at a time */
+    uint64_t allocated[MEMPROF_RING], freed[MEMPROF_RING];
+    uint32_t allocated_lo[MEMPROF_RING], freed_lo[MEMPROF_RING];
+    unsigned nalloc, nfree;
 } mp_enc_t;
 
 void mp_enc_init(mp_enc_t *e, uint8_t *buf, size_t cap);

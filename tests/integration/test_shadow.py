@@ -2,7 +2,7 @@
 that a deep stack is not read whole at every allocation. The stacks it records must be the ones
 a plain walk records, frame for frame and line for line, however the stack changed in between:
 recursion, one callee called from two lines in turn, a generator resumed from two functions, a
-closure called back from C, an exception out of a deep call, and recursion deeper than the C
+closure called back from C, an exception out of a deep call, one call instruction running two functions in turn, and recursion deeper than the C
 stack could hold if every call nested on it (in a thread with a 1 MiB stack, and in the main
 thread)."""
 import json
@@ -23,7 +23,7 @@ def leaks(memprof, *flags):
     """{stack as ((function, line), ...): (bytes, allocations, thread)} of the leaks made by
     leak() in the script."""
     p, cap = memprof.run(SCRIPT, THREAD_DEPTH, MAIN_DEPTH, flags=flags, out=f"shadow{len(flags)}.memprof")
-    assert p.stdout == "shadow 17\n"
+    assert p.stdout == "shadow 21\n"
     t = memprof.cmd("table", "--leaks", "--json", cap)
     assert t.returncode == 0, t.stderr
 
@@ -44,7 +44,7 @@ def both(tmp_path_factory):
 
 def test_shadow_stacks_equal_walked_stacks(both):
     walked, shadowed = both
-    assert len(walked) == 9
+    assert len(walked) == 11
     assert shadowed == walked
 
 
@@ -70,6 +70,10 @@ def test_shadow_stacks_known_frames(both):
     assert got[key] == (4000 + 4001 + 4002, 3, 1)
     # 5. after a 41-frame exception unwound back to after_raise
     assert got[(leak, ("after_raise", line("AFTER-RAISE")), main("MAIN-RAISE"), mod)] == (5000, 1, 1)
+    # 7. one call instruction, two functions in turn
+    turn = ("one_call_two_functions", line("TURN-LINE"))
+    assert got[(leak, ("alpha", line("ALPHA-LINE")), turn, main("MAIN-TURN"), mod)] == (8000 + 8002, 2, 1)
+    assert got[(leak, ("beta", line("BETA-LINE")), turn, main("MAIN-TURN"), mod)] == (8001 + 8003, 2, 1)
     # 6. deeper than the C stack: every frame there, in the thread and in the main thread
     deep = lambda depth: [("plunge", line("PLUNGE-LEAK"))] + [("plunge", line("PLUNGE-LINE"))] * depth  # noqa: E731
     thread = [s for s in got if got[s][:2] == (6000, 1)]

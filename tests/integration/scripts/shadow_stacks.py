@@ -82,6 +82,20 @@ def plunge(n, size):
     leak(size)  # PLUNGE-LEAK
 
 
+# 7. one call instruction running two functions in turn
+def alpha(size):
+    leak(size)  # ALPHA-LINE
+
+
+def beta(size):
+    leak(size)  # BETA-LINE
+
+
+def one_call_two_functions():
+    for i, fn in enumerate((alpha, beta, alpha, beta)):
+        fn(8000 + i)  # TURN-LINE
+
+
 def main(thread_depth, main_depth):
     ra(59, 2000)  # MAIN-RA
     same_callee()  # MAIN-SAME
@@ -92,6 +106,7 @@ def main(thread_depth, main_depth):
         resume_two(g, 3001 + 2 * i)  # MAIN-TWO
     sorted_by(4000)  # MAIN-SORTED
     after_raise(5000)  # MAIN-RAISE
+    one_call_two_functions()  # MAIN-TURN
     sys.setrecursionlimit(max(thread_depth, main_depth) + 1000)
     threading.stack_size(1 << 20)
     t = threading.Thread(target=plunge, args=(thread_depth, 6000))
