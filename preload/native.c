@@ -62,6 +62,8 @@ static struct {
 
 atomic_int mp_modules_dirty;
 static uintptr_t self_lo, self_hi, eval_lo, eval_hi;
+/* the C path of a Python-to-Python call when a frame-evaluation hook is set */
+static uintptr_t call_lo[2], call_hi[2];
 static int native_on;
 
 static void *map_zero(size_t n)
@@ -235,15 +237,38 @@ uint32_t mp_native_walk(mp_thread_t *t)
     int n = mp_unwind(t, t->ips, MP_NATIVE_MAX);
     if (n < 0)
         n = unw_backtrace(t->ips, MP_NATIVE_MAX);
-    int skip = 0;
-    while (skip < n && (uintptr_t)t->ips[skip] >= self_lo && (uintptr_t)t->ips[skip] < self_hi)
-        skip++;
-    if (skip && n > skip)
-        memmove(t->ips, t->ips + skip, (size_t)(n - skip) * sizeof *t->ips);
-    return n > skip ? (uint32_t)(n - skip) : 0;
+    /* memprof's own frames: the recorder's, innermost, and with the shadow
+     * stack of pystack.c the frame-evaluation hook's, between Python calls */
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (!mp_native_is_self((uintptr_t)t->ips[i]))
+            t->ips[k++] = t->ips[i];
+    return (uint32_t)k;
 }
 
 static inline int is_eval(uintptr_t ip) { return ip > eval_lo && ip <= eval_hi; }
+
+int mp_native_is_eval(uintptr_t ip) { return is_eval(ip); }
+int mp_native_is_self(uintptr_t ip) { return ip >= self_lo && ip < self_hi; }
+int mp_native_is_call_path(uintptr_t ip)
+{
+    return (ip > call_lo[0] && ip <= call_hi[0]) || (ip > call_lo[1] && ip <= call_hi[1]);
+}
+
+int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met)
+{
+    int n = mp_unwind_cut(t, t->ips, t->cfas, MP_NATIVE_MAX, stop, met);
+    if (n < 0)
+        return -1;
+    int skip = 0;
+    while (skip < n && mp_native_is_self((uintptr_t)t->ips[skip]))
+        skip++;
+    if (skip && n > skip) {
+        memmove(t->ips, t->ips + skip, (size_t)(n - skip) * sizeof *t->ips);
+        memmove(t->cfas, t->cfas + skip, (size_t)(n - skip) * sizeof *t->cfas);
+    }
+    return n > skip ? n - skip : 0;
+}
 
 uint32_t mp_native_merge(mp_thread_t *t, uint32_t nn, uint32_t npy)
 {
@@ -308,6 +333,15 @@ int mp_native_init(void)
         /* a return address is past its call: (lo, hi] */
         eval_lo = (uintptr_t)eval;
         eval_hi = eval_lo + sym->st_size;
+    }
+    static const char *const call_path[2] = {"_PyFunction_Vectorcall", "PyObject_Vectorcall"};
+    for (int i = 0; i < 2; i++) {
+        void *f = dlsym(RTLD_DEFAULT, call_path[i]);
+        sym = NULL;
+        if (f && dladdr1(f, &di, (void **)&sym, RTLD_DL_SYMENT) && sym && sym->st_size) {
+            call_lo[i] = (uintptr_t)f;
+            call_hi[i] = call_lo[i] + sym->st_size;
+        }
     }
     native_on = 1;
     atomic_store(&mp_modules_dirty, 1);

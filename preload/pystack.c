@@ -29,6 +29,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include <opcode.h>
+
 #include "linetable.h"
 #include "memprof/format.h"
 #include "recorder.h"
@@ -330,8 +332,7 @@ static int register_end(void *arg)
     py.err_fetch(&et, &ev, &tb);
     if (mp_opts & MEMPROF_OPT_PYMEM) {
         (void)mp_pymem_install();
-        if (!(mp_opts & MEMPROF_OPT_NATIVE))
-            shadow_install();
+        shadow_install();
     }
     PyObject *mods = py.modules();
     int had = mods && py.dict_get(mods, "atexit") != NULL;
@@ -473,6 +474,7 @@ typedef struct {
     uint32_t base;              /* node of the frames above the frame (0: none) */
     /* the frame's own node at an instruction, by its low bits */
     uint32_t leaf_instr[LEAF_WAYS], leaf_node[LEAF_WAYS];
+    uintptr_t cfa;              /* the hook call's CFA: where --native's walk stops */
     /* what base was made from: the call below, its instruction, the code */
     uint64_t below_stamp;
     uint32_t below_instr;
@@ -547,6 +549,7 @@ static PyObject *eval_hook(PyThreadState *ts, _PyInterpreterFrame *f, int exc)
     if (MP_LIKELY(n < sh_cap) || shadow_grow() == 0) {
         sh[n].frame = f;
         sh[n].stamp = ++sh_stamp;
+        sh[n].cfa = (uintptr_t)__builtin_dwarf_cfa();
         sh_n = n + 1;
     }
     PyObject *r = next_eval(ts, f, exc);
@@ -580,11 +583,14 @@ void mp_py_thread_gone(void)
 
 static MP_NOINLINE uint32_t walk_segments(mp_thread_t *t, _PyInterpreterFrame *f);
 
-uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
+/* The calling thread's innermost frame in *f; 0 when its frames cannot
+ * be read. */
+static inline int walk_start(mp_thread_t *t, int gil, _PyInterpreterFrame **f)
 {
     t->nseg = 0;
     t->anchor = 0;
     t->leaf_node = 0;
+    t->cut = 0;
     if (!walker_on)
         return 0;
     if (MP_UNLIKELY(atomic_load_explicit(&script_ended, memory_order_relaxed)) && !t->is_main)
@@ -594,7 +600,15 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
         return 0;
     if (MP_UNLIKELY(!atomic_load_explicit(&end_requested, memory_order_relaxed)) && t->is_main)
         request_end_mark();
-    _PyInterpreterFrame *f = ts->cframe->current_frame;
+    *f = ts->cframe->current_frame;
+    return 1;
+}
+
+uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
+{
+    _PyInterpreterFrame *f;
+    if (!walk_start(t, gil, &f))
+        return 0;
     if (segments)
         return walk_segments(t, f);
     /* the walk stops at the frame of the innermost hooked call */
@@ -770,8 +784,12 @@ static inline uint64_t stack_key(const mp_frame_t *f, uint32_t n)
 
 static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n);
 
+static uint32_t intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n);
+
 uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
 {
+    if (t->cut && frames == t->mix)
+        return intern_cut(t, frames, n);
     if (t->anchor && frames == t->cur) {
         if (t->leaf_node)
             return t->leaf_node;
@@ -871,6 +889,176 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
     t->prefix_cap = tcap;
     t->prev_depth = n;
     return t->prev[n - 1].node;
+}
+
+/* ---- --native with the shadow stack ----
+ * The C stack of a hooked call is fixed while it runs, as its Python frames
+ * are: an entry's base is then the node of the whole mixed stack above its
+ * hook call (Python frames, and the C frames between them). A walk unwinds
+ * only up to the hook call of the innermost entry whose base is known,
+ * reads the Python frames up to that entry's frame, merges the two as
+ * mp_native_merge does (each evaluation-loop frame gives way to its Python
+ * frames), and interns the result on that base; the hook calls it passes
+ * (found by their CFA) mark where the entries above begin, whose bases it
+ * sets on the way. The hook's own frames are never shown, nor the C path
+ * of a Python-to-Python call that exists only because of the hook (a CALL
+ * instruction going through PyObject_Vectorcall/_PyFunction_Vectorcall
+ * into a hooked call): without a hook CPython runs that call inside the
+ * caller's evaluation loop, and the stack reads as it would then. */
+
+#define MP_FP_HOOK ((uintptr_t)3) /* a mix entry: entry `instr`'s hook call (UINT32_MAX: a hook call with none) */
+
+uint32_t mp_py_native_cut(mp_thread_t *t, int gil)
+{
+    _PyInterpreterFrame *f;
+    int top = (int)sh_n - 1;
+    if (top < 0 || !walk_start(t, gil, &f) || !f || not_started(f))
+        return UINT32_MAX; /* the whole walk: mp_py_walk, mp_native_walk */
+    int k = top;
+    while (k >= 0 && !shadow_known(&sh[k]))
+        k--;
+    _PyInterpreterFrame *stop = k >= 0 ? sh[k].frame : NULL;
+    /* the Python frames up to stop, in groups by evaluation-loop call; the
+     * frames of the entries above k on the way, in order */
+    uint32_t n = 0, seg_start = 0;
+    int e = top;
+    for (; f; f = f->previous) {
+        if ((n == t->cur_cap && mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)) ||
+            (t->nseg == t->seg_cap && mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg)))
+            return UINT32_MAX;
+        frame_put(&t->cur[n++], f);
+        if (e > k && f == sh[e].frame)
+            e--;
+        if (f->is_entry) {
+            t->seg[t->nseg++] = n - seg_start;
+            seg_start = n;
+        }
+        if (f == stop)
+            break;
+    }
+    if (e != k || f != stop || n != seg_start)
+        return UINT32_MAX; /* the shadow stack does not describe this stack */
+    int met;
+    int nn = mp_native_walk_cut(t, k >= 0 ? sh[k].cfa : 0, &met);
+    if (nn < 0 || (k >= 0 && !met))
+        return UINT32_MAX;
+    uint32_t need = (uint32_t)nn + n; /* a hook call's frame takes a native frame's place */
+    if (need > t->mix_cap && mp_mem_grow((void **)&t->mix, &t->mix_cap, need, sizeof *t->mix))
+        return UINT32_MAX;
+    uint32_t evals = 0;
+    for (int i = 0; i < nn; i++)
+        evals += mp_native_is_eval((uintptr_t)t->ips[i]);
+    mp_frame_t *out = t->mix;
+    uint32_t o = 0, seg = 0, pyi = 0;
+    int m = top; /* the next hook call to meet */
+    for (int i = 0; i < nn; i++) {
+        uintptr_t ip = (uintptr_t)t->ips[i];
+        if (m > k && t->cfas[i] == sh[m].cfa) {
+            out[o++] = (mp_frame_t){NULL, MP_FP_HOOK, (uint32_t)m--};
+            continue;
+        }
+        if (mp_native_is_self(ip)) { /* the hook's way when the C stack ran short: no entry */
+            out[o++] = (mp_frame_t){NULL, MP_FP_HOOK, UINT32_MAX};
+            continue;
+        }
+        if (mp_native_is_eval(ip) && seg < t->nseg) {
+            evals--;
+            uint32_t upto = evals == 0 ? n : pyi + t->seg[seg];
+            seg = evals == 0 ? t->nseg : seg + 1;
+            while (pyi < upto && pyi < n)
+                out[o++] = t->cur[pyi++];
+            continue;
+        }
+        out[o++] = (mp_frame_t){(const void *)ip, MP_FP_NATIVE, 0};
+    }
+    if (m != k)
+        return UINT32_MAX;
+    while (pyi < n)
+        out[o++] = t->cur[pyi++];
+    t->cut = 1;
+    t->anchor = (uint32_t)(k + 1);
+    if (k == top) { /* no base to set on the way: the thread's cache may answer */
+        uint64_t key = sh[k].base * POS_MUL, pos = 0;
+        for (uint32_t i = 0; i < o; i++, pos += POS_MUL)
+            key += mix(out[i].code, out[i].fp, out[i].instr, pos);
+        t->key = fmix64(key + o);
+    }
+    return o;
+}
+
+/* A CALL instruction, in any of its forms: a call CPython runs in the
+ * caller's evaluation loop when no hook is set. */
+static int at_call(const mp_frame_t *f)
+{
+    const PyCodeObject *co = f->code;
+    int op = _Py_OPCODE(_PyCode_CODE(co)[f->instr]);
+    return op == CALL || op == CALL_ADAPTIVE || op == CALL_PY_EXACT_ARGS || op == CALL_PY_WITH_DEFAULTS;
+}
+
+/* mix[lo..hi] (native frames), root first, under node. */
+static uint32_t natives_under(uint32_t node, const mp_frame_t *mix, uint32_t lo, uint32_t hi)
+{
+    for (uint32_t j = hi + 1; j-- > lo;)
+        node = mp_native_node(node, (uintptr_t)mix[j].code);
+    return node;
+}
+
+static int call_path_only(const mp_frame_t *mix, uint32_t lo, uint32_t hi)
+{
+    for (uint32_t j = lo; j <= hi; j++)
+        if (!mp_native_is_call_path((uintptr_t)mix[j].code))
+            return 0;
+    return 1;
+}
+
+static uint32_t intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n)
+{
+    int k = (int)t->anchor - 1;
+    uint32_t node = k >= 0 ? sh[k].base : 0;
+    __typeof__(t->recent[0]) *c = NULL;
+    if (k == (int)sh_n - 1) {
+        c = &t->recent[(t->key >> 40) & (MP_RECENT_STACKS - 1)];
+        if (c->key == t->key && c->depth == n && c->node)
+            return c->node;
+    }
+    const mp_frame_t *caller = NULL; /* the Python frame right above the native frames waiting */
+    uint32_t wait = UINT32_MAX;      /* native frames mix[i + 1 .. wait] wait */
+    for (uint32_t i = n; i-- > 0;) {
+        const mp_frame_t *f = &mix[i];
+        if (f->fp == MP_FP_NATIVE) {
+            if (wait == UINT32_MAX)
+                wait = i;
+            continue;
+        }
+        if (f->fp == MP_FP_HOOK) {
+            if (wait != UINT32_MAX && !(caller && at_call(caller) && call_path_only(mix, i + 1, wait)))
+                node = natives_under(node, mix, i + 1, wait);
+            wait = UINT32_MAX;
+            caller = NULL;
+            if (f->instr == UINT32_MAX)
+                continue;
+            shadow_t *e = &sh[f->instr];
+            e->base = node;
+            e->owner = e->stamp;
+            e->gen = shadow_gen;
+            continue;
+        }
+        if (wait != UINT32_MAX)
+            node = natives_under(node, mix, i + 1, wait);
+        wait = UINT32_MAX;
+        node = edge_intern(t, node, f);
+        caller = f;
+    }
+    if (wait != UINT32_MAX)
+        node = natives_under(node, mix, 0, wait);
+    if (!node)
+        node = pseudo_node;
+    if (c) {
+        c->key = t->key;
+        c->depth = n;
+        c->node = node;
+    }
+    return node;
 }
 
 void mp_py_reset(void)

@@ -453,14 +453,20 @@ void mp_rec_alloc(unsigned allocator, const void *p, size_t size)
     if (MP_UNLIKELY(!t) && !(t = thread_first_event()))
         goto done;
     /* stacks are read outside the lock: a thread only reads its own */
-    uint32_t depth = mp_py_walk(
-        t, native_on, allocator == MEMPROF_A_PYMEM_MEM || allocator == MEMPROF_A_PYMEM_OBJ);
-    const mp_frame_t *frames = t->cur;
+    int gil = allocator == MEMPROF_A_PYMEM_MEM || allocator == MEMPROF_A_PYMEM_OBJ;
+    uint32_t depth;
+    const mp_frame_t *frames;
     if (native_on) {
         if (MP_UNLIKELY(atomic_load_explicit(&mp_modules_dirty, memory_order_relaxed)))
             mp_modules_refresh();
-        depth = mp_native_merge(t, mp_native_walk(t), depth);
+        if ((depth = mp_py_native_cut(t, gil)) == UINT32_MAX) {
+            depth = mp_py_walk(t, 1, gil);
+            depth = mp_native_merge(t, mp_native_walk(t), depth);
+        }
         frames = t->mix;
+    } else {
+        depth = mp_py_walk(t, 0, gil);
+        frames = t->cur; /* the walk may have moved it */
     }
     lock();
     if (MP_LIKELY(live_locked())) {

@@ -43,7 +43,7 @@ typedef struct {
     uint32_t node;
 } mp_prefix_t;
 
-#define MP_NATIVE_MAX 256   /* native frames kept (innermost first) */
+#define MP_NATIVE_MAX 1024  /* native frames kept (innermost first) */
 #define MP_RECENT_STACKS 4096 /* per-thread cache of whole stacks (a power of 2) */
 #define MP_EDGE_CACHE 4096    /* per-thread cache of (parent node, frame) -> node (a power of 2) */
 
@@ -62,6 +62,8 @@ typedef struct mp_thread_s {
     mp_frame_t *mix;
     uint32_t mix_cap;
     void *ips[MP_NATIVE_MAX];
+    uintptr_t cfas[MP_NATIVE_MAX]; /* a cut walk's CFAs (pystack.c's shadow stack) */
+    int cut;                /* mix is a cut walk's: see mp_py_native_cut */
     /* whole stacks interned lately: key (all frames) -> node */
     struct {
         uint64_t key;
@@ -83,6 +85,7 @@ typedef struct mp_thread_s {
         uint32_t node;
     } edges[MP_EDGE_CACHE];
     struct mp_rule_s *rules;        /* unwind.c: unwind rules by return address */
+    struct mp_rule_s *rule_mru;     /* unwind.c: the rules used last, 64 of them (stay in L1) */
     unsigned rules_gen;             /* mp_code_gen they were made under */
     struct mp_walk_s *walks;        /* unwind.c: the last native walk, and room for the next */
     struct mp_thread_s *next_free;  /* free list, or the list of live threads */
@@ -126,6 +129,12 @@ void mp_native_reset(void);             /* fork child: a new capture */
 uint32_t mp_native_walk(mp_thread_t *t);
 /* Merges native and Python frames into t->mix; returns its depth. */
 uint32_t mp_native_merge(mp_thread_t *t, uint32_t nnative, uint32_t npy);
+/* A cut walk (see pystack.c): the native frames up to the frame whose CFA
+ * is `stop`, memprof's own innermost ones left out; -1: not possible. */
+int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met);
+int mp_native_is_self(uintptr_t ip);     /* a return address in libmemprof.so */
+int mp_native_is_eval(uintptr_t ip);     /* in _PyEval_EvalFrameDefault */
+int mp_native_is_call_path(uintptr_t ip); /* in _PyFunction_Vectorcall or PyObject_Vectorcall */
 /* Reads the list of loaded objects again (outside the writer lock) and
  * records what changed (taking it). */
 void mp_modules_refresh(void);
@@ -147,6 +156,9 @@ typedef struct mp_rule_s {
  * .eh_frame rules; -1 when a frame needs libunwind instead. */
 int mp_unwind(mp_thread_t *t, void **ips, int max);
 void mp_unwind_forget(mp_thread_t *t); /* a new thread in a reused state */
+/* Unwinds up to the frame whose CFA is `stop` (excluded; *met: found), each
+ * frame's CFA in cfas[]; -1 when a frame needs libunwind. */
+int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, int *met);
 extern atomic_uint mp_code_gen; /* dlclose bumps it: cached rules are dropped */
 
 /* ---- pymem.c (--trace-python-allocators) ---- */
@@ -162,6 +174,10 @@ unsigned long mp_py_hexversion(void);
  * segments, also fills t->seg/t->nseg for the native merge. gil: the
  * caller holds the GIL (a MEM or OBJ domain allocator). */
 uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
+/* --native, with the shadow stack of a frame-evaluation hook: the walk up
+ * to the innermost hooked call whose stack is known, merged into t->mix.
+ * Returns its depth, or UINT32_MAX: walk the whole stack instead. */
+uint32_t mp_py_native_cut(mp_thread_t *t, int gil);
 /* With the writer lock held: interns a stack of `depth` frames (leaf
  * first, Python and native), emitting any new strings, code objects and
  * nodes; returns its node id. */

@@ -420,17 +420,22 @@ static MP_NOINLINE mp_rule_t rule_miss(mp_thread_t *t, uintptr_t ip, int first)
     return r;
 }
 
+#define MRU 64
+
 static inline mp_rule_t rule_of(mp_thread_t *t, uintptr_t ip, int first)
 {
+    mp_rule_t *m = &t->rule_mru[(ip * 0x9e3779b97f4a7c15ull) >> 58];
+    if (MP_LIKELY(m->ip == ip))
+        return *m;
     uint32_t j = rule_slot(ip);
     for (unsigned k = 0; k < PROBES; k++) {
         const mp_rule_t *e = &t->rules[(j + k) & (RULES - 1)];
         if (e->ip == ip)
-            return *e;
+            return *m = *e;
         if (!e->ip)
             break;
     }
-    return rule_miss(t, ip, first);
+    return *m = rule_miss(t, ip, first);
 }
 
 /* The last walk of the thread, frame by frame: the state a frame was
@@ -504,14 +509,15 @@ static inline void need_bp(walk_t *w, int from)
 static MP_COLD MP_NOINLINE int unwind_setup(mp_thread_t *t, unsigned gen)
 {
     if (!t->rules) {
-        size_t rsz = RULES * sizeof(mp_rule_t), wsz = sizeof(struct mp_walk_s);
+        size_t rsz = (RULES + MRU) * sizeof(mp_rule_t), wsz = sizeof(struct mp_walk_s);
         uint8_t *m = mmap(NULL, rsz + wsz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return -1;
         t->rules = (mp_rule_t *)m;
+        t->rule_mru = t->rules + RULES;
         t->walks = (struct mp_walk_s *)(m + rsz);
     } else {
-        memset(t->rules, 0, RULES * sizeof(mp_rule_t));
+        memset(t->rules, 0, (RULES + MRU) * sizeof(mp_rule_t));
         mp_unwind_forget(t);
     }
     t->rules_gen = gen;
@@ -603,3 +609,47 @@ int mp_unwind(mp_thread_t *t, void **ips, int max)
     t->walks->last = !t->walks->last;
     return n;
 }
+
+/* A walk that stops at the frame whose CFA is `stop` (not included; *met
+ * says it was found), or at the outermost frame. Each frame's CFA goes to
+ * cfas[] (0 for an outermost frame whose rule says so: not known). No reuse of the last walk: the frames below a hooked call are
+ * few (see pystack.c), and a cut walk tells nothing of what lies above.
+ * Returns the count, or -1 when a frame needs libunwind. */
+int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, int *met)
+{
+    unsigned gen = atomic_load_explicit(&mp_code_gen, memory_order_acquire);
+    if (MP_UNLIKELY((!t->rules || t->rules_gen != gen) && unwind_setup(t, gen) != 0))
+        return -1;
+    uintptr_t ip, sp, bp;
+    __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(ip), "=r"(sp), "=r"(bp));
+    uintptr_t sp0 = sp;
+    *met = 0;
+    int n = 0;
+    for (int first = 1; n < max; first = 0) {
+        mp_rule_t r = rule_of(t, ip, first);
+        if (MP_UNLIKELY(r.kind != RULE_OK)) {
+            if (r.kind != RULE_STOP)
+                return -1;
+            ips[n] = (void *)ip;
+            cfas[n++] = 0;
+            break;
+        }
+        uintptr_t cfa = (r.cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)r.cfa_off;
+        if (MP_UNLIKELY(cfa <= sp || cfa - sp0 > MAX_STACK || (cfa & 7)))
+            return -1;
+        if (cfa == stop) {
+            *met = 1;
+            break;
+        }
+        ips[n] = (void *)ip;
+        cfas[n++] = cfa;
+        ip = *(const uintptr_t *)(cfa - 8);
+        if (r.rbp_off)
+            bp = *(const uintptr_t *)(cfa + r.rbp_off);
+        sp = cfa;
+        if (!ip)
+            break;
+    }
+    return n;
+}
+

@@ -4,7 +4,12 @@ a plain walk records, frame for frame and line for line, however the stack chang
 recursion, one callee called from two lines in turn, a generator resumed from two functions, a
 closure called back from C, an exception out of a deep call, one call instruction running two functions in turn, and recursion deeper than the C
 stack could hold if every call nested on it (in a thread with a 1 MiB stack, and in the main
-thread)."""
+thread).
+
+With `--native` as well the walk stops at the innermost hooked call's C frame: the mixed stacks
+(Python frames with the C frames between them) must read as `--native` alone records them,
+where no hook is set: the hook's own frames and the C path it adds to a Python-to-Python call
+are not shown."""
 import json
 
 import pytest
@@ -34,6 +39,42 @@ def leaks(memprof, *flags):
             assert stack not in got
             got[stack] = (r["bytes"], r["allocations"], r["thread"])
     return got
+
+
+def mixed(memprof, *flags):
+    """{stack from leak() rootward: (bytes, allocations)}, native frames named by function, or
+    by module alone where they have no name (a call through the hook's pointer returns to
+    another place in the same function)."""
+    p, cap = memprof.run(SCRIPT, THREAD_DEPTH, MAIN_DEPTH, flags=flags, out=f"mixed{len(flags)}.memprof")
+    assert p.stdout == "shadow 21\n"
+    t = memprof.cmd("table", "--leaks", "--json", cap)
+    assert t.returncode == 0, t.stderr
+    got = {}
+    for r in json.loads(t.stdout)["rows"]:
+        st = r["stack"]
+        first = next((i for i, f in enumerate(st) if not f.get("native")), None)
+        if first is None or st[first]["function"] != "leak" or r["bytes"] < 1000:
+            continue
+        key = tuple(
+            (f["module"], "+0x" in f["function"] and f["function"].startswith(f["module"].rsplit("/", 1)[-1]) or f["function"])
+            if f.get("native") else (f["function"], f["line"])
+            for f in st[first:])
+        b, a = got.get(key, (0, 0))
+        got[key] = (b + r["bytes"], a + r["allocations"])
+    return got
+
+
+def test_native_shadow_stacks_read_as_without_the_hook(tmp_path):
+    m = Memprof(tmp_path)
+    alone, both = mixed(m, "--native"), mixed(m, "--native", "--trace-python-allocators")
+    assert len(alone) == 11
+    assert both == alone
+    # the call path a hook adds to a Python-to-Python call is not there, the C frames of a call
+    # from C are (sorted() calling the key function)
+    key = [s for s in both if s[1][0] == "sorted_by.<locals>.key"][0]
+    assert key[2][0] != "sorted_by" and ("sorted_by", line("SORTED-LINE")) in key
+    rec = [s for s in both if both[s] == (2000, 1)][0]
+    assert [f for f, _ in rec[:61]] == ["leak"] + ["rc", "rb", "ra"] * 20
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,20 @@ static void *ours[MAXF], *theirs[MAXF];
 static int n_ours, n_theirs;
 static void *ra[3]; /* return addresses into level2, level1 and the test */
 
+static void *cut[MAXF], *whole[MAXF];
+static uintptr_t cut_cfas[MAXF], whole_cfas[MAXF];
+static int n_cut, n_whole, cut_met, whole_met;
+static uintptr_t level1_cfa; /* where a cut walk stops */
+static int with_cut;         /* capture() also walks with mp_unwind_cut (whose rules must be sound) */
+
 static __attribute__((noinline)) void capture(void)
 {
     n_ours = mp_unwind(&self, ours, MAXF);
     n_theirs = unw_backtrace(theirs, MAXF);
+    if (with_cut) {
+        n_cut = mp_unwind_cut(&self, cut, cut_cfas, MAXF, level1_cfa, &cut_met);
+        n_whole = mp_unwind_cut(&self, whole, whole_cfas, MAXF, 0, &whole_met);
+    }
 }
 
 /* RSP-based CFA: no frame pointer here */
@@ -46,6 +56,7 @@ __attribute__((noinline)) static void level2(int n)
 __attribute__((noinline, optimize("omit-frame-pointer"))) static void level1(int n)
 {
     ra[2] = __builtin_return_address(0);
+    level1_cfa = (uintptr_t)__builtin_dwarf_cfa();
     level2(n);
     __asm__ volatile("" ::: "memory");
 }
@@ -80,6 +91,26 @@ Test(unwind, frames_with_and_without_frame_pointers)
 
 /* Rules cached before a dlclose are not used after it: here they are made
  * wrong, as if other code now sat at their addresses. */
+/* A walk cut at level1's frame (found by its CFA) has the frames inside it
+ * and no more: level2's (return address ra[0]) is its last. Uncut, it has
+ * what the full walk has. */
+Test(unwind, a_cut_walk_stops_at_the_frame_of_a_given_cfa)
+{
+    with_cut = 1;
+    level1(100);
+    int a = find(ours, n_ours, ra[0]), c = find(cut, n_cut, ra[0]), w = find(whole, n_whole, ra[0]);
+    cr_assert(a >= 0 && c >= 0 && w >= 0, "level3's return address is missing");
+    cr_assert(cut_met, "level1's frame was not met");
+    cr_assert_eq(n_cut, c + 1, "%d frames, level2's at %d: the walk went on past level1's", n_cut, c);
+    cr_assert_lt(cut_cfas[c], level1_cfa);
+    cr_assert(!whole_met);
+    cr_assert_eq(n_whole - w, n_ours - a, "uncut: %d frames from level3 out, the full walk has %d", n_whole - w,
+                 n_ours - a);
+    cr_assert(!memcmp(whole + w, ours + a, (size_t)(n_ours - a) * sizeof *ours));
+    for (int i = w; i + 1 < n_whole; i++) /* 0: the outermost frame's, not known */
+        cr_assert(!whole_cfas[i + 1] || whole_cfas[i] < whole_cfas[i + 1], "CFAs rise outwards");
+}
+
 Test(unwind, rules_are_made_again_after_dlclose)
 {
     level1(64);
