@@ -421,6 +421,7 @@ static MP_NOINLINE mp_rule_t rule_miss(mp_thread_t *t, uintptr_t ip, int first)
 }
 
 #define MRU 64
+#define LAST_CUT 32 /* the rules of the last cut walk's first frames, by position */
 
 static inline mp_rule_t rule_of(mp_thread_t *t, uintptr_t ip, int first)
 {
@@ -509,7 +510,7 @@ static inline void need_bp(walk_t *w, int from)
 static MP_COLD MP_NOINLINE int unwind_setup(mp_thread_t *t, unsigned gen)
 {
     if (!t->rules) {
-        size_t rsz = (RULES + MRU) * sizeof(mp_rule_t), wsz = sizeof(struct mp_walk_s);
+        size_t rsz = (RULES + MRU + LAST_CUT) * sizeof(mp_rule_t), wsz = sizeof(struct mp_walk_s);
         uint8_t *m = mmap(NULL, rsz + wsz, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (m == MAP_FAILED)
             return -1;
@@ -517,7 +518,7 @@ static MP_COLD MP_NOINLINE int unwind_setup(mp_thread_t *t, unsigned gen)
         t->rule_mru = t->rules + RULES;
         t->walks = (struct mp_walk_s *)(m + rsz);
     } else {
-        memset(t->rules, 0, (RULES + MRU) * sizeof(mp_rule_t));
+        memset(t->rules, 0, (RULES + MRU + LAST_CUT) * sizeof(mp_rule_t));
         mp_unwind_forget(t);
     }
     t->rules_gen = gen;
@@ -625,8 +626,16 @@ int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_
     uintptr_t sp0 = sp;
     *met = 0;
     int n = 0;
+    mp_rule_t *last = t->rule_mru + MRU; /* a frame's rule is a function of its IP alone */
     for (int first = 1; n < max; first = 0) {
-        mp_rule_t r = rule_of(t, ip, first);
+        mp_rule_t r;
+        if (n < LAST_CUT && last[n].ip == ip) {
+            r = last[n];
+        } else {
+            r = rule_of(t, ip, first);
+            if (n < LAST_CUT)
+                last[n] = r;
+        }
         if (MP_UNLIKELY(r.kind != RULE_OK)) {
             if (r.kind != RULE_STOP)
                 return -1;
