@@ -248,7 +248,6 @@ uint32_t mp_native_walk(mp_thread_t *t)
 
 static inline int is_eval(uintptr_t ip) { return ip > eval_lo && ip <= eval_hi; }
 
-int mp_native_is_eval(uintptr_t ip) { return is_eval(ip); }
 int mp_native_is_self(uintptr_t ip) { return ip >= self_lo && ip < self_hi; }
 int mp_native_is_call_path(uintptr_t ip)
 {
@@ -270,33 +269,50 @@ int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met)
     return n > skip ? n - skip : 0;
 }
 
-uint32_t mp_native_merge(mp_thread_t *t, uint32_t nn, uint32_t npy)
+/* A merge in steps (mp_native_merge and pystack.c's cut walk): t->mix
+ * grown for nn native and npy Python frames. 0, or -1 without memory. */
+int mp_merge_begin(mp_thread_t *t, mp_merge_t *m, uint32_t nn, uint32_t npy)
 {
     uint32_t need = nn + npy;
     if (need > t->mix_cap && mp_mem_grow((void **)&t->mix, &t->mix_cap, need, sizeof *t->mix))
-        return 0;
-    uint32_t evals = 0;
+        return -1;
+    *m = (mp_merge_t){0, 0, 0, npy, 0};
     for (uint32_t i = 0; i < nn; i++)
-        evals += is_eval((uintptr_t)t->ips[i]);
-    mp_frame_t *out = t->mix;
-    uint32_t k = 0, seg = 0, py = 0;
-    for (uint32_t i = 0; i < nn; i++) {
-        uintptr_t ip = (uintptr_t)t->ips[i];
-        if (is_eval(ip) && seg < t->nseg) {
-            evals--;
-            /* this call's Python frames; the last evaluation frame takes
-             * every group left */
-            uint32_t upto = evals == 0 ? npy : py + t->seg[seg];
-            seg = evals == 0 ? t->nseg : seg + 1;
-            while (py < upto && py < npy)
-                out[k++] = t->cur[py++];
-            continue;
-        }
-        out[k++] = (mp_frame_t){(const void *)ip, MP_FP_NATIVE, 0};
+        m->evals += is_eval((uintptr_t)t->ips[i]);
+    return 0;
+}
+
+/* The next native frame: an evaluation-loop frame gives way to its call's
+ * Python frames (the last one takes every group left), another is kept. */
+void mp_merge_frame(mp_thread_t *t, mp_merge_t *m, uintptr_t ip)
+{
+    if (is_eval(ip) && m->seg < t->nseg) {
+        m->evals--;
+        uint32_t upto = m->evals == 0 ? m->npy : m->py + t->seg[m->seg];
+        m->seg = m->evals == 0 ? t->nseg : m->seg + 1;
+        while (m->py < upto && m->py < m->npy)
+            t->mix[m->out++] = t->cur[m->py++];
+        return;
     }
-    while (py < npy) /* no evaluation frame seen for these: keep them outermost */
-        out[k++] = t->cur[py++];
-    return k;
+    t->mix[m->out++] = (mp_frame_t){(const void *)ip, MP_FP_NATIVE, 0};
+}
+
+/* Python frames no evaluation frame took stay outermost; the depth. */
+uint32_t mp_merge_end(mp_thread_t *t, mp_merge_t *m)
+{
+    while (m->py < m->npy)
+        t->mix[m->out++] = t->cur[m->py++];
+    return m->out;
+}
+
+uint32_t mp_native_merge(mp_thread_t *t, uint32_t nn, uint32_t npy)
+{
+    mp_merge_t m;
+    if (mp_merge_begin(t, &m, nn, npy))
+        return 0;
+    for (uint32_t i = 0; i < nn; i++)
+        mp_merge_frame(t, &m, (uintptr_t)t->ips[i]);
+    return mp_merge_end(t, &m);
 }
 
 static int find_self(struct dl_phdr_info *info, size_t size, void *arg)

@@ -433,7 +433,7 @@ static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
     fr->instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
 }
 
-/* ---- the shadow stack (--trace-python-allocators) ----
+/* ---- the shadow stack (--trace-python-allocators; --native: see below) ----
  * With every object allocation recorded, reading the whole frame chain at
  * each one costs in proportion to its depth (200-frame stacks: hundreds of
  * nanoseconds an allocation). So frames are also seen as they start: a
@@ -482,9 +482,6 @@ typedef struct {
     uintptr_t fp;
 } shadow_t;
 
-/* base and leaves are this call's */
-static inline int shadow_known(const shadow_t *e);
-
 static MP_TLS shadow_t *sh;
 static MP_TLS uint32_t sh_n, sh_cap;
 static MP_TLS uintptr_t sh_floor; /* C stack below this: calls are not hooked */
@@ -492,7 +489,9 @@ static MP_TLS int sh_ready;
 static MP_TLS uint64_t sh_stamp;
 static uint32_t shadow_gen = 1;     /* a new capture (fork child) forgets every base */
 
+/* base and leaves are this call's */
 static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp && e->gen == shadow_gen; }
+
 static _PyFrameEvalFunction next_eval; /* what ran frames before the hook */
 static PyInterpreterState *hooked_interp;
 static atomic_int deep_calls;       /* hooked calls past their floor: the hook is off */
@@ -942,39 +941,23 @@ uint32_t mp_py_native_cut(mp_thread_t *t, int gil)
     int nn = mp_native_walk_cut(t, k >= 0 ? sh[k].cfa : 0, &met);
     if (nn < 0 || (k >= 0 && !met))
         return UINT32_MAX;
-    uint32_t need = (uint32_t)nn + n; /* a hook call's frame takes a native frame's place */
-    if (need > t->mix_cap && mp_mem_grow((void **)&t->mix, &t->mix_cap, need, sizeof *t->mix))
+    mp_merge_t mg; /* a hook call's frame takes a native frame's place in mix */
+    if (mp_merge_begin(t, &mg, (uint32_t)nn, n))
         return UINT32_MAX;
-    uint32_t evals = 0;
-    for (int i = 0; i < nn; i++)
-        evals += mp_native_is_eval((uintptr_t)t->ips[i]);
-    mp_frame_t *out = t->mix;
-    uint32_t o = 0, seg = 0, pyi = 0;
     int m = top; /* the next hook call to meet */
     for (int i = 0; i < nn; i++) {
         uintptr_t ip = (uintptr_t)t->ips[i];
-        if (m > k && t->cfas[i] == sh[m].cfa) {
-            out[o++] = (mp_frame_t){NULL, MP_FP_HOOK, (uint32_t)m--};
-            continue;
-        }
-        if (mp_native_is_self(ip)) { /* the hook's way when the C stack ran short: no entry */
-            out[o++] = (mp_frame_t){NULL, MP_FP_HOOK, UINT32_MAX};
-            continue;
-        }
-        if (mp_native_is_eval(ip) && seg < t->nseg) {
-            evals--;
-            uint32_t upto = evals == 0 ? n : pyi + t->seg[seg];
-            seg = evals == 0 ? t->nseg : seg + 1;
-            while (pyi < upto && pyi < n)
-                out[o++] = t->cur[pyi++];
-            continue;
-        }
-        out[o++] = (mp_frame_t){(const void *)ip, MP_FP_NATIVE, 0};
+        if (m > k && t->cfas[i] == sh[m].cfa)
+            t->mix[mg.out++] = (mp_frame_t){NULL, MP_FP_HOOK, (uint32_t)m--};
+        else if (mp_native_is_self(ip)) /* the hook's way when the C stack ran short: no entry */
+            t->mix[mg.out++] = (mp_frame_t){NULL, MP_FP_HOOK, UINT32_MAX};
+        else
+            mp_merge_frame(t, &mg, ip);
     }
     if (m != k)
         return UINT32_MAX;
-    while (pyi < n)
-        out[o++] = t->cur[pyi++];
+    uint32_t o = mp_merge_end(t, &mg);
+    const mp_frame_t *out = t->mix;
     t->cut = 1;
     t->anchor = (uint32_t)(k + 1);
     if (k == top) { /* no base to set on the way: the thread's cache may answer */

@@ -133,7 +133,14 @@ uint32_t mp_native_merge(mp_thread_t *t, uint32_t nnative, uint32_t npy);
  * is `stop`, memprof's own innermost ones left out; -1: not possible. */
 int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met);
 int mp_native_is_self(uintptr_t ip);     /* a return address in libmemprof.so */
-int mp_native_is_eval(uintptr_t ip);     /* in _PyEval_EvalFrameDefault */
+/* The merge of mp_native_merge in steps, for pystack.c's cut walk: begin
+ * (-1: no memory), each native frame innermost first, end (the depth). */
+typedef struct {
+    uint32_t evals, seg, py, npy, out;
+} mp_merge_t;
+int mp_merge_begin(mp_thread_t *t, mp_merge_t *m, uint32_t nn, uint32_t npy);
+void mp_merge_frame(mp_thread_t *t, mp_merge_t *m, uintptr_t ip);
+uint32_t mp_merge_end(mp_thread_t *t, mp_merge_t *m);
 int mp_native_is_call_path(uintptr_t ip); /* in _PyFunction_Vectorcall or PyObject_Vectorcall */
 /* Reads the list of loaded objects again (outside the writer lock) and
  * records what changed (taking it). */

@@ -24,16 +24,20 @@ def line(marker):
     return script_line(SCRIPT, marker)
 
 
-def leaks(memprof, *flags):
-    """{stack as ((function, line), ...): (bytes, allocations, thread)} of the leaks made by
-    leak() in the script."""
-    p, cap = memprof.run(SCRIPT, THREAD_DEPTH, MAIN_DEPTH, flags=flags, out=f"shadow{len(flags)}.memprof")
+def leak_rows(memprof, name, *flags):
+    """The rows of `table --leaks` for a run of the script with flags."""
+    p, cap = memprof.run(SCRIPT, THREAD_DEPTH, MAIN_DEPTH, flags=flags, out=f"{name}{len(flags)}.memprof")
     assert p.stdout == "shadow 21\n"
     t = memprof.cmd("table", "--leaks", "--json", cap)
     assert t.returncode == 0, t.stderr
+    return json.loads(t.stdout)["rows"]
 
+
+def leaks(memprof, *flags):
+    """{stack as ((function, line), ...): (bytes, allocations, thread)} of the leaks made by
+    leak() in the script."""
     got = {}
-    for r in json.loads(t.stdout)["rows"]:
+    for r in leak_rows(memprof, "shadow", *flags):
         stack = tuple((f["function"], f["line"]) for f in r["stack"])
         if stack and stack[0] == ("leak", line("LEAK-LINE")) and r["bytes"] >= 1000:
             assert stack not in got
@@ -41,24 +45,22 @@ def leaks(memprof, *flags):
     return got
 
 
+def native_frame(f):
+    """A native frame by module and function, or by module alone where it has no name (a call
+    through the hook's pointer returns to another place in the same function)."""
+    unnamed = "+0x" in f["function"] and f["function"].startswith(f["module"].rsplit("/", 1)[-1])
+    return (f["module"], True if unnamed else f["function"])
+
+
 def mixed(memprof, *flags):
-    """{stack from leak() rootward: (bytes, allocations)}, native frames named by function, or
-    by module alone where they have no name (a call through the hook's pointer returns to
-    another place in the same function)."""
-    p, cap = memprof.run(SCRIPT, THREAD_DEPTH, MAIN_DEPTH, flags=flags, out=f"mixed{len(flags)}.memprof")
-    assert p.stdout == "shadow 21\n"
-    t = memprof.cmd("table", "--leaks", "--json", cap)
-    assert t.returncode == 0, t.stderr
+    """{stack from leak() rootward: (bytes, allocations)}, native frames as native_frame()."""
     got = {}
-    for r in json.loads(t.stdout)["rows"]:
+    for r in leak_rows(memprof, "mixed", *flags):
         st = r["stack"]
         first = next((i for i, f in enumerate(st) if not f.get("native")), None)
         if first is None or st[first]["function"] != "leak" or r["bytes"] < 1000:
             continue
-        key = tuple(
-            (f["module"], "+0x" in f["function"] and f["function"].startswith(f["module"].rsplit("/", 1)[-1]) or f["function"])
-            if f.get("native") else (f["function"], f["line"])
-            for f in st[first:])
+        key = tuple(native_frame(f) if f.get("native") else (f["function"], f["line"]) for f in st[first:])
         b, a = got.get(key, (0, 0))
         got[key] = (b + r["bytes"], a + r["allocations"])
     return got
