@@ -901,9 +901,9 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
  * (found by their CFA) mark where the entries above begin, whose bases it
  * sets on the way. The hook's own frames are never shown, nor the C path
  * of a Python-to-Python call that exists only because of the hook (a CALL
- * instruction going through PyObject_Vectorcall/_PyFunction_Vectorcall
- * into a hooked call): without a hook CPython runs that call inside the
- * caller's evaluation loop, and the stack reads as it would then. */
+ * instruction going through PyObject_Vectorcall/_PyFunction_Vectorcall and
+ * _PyEval_Vector into a hooked call): without a hook CPython runs that call
+ * inside the caller's evaluation loop, and the stack reads as it would. */
 
 #define MP_FP_HOOK ((uintptr_t)3) /* a mix entry: entry `instr`'s hook call (UINT32_MAX: a hook call with none) */
 
@@ -986,9 +986,15 @@ static uint32_t natives_under(uint32_t node, const mp_frame_t *mix, uint32_t lo,
     return node;
 }
 
+/* mix[lo..hi] (innermost first) is the C path of a call from the
+ * evaluation loop to a Python function: PyObject_Vectorcall and
+ * _PyFunction_Vectorcall (exported, so their ranges are known), then
+ * whatever calls the hook, innermost: that is _PyEval_Vector, which a
+ * build may inline into _PyFunction_Vectorcall or keep, unexported. A C
+ * function in between (sorted() calling a key function) is not this. */
 static int call_path_only(const mp_frame_t *mix, uint32_t lo, uint32_t hi)
 {
-    for (uint32_t j = lo; j <= hi; j++)
+    for (uint32_t j = lo < hi ? lo + 1 : lo; j <= hi; j++)
         if (!mp_native_is_call_path((uintptr_t)mix[j].code))
             return 0;
     return 1;
