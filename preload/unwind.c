@@ -525,6 +525,28 @@ static MP_COLD MP_NOINLINE int unwind_setup(mp_thread_t *t, unsigned gen)
     return 0;
 }
 
+/* The registers of the function it is written in: where a walk starts. */
+#define WALK_HERE(ip, sp, bp) \
+    __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(ip), "=r"(sp), "=r"(bp))
+
+/* The CFA of a frame entered with (sp, bp) under rule r, or 0 when it is
+ * not to be believed: it must rise, stay within MAX_STACK of the first
+ * frame's SP (sp0) and be 8-aligned. */
+static inline uintptr_t rule_cfa(mp_rule_t r, uintptr_t sp, uintptr_t bp, uintptr_t sp0)
+{
+    uintptr_t cfa = (r.cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)r.cfa_off;
+    return cfa <= sp || cfa - sp0 > MAX_STACK || (cfa & 7) ? 0 : cfa;
+}
+
+/* Leaves the frame whose CFA is cfa: the caller's IP, and the caller's RBP
+ * in *bp where the rule says it was saved (else RBP is unchanged). */
+static inline uintptr_t leave_frame(mp_rule_t r, uintptr_t cfa, uintptr_t *bp)
+{
+    if (r.rbp_off)
+        *bp = *(const uintptr_t *)(cfa + r.rbp_off);
+    return *(const uintptr_t *)(cfa - 8);
+}
+
 /* Unwinds the calling thread into ips[] (innermost first). Returns the
  * count, or -1 when a frame needs libunwind. */
 int mp_unwind(mp_thread_t *t, void **ips, int max)
@@ -536,7 +558,7 @@ int mp_unwind(mp_thread_t *t, void **ips, int max)
         max = MP_NATIVE_MAX;
     walk_t *old = &t->walks->w[t->walks->last], *w = &t->walks->w[!t->walks->last];
     uintptr_t ip, sp, bp;
-    __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(ip), "=r"(sp), "=r"(bp));
+    WALK_HERE(ip, sp, bp);
     uintptr_t sp0 = sp;
     int n = 0, j = 0, end = 0, known = 0;
     for (int first = 1; n < max; first = 0) {
@@ -587,14 +609,12 @@ int mp_unwind(mp_thread_t *t, void **ips, int max)
             known = n;
             break;
         }
-        uintptr_t cfa = (r.cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)r.cfa_off;
-        if (MP_UNLIKELY(cfa <= sp || cfa - sp0 > MAX_STACK || (cfa & 7)))
+        uintptr_t cfa = rule_cfa(r, sp, bp, sp0);
+        if (MP_UNLIKELY(!cfa))
             return -1;
         w->rbp_off[n] = r.rbp_off;
         w->flags[n++] = r.cfa_rbp ? CFA_RBP : 0;
-        ip = *(const uintptr_t *)(cfa - 8);
-        if (r.rbp_off)
-            bp = *(const uintptr_t *)(cfa + r.rbp_off);
+        ip = leave_frame(r, cfa, &bp);
         sp = cfa;
         if (!ip) {
             w->sp[n] = cfa;
@@ -613,19 +633,23 @@ int mp_unwind(mp_thread_t *t, void **ips, int max)
 
 /* A walk that stops at the frame whose CFA is `stop` (not included; *met
  * says it was found), or at the outermost frame. Each frame's CFA goes to
- * cfas[] (0 for an outermost frame whose rule says so: not known). No reuse of the last walk: the frames below a hooked call are
- * few (see pystack.c), and a cut walk tells nothing of what lies above.
- * Returns the count, or -1 when a frame needs libunwind. */
+ * cfas[] (0 for an outermost frame whose rule says so: not known). The
+ * last walk is not reused (the frames below a hooked call are few, see
+ * pystack.c, and a cut walk tells nothing of what lies above), but the
+ * rules of its first frames are. Returns the count, or -1 when a frame
+ * needs libunwind. */
 int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, int *met)
 {
     unsigned gen = atomic_load_explicit(&mp_code_gen, memory_order_acquire);
     if (MP_UNLIKELY((!t->rules || t->rules_gen != gen) && unwind_setup(t, gen) != 0))
         return -1;
     uintptr_t ip, sp, bp;
-    __asm__ volatile("lea 0(%%rip), %0\n\tmov %%rsp, %1\n\tmov %%rbp, %2" : "=r"(ip), "=r"(sp), "=r"(bp));
+    WALK_HERE(ip, sp, bp);
     uintptr_t sp0 = sp;
     *met = 0;
     int n = 0;
+    if (max > MP_NATIVE_MAX)
+        max = MP_NATIVE_MAX;
     mp_rule_t *last = t->rule_mru + MRU; /* a frame's rule is a function of its IP alone */
     for (int first = 1; n < max; first = 0) {
         mp_rule_t r;
@@ -643,8 +667,8 @@ int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_
             cfas[n++] = 0;
             break;
         }
-        uintptr_t cfa = (r.cfa_rbp ? bp : sp) + (uintptr_t)(intptr_t)r.cfa_off;
-        if (MP_UNLIKELY(cfa <= sp || cfa - sp0 > MAX_STACK || (cfa & 7)))
+        uintptr_t cfa = rule_cfa(r, sp, bp, sp0);
+        if (MP_UNLIKELY(!cfa))
             return -1;
         if (cfa == stop) {
             *met = 1;
@@ -652,9 +676,7 @@ int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_
         }
         ips[n] = (void *)ip;
         cfas[n++] = cfa;
-        ip = *(const uintptr_t *)(cfa - 8);
-        if (r.rbp_off)
-            bp = *(const uintptr_t *)(cfa + r.rbp_off);
+        ip = leave_frame(r, cfa, &bp);
         sp = cfa;
         if (!ip)
             break;
