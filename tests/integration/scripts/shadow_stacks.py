@@ -3,7 +3,11 @@ one bytes object of a size of its own (one allocation of exactly SIZE[case] + n 
 leak report names its stack; the test compares them with the stacks a plain walk records and
 with the frames written here.
 
+It also says whether a frame-evaluation hook is set before and after the deep recursions
+(which take it off while they run near the end of the C stack, and must put it back).
+
 Usage: shadow_stacks.py THREAD_DEPTH MAIN_DEPTH"""
+import ctypes
 import sys
 import threading
 
@@ -96,7 +100,18 @@ def one_call_two_functions():
         fn(8000 + i)  # TURN-LINE
 
 
+def hooked():
+    """1 when the interpreter runs frames through a PEP 523 hook, else 0."""
+    api = ctypes.pythonapi
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api._PyInterpreterState_GetEvalFrameFunc.restype = ctypes.c_void_p
+    api._PyInterpreterState_GetEvalFrameFunc.argtypes = [ctypes.c_void_p]
+    cur = api._PyInterpreterState_GetEvalFrameFunc(api.PyInterpreterState_Get())
+    return int(cur != ctypes.cast(api._PyEval_EvalFrameDefault, ctypes.c_void_p).value)
+
+
 def main(thread_depth, main_depth):
+    before = hooked()
     ra(59, 2000)  # MAIN-RA
     same_callee()  # MAIN-SAME
     g = gen()
@@ -113,7 +128,7 @@ def main(thread_depth, main_depth):
     t.start()
     t.join()
     plunge(main_depth, 7000)  # MAIN-PLUNGE
-    print("shadow", len(KEEP))
+    print("shadow", len(KEEP), "hooked", before, hooked())
 
 
 main(int(sys.argv[1]), int(sys.argv[2]))  # MODULE
