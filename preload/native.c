@@ -238,7 +238,7 @@ uint32_t mp_native_walk(mp_thread_t *t)
     if (n < 0)
         n = unw_backtrace(t->ips, MP_NATIVE_MAX);
     /* memprof's own frames: the recorder's, innermost, and with the shadow
-     * stack of pystack.c the frame-evaluation hook's, between Python calls */
+     * stack of shadow.c the frame-evaluation hook's, between Python calls */
     int k = 0;
     for (int i = 0; i < n; i++)
         if (!mp_native_is_self((uintptr_t)t->ips[i]))
@@ -269,7 +269,7 @@ int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met)
     return n > skip ? n - skip : 0;
 }
 
-/* A merge in steps (mp_native_merge and pystack.c's cut walk): t->mix
+/* A merge in steps (mp_native_merge and shadow.c's cut walk): t->mix
  * grown for nn native and npy Python frames. 0, or -1 without memory. */
 int mp_merge_begin(mp_thread_t *t, mp_merge_t *m, uint32_t nn, uint32_t npy)
 {

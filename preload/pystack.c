@@ -12,16 +12,17 @@
  * the thread's previous one costs one comparison; otherwise the prefixes it
  * shares with the previous one are known, the longest interned prefix is
  * found by binary search (every prefix of an interned stack is interned),
- * and only the frames below it get new nodes.
+ * and only the frames below it get new nodes. With --trace-python-allocators
+ * the walk stops at the innermost frame on shadow.c's shadow stack, whose
+ * outer frames are interned already.
  *
  * CPython is reached through dlsym only: libmemprof.so links no libpython
  * and loads into any program. The one call into the C-API is a pending call
  * that registers an atexit callback marking the end of the script.
  */
 #define _GNU_SOURCE
-#define Py_BUILD_CORE 1
-#include <Python.h>
-#include <internal/pycore_frame.h>
+#include "pyframes.h"
+
 #include <internal/pycore_runtime.h>
 
 #include <dlfcn.h>
@@ -29,13 +30,10 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include <opcode.h>
-
 #include "linetable.h"
 #include "memprof/format.h"
 #include "recorder.h"
 
-#define MAX_DEPTH (1u << 16)  /* deeper stacks keep their innermost frames */
 #define MAX_STRING 4096       /* longer names are cut (at a UTF-8 boundary) */
 
 typedef struct {
@@ -59,8 +57,6 @@ typedef struct {
     int (*dict_set)(PyObject *, const char *, PyObject *);
     int (*add_audit_hook)(Py_AuditHookFunction, void *);
     unsigned long (*as_ulong_mask)(PyObject *);
-    _PyFrameEvalFunction (*get_eval)(PyInterpreterState *);
-    void (*set_eval)(PyInterpreterState *, _PyFrameEvalFunction);
     PyObject *none;
     const char *version;
     unsigned long hexversion;
@@ -70,7 +66,7 @@ static py_api_t py;
 static int walker_on;
 static atomic_int end_requested;
 static atomic_int script_ended;
-static uint32_t pseudo_node;
+uint32_t mp_pseudo_node;
 
 /* ---- code objects ---- */
 
@@ -315,8 +311,6 @@ static int audit_hook(const char *event, PyObject *args, void *data)
     return 0;
 }
 
-static void shadow_install(void);
-
 /* Runs in the main thread, with the GIL, between two bytecodes, once the
  * script runs: registers on_script_end with atexit (it runs after the
  * program's own atexit handlers, registered later and called first, and
@@ -332,7 +326,7 @@ static int register_end(void *arg)
     py.err_fetch(&et, &ev, &tb);
     if (mp_opts & MEMPROF_OPT_PYMEM) {
         (void)mp_pymem_install();
-        shadow_install();
+        mp_shadow_install(py.this_tstate());
     }
     PyObject *mods = py.modules();
     int had = mods && py.dict_get(mods, "atexit") != NULL;
@@ -371,29 +365,6 @@ static MP_COLD MP_NOINLINE void request_end_mark(void)
 
 /* ---- the walk ---- */
 
-/* Stack hashes are sums of per-frame mixes (each frame mixed with its
- * position), finished with fmix64: the per-frame work is independent, so a
- * deep stack hashes at about a cycle a frame instead of a multiply chain. */
-#define POS_MUL 0xc2b2ae3d27d4eb4full
-#define FRAME_MUL 0x9e3779b97f4a7c15ull
-
-/* posmul: the frame's position times POS_MUL (a walk adds it up as it goes) */
-static inline uint64_t mix(const void *code, uintptr_t fp, uint32_t instr, uint64_t posmul)
-{
-    return ((uint64_t)(uintptr_t)code ^ (fp << 21) ^ ((uint64_t)instr << 44) ^ posmul) * FRAME_MUL;
-}
-
-static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos) { return mix(f->code, f->fp, f->instr, pos * POS_MUL); }
-
-static inline uint64_t fmix64(uint64_t x)
-{
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    x *= 0xc4ceb9fe1a85ec53ull;
-    return x ^ (x >> 33);
-}
-
 /* The calling thread's PyThreadState. A thread that holds the GIL (every
  * MEM and OBJ domain call) finds it in the runtime's "current" slot, which
  * only the GIL holder changes: two loads instead of a TSS look-up. The slot
@@ -417,174 +388,11 @@ static inline PyThreadState *this_tstate(const mp_thread_t *t, int gil)
     return ts;
 }
 
-/* Only the innermost frame can be one not started yet (a frame runs before
- * it calls anything): it is skipped, as CPython's tracebacks skip it. */
-static inline int not_started(const _PyInterpreterFrame *f)
-{
-    const PyCodeObject *co = f->f_code;
-    return f->owner != FRAME_OWNED_BY_GENERATOR && f->prev_instr < _PyCode_CODE(co) + co->_co_firsttraceable;
-}
-
-static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
-{
-    PyCodeObject *co = f->f_code;
-    fr->code = co;
-    fr->fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
-    fr->instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
-}
-
-/* ---- the shadow stack (--trace-python-allocators; --native: see below) ----
- * With every object allocation recorded, reading the whole frame chain at
- * each one costs in proportion to its depth (200-frame stacks: hundreds of
- * nanoseconds an allocation). So frames are also seen as they start: a
- * PEP 523 frame-evaluation hook puts each frame it runs on the thread's
- * shadow stack and takes it off when it returns. While a frame is on it,
- * the frames above it cannot change (a caller does not run while its
- * callee does), so the node of those frames is interned once, the first
- * time something is allocated under it, and kept in the entry: a walk
- * stops at the innermost entry's frame and only the frames below it are
- * looked up (usually one, in a per-thread cache).
- *
- * Nothing is trusted that is not checked: a walk that does not meet the
- * innermost entry's frame (a greenlet switched stacks, another frame-
- * evaluation hook took over) goes on to the root as before, and an entry's
- * node is interned from the frames above it up to the next entry's frame,
- * or the root if it is not met. A frame is on the shadow stack only while
- * its hooked call runs, so its address cannot belong to another frame. A
- * returning call removes its entry and anything left above it.
- *
- * The price: CPython 3.11 runs a Python-to-Python call inside the caller's
- * evaluation loop only when no hook is set, so each call now goes through
- * the C-level call path (+20-25% on a benchmark of nothing but deep
- * calls). Hooked calls nest on the C stack: near the end of a thread's
- * stack the hook is taken off until that call returns, and the calls made
- * meanwhile are walked. */
-
-#define LEAF_WAYS 8 /* allocation sites remembered per hooked frame (a power of 2) */
-
-/* An entry's nodes outlive the call they were made for: the next call
- * pushed at the same depth, from the same call (stamp) of the frame below
- * at the same instruction, running the same code, has the same ones. So a
- * loop's calls of one function intern nothing after the first. */
-typedef struct {
-    _PyInterpreterFrame *frame; /* the frame this hooked call runs */
-    uint64_t stamp;             /* this call's number in its thread */
-    uint64_t owner;             /* the call the nodes below were made for */
-    uint32_t gen;               /* shadow_gen they were interned under */
-    uint32_t base;              /* node of the frames above the frame (0: none) */
-    /* the frame's own node at an instruction, by its low bits */
-    uint32_t leaf_instr[LEAF_WAYS], leaf_node[LEAF_WAYS];
-    uintptr_t cfa;              /* the hook call's CFA: where --native's walk stops */
-    /* what base was made from: the call below, its instruction, the code */
-    uint64_t below_stamp;
-    uint32_t below_instr;
-    const void *code;
-    uintptr_t fp;
-} shadow_t;
-
-static MP_TLS shadow_t *sh;
-static MP_TLS uint32_t sh_n, sh_cap;
-static MP_TLS uintptr_t sh_floor; /* C stack below this: calls are not hooked */
-static MP_TLS int sh_ready;
-static MP_TLS uint64_t sh_stamp;
-static uint32_t shadow_gen = 1;     /* a new capture (fork child) forgets every base */
-
-/* base and leaves are this call's */
-static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp && e->gen == shadow_gen; }
-
-static _PyFrameEvalFunction next_eval; /* what ran frames before the hook */
-static PyInterpreterState *hooked_interp;
-static atomic_int deep_calls;       /* hooked calls past their floor: the hook is off */
-
-static MP_COLD MP_NOINLINE void shadow_thread_init(void)
-{
-    sh_ready = 1;
-    int g = mp_guard;
-    mp_guard = MP_GUARD_PYAPI; /* glibc reads /proc/self/maps for the main thread */
-    pthread_attr_t a;
-    if (pthread_getattr_np(pthread_self(), &a) == 0) {
-        void *lo;
-        size_t size;
-        if (pthread_attr_getstack(&a, &lo, &size) == 0) {
-            size_t keep = size / 8 > (256u << 10) ? size / 8 : (256u << 10);
-            sh_floor = (uintptr_t)lo + (keep < size / 2 ? keep : size / 2);
-        }
-        pthread_attr_destroy(&a);
-    }
-    mp_guard = g;
-}
-
-static MP_COLD MP_NOINLINE int shadow_grow(void)
-{
-    int g = mp_guard;
-    mp_guard = MP_GUARD_PYAPI;
-    int r = mp_mem_grow((void **)&sh, &sh_cap, sh_n + 1, sizeof *sh);
-    mp_guard = g;
-    return r;
-}
-
-static PyObject *eval_hook(PyThreadState *ts, _PyInterpreterFrame *f, int exc);
-
-/* A call near the end of the C stack: calls go unhooked (each runs in its
- * caller's evaluation loop, on no more C stack) until this one returns. */
-static MP_COLD MP_NOINLINE PyObject *eval_deep(PyThreadState *ts, _PyInterpreterFrame *f, int exc)
-{
-    if (atomic_fetch_add(&deep_calls, 1) == 0)
-        py.set_eval(hooked_interp, next_eval);
-    PyObject *r = next_eval(ts, f, exc);
-    if (atomic_fetch_sub(&deep_calls, 1) == 1)
-        py.set_eval(hooked_interp, eval_hook);
-    return r;
-}
-
-/* Called with the GIL held, for every frame the interpreter runs. */
-static PyObject *eval_hook(PyThreadState *ts, _PyInterpreterFrame *f, int exc)
-{
-    if (MP_UNLIKELY(!sh_ready))
-        shadow_thread_init();
-    if (MP_UNLIKELY((uintptr_t)__builtin_frame_address(0) < sh_floor))
-        return eval_deep(ts, f, exc);
-    uint32_t n = sh_n;
-    if (MP_LIKELY(n < sh_cap) || shadow_grow() == 0) {
-        sh[n].frame = f;
-        sh[n].stamp = ++sh_stamp;
-        sh[n].cfa = (uintptr_t)__builtin_dwarf_cfa();
-        sh_n = n + 1;
-    }
-    PyObject *r = next_eval(ts, f, exc);
-    if (sh_n > n)
-        sh_n = n;
-    return r;
-}
-
-/* With the GIL, in the main thread, when the script starts. */
-static void shadow_install(void)
-{
-    PyThreadState *ts = py.this_tstate();
-    if (!py.get_eval || !py.set_eval || !ts || !ts->interp)
-        return;
-    _PyFrameEvalFunction cur = py.get_eval(ts->interp);
-    if (cur == eval_hook)
-        return;
-    next_eval = cur; /* _PyEval_EvalFrameDefault when there was none */
-    hooked_interp = ts->interp;
-    py.set_eval(ts->interp, eval_hook);
-}
-
-void mp_py_thread_gone(void)
-{
-    if (sh)
-        munmap(sh, (size_t)sh_cap * sizeof *sh);
-    sh = NULL;
-    sh_n = sh_cap = 0;
-    sh_ready = 0;
-}
-
 static MP_NOINLINE uint32_t walk_segments(mp_thread_t *t, _PyInterpreterFrame *f);
 
 /* The calling thread's innermost frame in *f; 0 when its frames cannot
  * be read. */
-static inline int walk_start(mp_thread_t *t, int gil, _PyInterpreterFrame **f)
+int mp_py_walk_start(mp_thread_t *t, int gil, _PyInterpreterFrame **f)
 {
     t->nseg = 0;
     t->anchor = 0;
@@ -606,25 +414,25 @@ static inline int walk_start(mp_thread_t *t, int gil, _PyInterpreterFrame **f)
 uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
 {
     _PyInterpreterFrame *f;
-    if (!walk_start(t, gil, &f))
+    if (!mp_py_walk_start(t, gil, &f))
         return 0;
     if (segments)
         return walk_segments(t, f);
     /* the walk stops at the frame of the innermost hooked call */
-    _PyInterpreterFrame *stop = sh_n ? sh[sh_n - 1].frame : NULL;
+    _PyInterpreterFrame *stop = mp_sh_n ? mp_sh[mp_sh_n - 1].frame : NULL;
     if (f && not_started(f)) {
         if (f == stop) {
-            t->anchor = sh_n;
+            t->anchor = mp_sh_n;
             return 0;
         }
         f = f->previous;
     } else if (f && f == stop) { /* the innermost hooked frame allocates */
         PyCodeObject *co = f->f_code;
         uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
-        const shadow_t *e = &sh[sh_n - 1];
+        const shadow_t *e = &mp_sh[mp_sh_n - 1];
         unsigned w = instr & (LEAF_WAYS - 1);
         if (shadow_known(e) && e->leaf_instr[w] == instr) { /* here before */
-            t->anchor = sh_n;
+            t->anchor = mp_sh_n;
             t->leaf_node = e->leaf_node[w];
             return 1;
         }
@@ -647,7 +455,7 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
         cur[n] = (mp_frame_t){co, fp, instr};
         key += mix(co, fp, instr, pos);
         if (f == stop) {
-            t->anchor = sh_n;
+            t->anchor = mp_sh_n;
             return n + 1;
         }
     }
@@ -696,7 +504,7 @@ static int32_t frame_line(PyCodeObject *co, uint32_t instr)
 
 /* The node of (parent, frame): the thread's cache, else the table of
  * prefixes (keyed by a hash of both), else a new trie node. */
-static uint32_t edge_intern(mp_thread_t *t, uint32_t parent, const mp_frame_t *f)
+uint32_t mp_py_edge(mp_thread_t *t, uint32_t parent, const mp_frame_t *f)
 {
     uint64_t key = fmix64(mix(f->code, f->fp, f->instr, (uint64_t)parent * POS_MUL) + parent);
     __typeof__(t->edges[0]) *c = &t->edges[(key >> 40) & (MP_EDGE_CACHE - 1)];
@@ -717,56 +525,6 @@ static uint32_t edge_intern(mp_thread_t *t, uint32_t parent, const mp_frame_t *f
     return node;
 }
 
-/* The node of the frames above the i-th shadow entry's frame, interned
- * for entries below it first where they are not known yet. */
-static uint32_t shadow_base(mp_thread_t *t, uint32_t i)
-{
-    if (MP_LIKELY(shadow_known(&sh[i])))
-        return sh[i].base;
-    uint32_t m = i;
-    while (m > 0 && !shadow_known(&sh[m - 1]))
-        m--;
-    for (; m <= i; m++) {
-        shadow_t *e = &sh[m];
-        _PyInterpreterFrame *stop = m ? sh[m - 1].frame : NULL, *f = e->frame->previous;
-        PyCodeObject *co = e->frame->f_code;
-        uintptr_t fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
-        uint32_t below_instr = 0;
-        if (f && f == stop) {
-            below_instr = (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code));
-            if (e->gen == shadow_gen && e->below_stamp == sh[m - 1].stamp && e->below_instr == below_instr &&
-                e->code == co && e->fp == fp) {
-                e->owner = e->stamp; /* the same call again: its nodes are this one's */
-                continue;
-            }
-        }
-        uint32_t n = 0;
-        for (; f && n < MAX_DEPTH; f = f->previous) { /* none of these is the innermost: all started */
-            if (n == t->scr_cap && mp_mem_grow((void **)&t->scr, &t->scr_cap, n + 1, sizeof *t->scr))
-                break;
-            frame_put(&t->scr[n++], f);
-            if (f == stop)
-                break;
-        }
-        /* met: the frames above stop are sh[m - 1]'s base (stop's own frame,
-         * at the call it is in, is the last of scr) */
-        int met = f && f == stop;
-        uint32_t node = met ? sh[m - 1].base : 0;
-        while (n--)
-            node = edge_intern(t, node, &t->scr[n]);
-        e->base = node;
-        e->owner = e->stamp;
-        e->gen = shadow_gen;
-        e->below_stamp = met ? sh[m - 1].stamp : 0; /* stamps start at 1 */
-        e->below_instr = below_instr;
-        e->code = co;
-        e->fp = fp;
-        memset(e->leaf_node, 0, sizeof e->leaf_node);
-        memset(e->leaf_instr, 0xff, sizeof e->leaf_instr);
-    }
-    return sh[i].base;
-}
-
 /* Key of a whole stack, for the thread's cache of recent stacks. */
 static inline uint64_t stack_key(const mp_frame_t *f, uint32_t n)
 {
@@ -783,34 +541,32 @@ static inline uint64_t stack_key(const mp_frame_t *f, uint32_t n)
 
 static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n);
 
-static uint32_t intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n);
-
 uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
 {
     if (t->cut && frames == t->mix)
-        return intern_cut(t, frames, n);
+        return mp_shadow_intern_cut(t, frames, n);
     if (t->anchor && frames == t->cur) {
         if (t->leaf_node)
             return t->leaf_node;
-        shadow_t *e = &sh[t->anchor - 1];
-        uint32_t node = shadow_base(t, t->anchor - 1);
+        shadow_t *e = &mp_sh[t->anchor - 1];
+        uint32_t node = mp_shadow_base(t, t->anchor - 1);
         for (uint32_t i = n; i--;)
-            node = edge_intern(t, node, &frames[i]);
+            node = mp_py_edge(t, node, &frames[i]);
         if (n == 1 && node) { /* the hooked frame allocated: remember where */
             unsigned w = frames[0].instr & (LEAF_WAYS - 1);
             e->leaf_instr[w] = frames[0].instr;
             e->leaf_node[w] = node;
         }
-        return node ? node : pseudo_node;
+        return node ? node : mp_pseudo_node;
     }
     if (n == 0)
-        return pseudo_node;
+        return mp_pseudo_node;
     uint64_t key = frames == t->cur ? t->key : stack_key(frames, n);
     __typeof__(t->recent[0]) *c = &t->recent[(key >> 40) & (MP_RECENT_STACKS - 1)];
     if (MP_LIKELY(c->key == key && c->depth == n && c->node))
         return c->node;
     uint32_t node = intern_walk(t, frames, n);
-    if (node != pseudo_node) {
+    if (node != mp_pseudo_node) {
         c->key = key;
         c->depth = n;
         c->node = node;
@@ -825,7 +581,7 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
     if ((n > t->prefix_cap && mp_mem_grow((void **)&t->prefix, &t->prefix_cap, n, sizeof *t->prefix)) ||
         (n > t->prev_cap && mp_mem_grow((void **)&t->prev, &t->prev_cap, n, sizeof *t->prev))) {
         t->prev_depth = 0;
-        return pseudo_node;
+        return mp_pseudo_node;
     }
     const mp_frame_t *root = frames + n - 1; /* leaf first */
     mp_prefix_t *pre = t->prefix;
@@ -890,170 +646,10 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
     return t->prev[n - 1].node;
 }
 
-/* ---- --native with the shadow stack ----
- * The C stack of a hooked call is fixed while it runs, as its Python frames
- * are: an entry's base is then the node of the whole mixed stack above its
- * hook call (Python frames, and the C frames between them). A walk unwinds
- * only up to the hook call of the innermost entry whose base is known,
- * reads the Python frames up to that entry's frame, merges the two as
- * mp_native_merge does (each evaluation-loop frame gives way to its Python
- * frames), and interns the result on that base; the hook calls it passes
- * (found by their CFA) mark where the entries above begin, whose bases it
- * sets on the way. The hook's own frames are never shown, nor the C path
- * of a Python-to-Python call that exists only because of the hook (a CALL
- * instruction going through PyObject_Vectorcall/_PyFunction_Vectorcall and
- * _PyEval_Vector into a hooked call): without a hook CPython runs that call
- * inside the caller's evaluation loop, and the stack reads as it would. */
-
-#define MP_FP_HOOK ((uintptr_t)3) /* a mix entry: entry `instr`'s hook call (UINT32_MAX: a hook call with none) */
-
-uint32_t mp_py_native_cut(mp_thread_t *t, int gil)
-{
-    _PyInterpreterFrame *f;
-    int top = (int)sh_n - 1;
-    if (top < 0 || !walk_start(t, gil, &f) || !f || not_started(f))
-        return UINT32_MAX; /* the whole walk: mp_py_walk, mp_native_walk */
-    int k = top;
-    while (k >= 0 && !shadow_known(&sh[k]))
-        k--;
-    _PyInterpreterFrame *stop = k >= 0 ? sh[k].frame : NULL;
-    /* the Python frames up to stop, in groups by evaluation-loop call; the
-     * frames of the entries above k on the way, in order */
-    uint32_t n = 0, seg_start = 0;
-    int e = top;
-    for (; f; f = f->previous) {
-        if ((n == t->cur_cap && mp_mem_grow((void **)&t->cur, &t->cur_cap, n + 1, sizeof *t->cur)) ||
-            (t->nseg == t->seg_cap && mp_mem_grow((void **)&t->seg, &t->seg_cap, t->nseg + 1, sizeof *t->seg)))
-            return UINT32_MAX;
-        frame_put(&t->cur[n++], f);
-        if (e > k && f == sh[e].frame)
-            e--;
-        if (f->is_entry) {
-            t->seg[t->nseg++] = n - seg_start;
-            seg_start = n;
-        }
-        if (f == stop)
-            break;
-    }
-    if (e != k || f != stop || n != seg_start)
-        return UINT32_MAX; /* the shadow stack does not describe this stack */
-    int met;
-    int nn = mp_native_walk_cut(t, k >= 0 ? sh[k].cfa : 0, &met);
-    if (nn < 0 || (k >= 0 && !met))
-        return UINT32_MAX;
-    mp_merge_t mg; /* a hook call's frame takes a native frame's place in mix */
-    if (mp_merge_begin(t, &mg, (uint32_t)nn, n))
-        return UINT32_MAX;
-    int m = top; /* the next hook call to meet */
-    for (int i = 0; i < nn; i++) {
-        uintptr_t ip = (uintptr_t)t->ips[i];
-        if (m > k && t->cfas[i] == sh[m].cfa)
-            t->mix[mg.out++] = (mp_frame_t){NULL, MP_FP_HOOK, (uint32_t)m--};
-        else if (mp_native_is_self(ip)) /* the hook's way when the C stack ran short: no entry */
-            t->mix[mg.out++] = (mp_frame_t){NULL, MP_FP_HOOK, UINT32_MAX};
-        else
-            mp_merge_frame(t, &mg, ip);
-    }
-    if (m != k)
-        return UINT32_MAX;
-    uint32_t o = mp_merge_end(t, &mg);
-    const mp_frame_t *out = t->mix;
-    t->cut = 1;
-    t->anchor = (uint32_t)(k + 1);
-    if (k == top) { /* no base to set on the way: the thread's cache may answer */
-        uint64_t key = sh[k].base * POS_MUL, pos = 0;
-        for (uint32_t i = 0; i < o; i++, pos += POS_MUL)
-            key += mix(out[i].code, out[i].fp, out[i].instr, pos);
-        t->key = fmix64(key + o);
-    }
-    return o;
-}
-
-/* A CALL instruction, in any of its forms: a call CPython runs in the
- * caller's evaluation loop when no hook is set. */
-static int at_call(const mp_frame_t *f)
-{
-    const PyCodeObject *co = f->code;
-    int op = _Py_OPCODE(_PyCode_CODE(co)[f->instr]);
-    return op == CALL || op == CALL_ADAPTIVE || op == CALL_PY_EXACT_ARGS || op == CALL_PY_WITH_DEFAULTS;
-}
-
-/* mix[lo..hi] (native frames), root first, under node. */
-static uint32_t natives_under(uint32_t node, const mp_frame_t *mix, uint32_t lo, uint32_t hi)
-{
-    for (uint32_t j = hi + 1; j-- > lo;)
-        node = mp_native_node(node, (uintptr_t)mix[j].code);
-    return node;
-}
-
-/* mix[lo..hi] (innermost first) is the C path of a call from the
- * evaluation loop to a Python function: PyObject_Vectorcall and
- * _PyFunction_Vectorcall (exported, so their ranges are known), then
- * whatever calls the hook, innermost: that is _PyEval_Vector, which a
- * build may inline into _PyFunction_Vectorcall or keep, unexported. A C
- * function in between (sorted() calling a key function) is not this. */
-static int call_path_only(const mp_frame_t *mix, uint32_t lo, uint32_t hi)
-{
-    for (uint32_t j = lo < hi ? lo + 1 : lo; j <= hi; j++)
-        if (!mp_native_is_call_path((uintptr_t)mix[j].code))
-            return 0;
-    return 1;
-}
-
-static uint32_t intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n)
-{
-    int k = (int)t->anchor - 1;
-    uint32_t node = k >= 0 ? sh[k].base : 0;
-    __typeof__(t->recent[0]) *c = NULL;
-    if (k == (int)sh_n - 1) {
-        c = &t->recent[(t->key >> 40) & (MP_RECENT_STACKS - 1)];
-        if (c->key == t->key && c->depth == n && c->node)
-            return c->node;
-    }
-    const mp_frame_t *caller = NULL; /* the Python frame right above the native frames waiting */
-    uint32_t wait = UINT32_MAX;      /* native frames mix[i + 1 .. wait] wait */
-    for (uint32_t i = n; i-- > 0;) {
-        const mp_frame_t *f = &mix[i];
-        if (f->fp == MP_FP_NATIVE) {
-            if (wait == UINT32_MAX)
-                wait = i;
-            continue;
-        }
-        if (f->fp == MP_FP_HOOK) {
-            if (wait != UINT32_MAX && !(caller && at_call(caller) && call_path_only(mix, i + 1, wait)))
-                node = natives_under(node, mix, i + 1, wait);
-            wait = UINT32_MAX;
-            caller = NULL;
-            if (f->instr == UINT32_MAX)
-                continue;
-            shadow_t *e = &sh[f->instr];
-            e->base = node;
-            e->owner = e->stamp;
-            e->gen = shadow_gen;
-            continue;
-        }
-        if (wait != UINT32_MAX)
-            node = natives_under(node, mix, i + 1, wait);
-        wait = UINT32_MAX;
-        node = edge_intern(t, node, f);
-        caller = f;
-    }
-    if (wait != UINT32_MAX)
-        node = natives_under(node, mix, 0, wait);
-    if (!node)
-        node = pseudo_node;
-    if (c) {
-        c->key = t->key;
-        c->depth = n;
-        c->node = node;
-    }
-    return node;
-}
-
 void mp_py_reset(void)
 {
     memset(&C, 0, sizeof C);
-    shadow_gen++; /* the shadow's nodes were the parent's capture's */
+    mp_shadow_gen++; /* the shadow's nodes were the parent's capture's */
 }
 
 void mp_py_emit_pseudo(void)
@@ -1063,7 +659,7 @@ void mp_py_emit_pseudo(void)
     uint32_t qn = mp_string_intern(MEMPROF_PSEUDO_NO_PYTHON, strlen(MEMPROF_PSEUDO_NO_PYTHON));
     uint32_t id = mp_code_new_id();
     mp_emit_code(MEMPROF_CODE_PSEUDO, fn, qn, 0);
-    pseudo_node = mp_node_intern(0, id, -1, 0);
+    mp_pseudo_node = mp_node_intern(0, id, -1, 0);
 }
 
 /* ---- start ---- */
@@ -1100,9 +696,6 @@ unsigned mp_py_init(void)
              SYM(eval_code, "PyEval_EvalCode") && SYM(dict_new, "PyDict_New") &&
              SYM(builtins, "PyEval_GetBuiltins") && SYM(dict_set, "PyDict_SetItemString") &&
              SYM(add_audit_hook, "PySys_AddAuditHook") && SYM(as_ulong_mask, "PyLong_AsUnsignedLongMask");
-    /* optional: without them, stacks are walked whole */
-    SYM(get_eval, "_PyInterpreterState_GetEvalFrameFunc");
-    SYM(set_eval, "_PyInterpreterState_SetEvalFrameFunc");
     if (!ok) {
         mp_log("memprof: this Python lacks a C-API function memprof needs; no Python stacks", NULL);
         return MEMPROF_PYSTACK_UNSUPPORTED;

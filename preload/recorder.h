@@ -62,7 +62,7 @@ typedef struct mp_thread_s {
     mp_frame_t *mix;
     uint32_t mix_cap;
     void *ips[MP_NATIVE_MAX];
-    uintptr_t cfas[MP_NATIVE_MAX]; /* a cut walk's CFAs (pystack.c's shadow stack) */
+    uintptr_t cfas[MP_NATIVE_MAX]; /* a cut walk's CFAs (shadow.c) */
     int cut;                /* mix is a cut walk's: see mp_py_native_cut */
     /* whole stacks interned lately: key (all frames) -> node */
     struct {
@@ -129,11 +129,11 @@ void mp_native_reset(void);             /* fork child: a new capture */
 uint32_t mp_native_walk(mp_thread_t *t);
 /* Merges native and Python frames into t->mix; returns its depth. */
 uint32_t mp_native_merge(mp_thread_t *t, uint32_t nnative, uint32_t npy);
-/* A cut walk (see pystack.c): the native frames up to the frame whose CFA
+/* A cut walk (see shadow.c): the native frames up to the frame whose CFA
  * is `stop`, memprof's own innermost ones left out; -1: not possible. */
 int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met);
 int mp_native_is_self(uintptr_t ip);     /* a return address in libmemprof.so */
-/* The merge of mp_native_merge in steps, for pystack.c's cut walk: begin
+/* The merge of mp_native_merge in steps, for shadow.c's cut walk: begin
  * (-1: no memory), each native frame innermost first, end (the depth). */
 typedef struct {
     uint32_t evals, seg, py, npy, out;
@@ -181,18 +181,20 @@ unsigned long mp_py_hexversion(void);
  * segments, also fills t->seg/t->nseg for the native merge. gil: the
  * caller holds the GIL (a MEM or OBJ domain allocator). */
 uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
-/* --native, with the shadow stack of a frame-evaluation hook: the walk up
- * to the innermost hooked call whose stack is known, merged into t->mix.
- * Returns its depth, or UINT32_MAX: walk the whole stack instead. */
-uint32_t mp_py_native_cut(mp_thread_t *t, int gil);
 /* With the writer lock held: interns a stack of `depth` frames (leaf
  * first, Python and native), emitting any new strings, code objects and
  * nodes; returns its node id. */
 uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t depth);
 void mp_py_reset(void);                 /* fork child: a new capture */
-void mp_py_thread_gone(void);           /* the calling thread is ending */
 /* With the writer lock held, at start: the pseudo-frame for "no Python". */
 void mp_py_emit_pseudo(void);
+
+/* ---- shadow.c: the shadow stack of a frame-evaluation hook ---- */
+/* --native: the walk up to the innermost hooked call whose stack is known,
+ * merged into t->mix. Returns its depth, or UINT32_MAX: walk the whole
+ * stack instead (mp_py_walk, mp_native_walk, mp_native_merge). */
+uint32_t mp_py_native_cut(mp_thread_t *t, int gil);
+void mp_py_thread_gone(void);           /* the calling thread is ending */
 
 /* ---- stacks.c: interning tables (writer lock held) ---- */
 /* Doubles an open-addressing table in a new mapping (first size `first`),

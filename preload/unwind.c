@@ -635,7 +635,7 @@ int mp_unwind(mp_thread_t *t, void **ips, int max)
  * says it was found), or at the outermost frame. Each frame's CFA goes to
  * cfas[] (0 for an outermost frame whose rule says so: not known). The
  * last walk is not reused (the frames below a hooked call are few, see
- * pystack.c, and a cut walk tells nothing of what lies above), but the
+ * shadow.c, and a cut walk tells nothing of what lies above), but the
  * rules of its first frames are. Returns the count, or -1 when a frame
  * needs libunwind. */
 int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, int *met)

@@ -1,0 +1,99 @@
+/* pyframes.h - what the Python stack walker (pystack.c) and the shadow
+ * stack of its frame-evaluation hook (shadow.c) share, inside
+ * libmemprof.so: CPython 3.11's frames, the frame hashes, the shadow
+ * stack's entries. */
+#ifndef MP_PYFRAMES_H
+#define MP_PYFRAMES_H
+
+#define Py_BUILD_CORE 1
+#include <Python.h>
+#include <internal/pycore_frame.h>
+
+#include "recorder.h"
+
+#define MAX_DEPTH (1u << 16) /* deeper stacks keep their innermost frames */
+
+/* Stack hashes are sums of per-frame mixes (each frame mixed with its
+ * position), finished with fmix64: the per-frame work is independent, so a
+ * deep stack hashes at about a cycle a frame instead of a multiply chain. */
+#define POS_MUL 0xc2b2ae3d27d4eb4full
+#define FRAME_MUL 0x9e3779b97f4a7c15ull
+
+/* posmul: the frame's position times POS_MUL (a walk adds it up as it goes) */
+static inline uint64_t mix(const void *code, uintptr_t fp, uint32_t instr, uint64_t posmul)
+{
+    return ((uint64_t)(uintptr_t)code ^ (fp << 21) ^ ((uint64_t)instr << 44) ^ posmul) * FRAME_MUL;
+}
+
+static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos) { return mix(f->code, f->fp, f->instr, pos * POS_MUL); }
+
+static inline uint64_t fmix64(uint64_t x)
+{
+    x ^= x >> 33;
+    x *= 0xff51afd7ed558ccdull;
+    x ^= x >> 33;
+    x *= 0xc4ceb9fe1a85ec53ull;
+    return x ^ (x >> 33);
+}
+
+/* Only the innermost frame can be one not started yet (a frame runs before
+ * it calls anything): it is skipped, as CPython's tracebacks skip it. */
+static inline int not_started(const _PyInterpreterFrame *f)
+{
+    const PyCodeObject *co = f->f_code;
+    return f->owner != FRAME_OWNED_BY_GENERATOR && f->prev_instr < _PyCode_CODE(co) + co->_co_firsttraceable;
+}
+
+static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
+{
+    PyCodeObject *co = f->f_code;
+    fr->code = co;
+    fr->fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+    fr->instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
+}
+
+/* ---- the shadow stack (shadow.c) ---- */
+
+#define LEAF_WAYS 8 /* allocation sites remembered per hooked frame (a power of 2) */
+
+/* An entry's nodes outlive the call they were made for: the next call
+ * pushed at the same depth, from the same call (stamp) of the frame below
+ * at the same instruction, running the same code, has the same ones. So a
+ * loop's calls of one function intern nothing after the first. */
+typedef struct {
+    _PyInterpreterFrame *frame; /* the frame this hooked call runs */
+    uint64_t stamp;             /* this call's number in its thread */
+    uint64_t owner;             /* the call the nodes below were made for */
+    uint32_t gen;               /* shadow_gen they were interned under */
+    uint32_t base;              /* node of the frames above the frame (0: none) */
+    /* the frame's own node at an instruction, by its low bits */
+    uint32_t leaf_instr[LEAF_WAYS], leaf_node[LEAF_WAYS];
+    uintptr_t cfa;              /* the hook call's CFA: where --native's walk stops */
+    /* what base was made from: the call below, its instruction, the code */
+    uint64_t below_stamp;
+    uint32_t below_instr;
+    const void *code;
+    uintptr_t fp;
+} shadow_t;
+
+extern MP_TLS shadow_t *mp_sh;   /* the calling thread's shadow stack */
+extern MP_TLS uint32_t mp_sh_n;  /* its depth */
+extern uint32_t mp_shadow_gen;   /* a new capture (fork child) forgets every base */
+
+/* base and leaves are this call's */
+static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp && e->gen == mp_shadow_gen; }
+
+/* shadow.c */
+void mp_shadow_install(PyThreadState *ts);  /* with the GIL, when the script starts */
+uint32_t mp_shadow_base(mp_thread_t *t, uint32_t i); /* writer lock held */
+uint32_t mp_shadow_intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n); /* writer lock held */
+
+/* pystack.c */
+extern uint32_t mp_pseudo_node;          /* the stack "no Python frames" */
+/* The calling thread's innermost frame in *f; 0 when its frames cannot be
+ * read. Resets the walk's results in t. */
+int mp_py_walk_start(mp_thread_t *t, int gil, _PyInterpreterFrame **f);
+/* With the writer lock held: the node of frame f under parent. */
+uint32_t mp_py_edge(mp_thread_t *t, uint32_t parent, const mp_frame_t *f);
+
+#endif
