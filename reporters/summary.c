@@ -12,6 +12,7 @@
 #include "cli_common.h"
 #include "memprof/format.h"
 #include "report.h"
+#include "report_cli.h"
 
 static const char usage[] =
     "usage: memprof summary [--json] [--top N] FILE\n"
@@ -94,56 +95,20 @@ static void print_json(const mp_analysis_t *a, const char *path, size_t top)
     }
     cJSON_AddItemToObject(root, "top_at_peak", top_json(a, MP_AT_PEAK, top));
     cJSON_AddItemToObject(root, "top_leaked", top_json(a, MP_AT_END, top));
-    char *s = cJSON_Print(root);
-    if (s)
-        puts(s);
-    free(s);
-    cJSON_Delete(root);
-}
-
-static void print_stack(const mp_analysis_t *a, uint32_t node, int max)
-{
-    for (int depth = 0; node && depth < max; depth++) {
-        mp_srcframe_t f;
-        uint32_t parent;
-        if (mp_node_frame(a, node, &f, &parent))
-            break;
-        if (f.line >= 0)
-            printf("         %s  %s:%d\n", f.function, f.file, f.line);
-        else
-            printf("         %s  %s\n", f.function, f.file);
-        node = parent;
-        if (node && depth + 1 == max)
-            printf("         ... (deeper frames not shown)\n");
-    }
+    mp_report_cli_print_json(root);
 }
 
 static void print_top(const mp_analysis_t *a, mp_when_t when, size_t top, const char *title)
 {
-    int in_native = (memprof_reader_info(a->r)->options & MEMPROF_OPT_NATIVE) != 0;
     mp_location_t *locs;
     size_t n;
-    char b[32];
     if (mp_top_locations(a, when, top, &locs, &n))
         return;
     printf("\n%s:\n", title);
     if (n == 0)
         printf("  (none)\n");
-    for (size_t i = 0; i < n; i++) {
-        mp_srcframe_t f;
-        uint32_t parent;
-        if (mp_node_frame(a, locs[i].node, &f, &parent))
-            continue;
-        char c[32];
-        printf("%3zu. %10s in %s blocks  %s", i + 1, mp_human_bytes(locs[i].amount.bytes, b, sizeof b),
-               mp_group_digits(locs[i].amount.count, c, sizeof c), f.function);
-        if (f.line >= 0)
-            printf(" (%s:%d)", f.file, f.line);
-        if (locs[i].nstacks > 1)
-            printf("  [%u stacks; the largest:]", locs[i].nstacks);
-        printf("\n");
-        print_stack(a, locs[i].stack, in_native ? 24 : 12);
-    }
+    for (size_t i = 0; i < n; i++)
+        mp_report_cli_print_location(a, i + 1, &locs[i], 0);
     free(locs);
 }
 

@@ -26,6 +26,10 @@ static const char usage[] =
     "  table       every allocation site at the peak (text, JSON or HTML)\n"
     "  tree        the call tree of what was live at the peak, biggest first\n"
     "  leaks       what was still live when the script ended, by stack\n"
+    "  check       exit 1 when a capture goes over limits: memprof check FILE\n"
+    "              --max-peak SIZE --max-leaked SIZE --max-allocations N\n"
+    "  diff        what grew and shrank from one capture to another; exit 1\n"
+    "              when the peak or the leaks grew past --threshold\n"
     "\n"
     "  memprof COMMAND --help   shows a command's options\n"
     "  memprof --version        shows the version\n";

@@ -177,3 +177,51 @@ const char *mp_report_cli_filter_text(const mp_report_cli_t *c, char *buf, size_
 
 const char *mp_bold(const mp_report_cli_t *c) { return c->color ? "\033[1m" : ""; }
 const char *mp_reset(const mp_report_cli_t *c) { return c->color ? "\033[0m" : ""; }
+
+void mp_report_cli_print_stack(const mp_analysis_t *a, uint32_t node, int max, const char *indent)
+{
+    for (int depth = 0; node && depth < max; depth++) {
+        mp_srcframe_t f;
+        uint32_t parent;
+        if (mp_node_frame(a, node, &f, &parent))
+            break;
+        if (f.line >= 0)
+            printf("%s%s  %s:%d\n", indent, f.function, f.file, f.line);
+        else
+            printf("%s%s  %s\n", indent, f.function, f.file);
+        node = parent;
+        if (node && depth + 1 == max)
+            printf("%s... (deeper frames not shown)\n", indent);
+    }
+}
+
+void mp_report_cli_print_json(cJSON *root)
+{
+    char *s = cJSON_Print(root);
+    if (s)
+        puts(s);
+    free(s);
+    cJSON_Delete(root);
+}
+
+void mp_report_cli_print_location(const mp_analysis_t *a, size_t rank, const mp_location_t *loc, int by_count)
+{
+    mp_srcframe_t f;
+    uint32_t parent;
+    char b[32], c[32];
+    if (mp_node_frame(a, loc->node, &f, &parent))
+        return;
+    if (by_count)
+        printf("%3zu. %s allocations (%s)  %s", rank, mp_group_digits(loc->amount.count, c, sizeof c),
+               mp_human_bytes(loc->amount.bytes, b, sizeof b), f.function);
+    else
+        printf("%3zu. %10s in %s blocks  %s", rank, mp_human_bytes(loc->amount.bytes, b, sizeof b),
+               mp_group_digits(loc->amount.count, c, sizeof c), f.function);
+    if (f.line >= 0)
+        printf(" (%s:%d)", f.file, f.line);
+    if (loc->nstacks > 1)
+        printf("  [%u stacks; the largest:]", loc->nstacks);
+    printf("\n");
+    int deep = (memprof_reader_info(a->r)->options & MEMPROF_OPT_NATIVE) ? 24 : 12;
+    mp_report_cli_print_stack(a, loc->stack, deep, "         ");
+}

@@ -8,6 +8,7 @@
 #include <stddef.h>
 
 #include "analysis.h"
+#include "report.h"
 
 typedef struct mp_report_cli_s mp_report_cli_t;
 
@@ -45,6 +46,14 @@ void mp_report_cli_done(mp_report_cli_t *c, mp_analysis_t *a, memprof_reader_t *
 struct cJSON *mp_report_cli_filter_json(const mp_report_cli_t *c);
 /* "  thread 2, from 1.500 s to 3.000 s" or "" when nothing is filtered. */
 const char *mp_report_cli_filter_text(const mp_report_cli_t *c, char *buf, size_t len);
+/* Prints `root` on stdout (a line at the end) and frees it. */
+void mp_report_cli_print_json(struct cJSON *root);
+/* A location as summary and check list it: "  1.   7.8 MiB in 2,000 blocks
+ * leak_small (file:line)" (by_count: allocations first), then its stack. */
+void mp_report_cli_print_location(const mp_analysis_t *a, size_t rank, const mp_location_t *loc, int by_count);
+/* Stack `node` on stdout, innermost frame first, one "function  file:line"
+ * line per frame after `indent`, at most `max` frames. */
+void mp_report_cli_print_stack(const mp_analysis_t *a, uint32_t node, int max, const char *indent);
 /* ANSI bold / reset when colour is on, "" otherwise. */
 const char *mp_bold(const mp_report_cli_t *c);
 const char *mp_reset(const mp_report_cli_t *c);
