@@ -18,6 +18,7 @@
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
+#include <link.h>
 #include <errno.h>
 #include <pthread.h>
 #include <sched.h>
@@ -53,6 +54,7 @@ typedef struct {
     int (*setname)(pthread_t, const char *);
     int (*prctl)(int, unsigned long, unsigned long, unsigned long, unsigned long);
     int (*dlclose)(void *);
+    void *(*dlopen)(const char *, int);
     int (*execve)(const char *, char *const[], char *const[]);
     int (*execvpe)(const char *, char *const[], char *const[]);
     int (*fexecve)(int, char *const[], char *const[]);
@@ -101,33 +103,82 @@ static size_t boot_size(const void *p)
     return n;
 }
 
+/* Preloaded (this library is in the global scope: its control API is
+ * found there), this library's malloc is the one everybody calls, and the
+ * real one is the next in the search order. Loaded late (dlopen by a Tracker,
+ * RTLD_LOCAL: not in the global scope), the real one is what the program
+ * calls: the first malloc of the global scope. */
+int mp_preloaded;
+
+/* Loaded late: the first object of the global scope (in load order, the
+ * executable apart: a non-PIE one names its PLT entry as the function, a
+ * PLT we patch) whose own definition dlsym finds. That is where the
+ * program's calls were bound, and an allocator preloaded before us counts. */
+#define LATE_OBJECTS 256
+static int list_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    const char **names = arg;
+    size_t n = 0;
+    while (names[n])
+        n++;
+    if (n + 1 < LATE_OBJECTS && info->dlpi_name && info->dlpi_name[0])
+        names[n] = info->dlpi_name;
+    return 0;
+}
+
+static void *late_sym(const char *name, const char *const *objects)
+{
+    for (size_t i = 0; objects[i]; i++) {
+        void *h = dlopen(objects[i], RTLD_NOLOAD | RTLD_LAZY);
+        if (!h)
+            continue;
+        void *f = dlsym(h, name);
+        Dl_info def;
+        int here = f && dladdr(f, &def) && def.dli_fname && strcmp(def.dli_fname, objects[i]) == 0;
+        dlclose(h);
+        if (here)
+            return f;
+    }
+    return dlsym(RTLD_DEFAULT, name);
+}
+
 static MP_COLD MP_NOINLINE void resolve(void)
 {
     atomic_store(&resolving, 1);
     mp_real_t r;
-    r.malloc = dlsym(RTLD_NEXT, "malloc");
-    r.free = dlsym(RTLD_NEXT, "free");
-    r.calloc = dlsym(RTLD_NEXT, "calloc");
-    r.realloc = dlsym(RTLD_NEXT, "realloc");
-    r.posix_memalign = dlsym(RTLD_NEXT, "posix_memalign");
-    r.aligned_alloc = dlsym(RTLD_NEXT, "aligned_alloc");
-    r.memalign = dlsym(RTLD_NEXT, "memalign");
-    r.valloc = dlsym(RTLD_NEXT, "valloc");
-    r.pvalloc = dlsym(RTLD_NEXT, "pvalloc");
-    r.exit_ = dlsym(RTLD_NEXT, "_exit");
-    r.kill = dlsym(RTLD_NEXT, "kill");
-    r.raise = dlsym(RTLD_NEXT, "raise");
-    r.mmap = dlsym(RTLD_NEXT, "mmap");
-    r.munmap = dlsym(RTLD_NEXT, "munmap");
-    r.mremap = dlsym(RTLD_NEXT, "mremap");
-    r.setname = dlsym(RTLD_NEXT, "pthread_setname_np");
-    r.prctl = dlsym(RTLD_NEXT, "prctl");
-    r.dlclose = dlsym(RTLD_NEXT, "dlclose");
-    r.execve = dlsym(RTLD_NEXT, "execve");
-    r.execvpe = dlsym(RTLD_NEXT, "execvpe");
-    r.fexecve = dlsym(RTLD_NEXT, "fexecve");
-    r.spawn = dlsym(RTLD_NEXT, "posix_spawn");
-    r.spawnp = dlsym(RTLD_NEXT, "posix_spawnp");
+    Dl_info self, found;
+    /* not malloc itself: a non-PIE executable answers with its PLT entry */
+    void *global = dlopen(NULL, RTLD_LAZY | RTLD_NOLOAD); /* the global scope alone */
+    void *m = global ? dlsym(global, "memprof_control_active") : NULL;
+    mp_preloaded = m && dladdr(m, &found) && dladdr((void *)resolve, &self) && found.dli_fbase == self.dli_fbase;
+    static const char *objects[LATE_OBJECTS];
+    if (!mp_preloaded)
+        dl_iterate_phdr(list_object, objects);
+#define SYM(name) (mp_preloaded ? dlsym(RTLD_NEXT, name) : late_sym(name, objects))
+    r.malloc = SYM("malloc");
+    r.free = SYM("free");
+    r.calloc = SYM("calloc");
+    r.realloc = SYM("realloc");
+    r.posix_memalign = SYM("posix_memalign");
+    r.aligned_alloc = SYM("aligned_alloc");
+    r.memalign = SYM("memalign");
+    r.valloc = SYM("valloc");
+    r.pvalloc = SYM("pvalloc");
+    r.exit_ = SYM("_exit");
+    r.kill = SYM("kill");
+    r.raise = SYM("raise");
+    r.mmap = SYM("mmap");
+    r.munmap = SYM("munmap");
+    r.mremap = SYM("mremap");
+    r.setname = SYM("pthread_setname_np");
+    r.prctl = SYM("prctl");
+    r.dlclose = SYM("dlclose");
+    r.execve = SYM("execve");
+    r.execvpe = SYM("execvpe");
+    r.fexecve = SYM("fexecve");
+    r.spawn = SYM("posix_spawn");
+    r.spawnp = SYM("posix_spawnp");
     if (!r.kill || !r.raise || !r.mmap || !r.munmap || !r.mremap || !r.setname || !r.prctl || !r.dlclose ||
         !r.execve || !r.execvpe || !r.fexecve || !r.spawn || !r.spawnp ||
         !r.malloc || !r.free || !r.calloc || !r.realloc || !r.posix_memalign || !r.memalign ||
@@ -136,6 +187,8 @@ static MP_COLD MP_NOINLINE void resolve(void)
         (void)!write(2, msg, sizeof msg - 1);
         _exit(127);
     }
+    r.dlopen = SYM("dlopen");
+#undef SYM
     real = r;
     atomic_store(&resolved, 1);
     atomic_store(&resolving, 0);
@@ -601,3 +654,48 @@ MP_EXPORT int raise(int sig)
         mp_rec_finish();
     return real.raise(sig);
 }
+
+/* ---- loaded late: the table got.c patches in ----
+ * Loaded by dlopen, this library's malloc is not the one the program's
+ * objects call: got.c points their GOT entries at these hooks instead.
+ * The hooks are named through hidden aliases: a reference to `malloc`
+ * itself from here would bind to the program's (the global scope's). */
+
+/* dlopen: the new object (and what it brought along) is patched too. */
+static void *late_dlopen(const char *file, int mode)
+{
+    void *h = real.dlopen(file, mode);
+    if (h)
+        mp_got_refresh();
+    atomic_store(&mp_modules_dirty, 1);
+    return h;
+}
+
+#define HOOK(name) {#name, (void *)mp_hook_##name}
+#define ALIAS(name) extern __typeof__(name) mp_hook_##name __attribute__((alias(#name), copy(name), visibility("hidden")))
+ALIAS(malloc);
+ALIAS(free);
+ALIAS(calloc);
+ALIAS(realloc);
+ALIAS(reallocarray);
+ALIAS(posix_memalign);
+ALIAS(aligned_alloc);
+ALIAS(memalign);
+ALIAS(valloc);
+ALIAS(pvalloc);
+ALIAS(mmap);
+ALIAS(mmap64);
+ALIAS(munmap);
+ALIAS(mremap);
+ALIAS(pthread_setname_np);
+ALIAS(prctl);
+ALIAS(dlclose);
+ALIAS(_exit);
+ALIAS(_Exit);
+
+const mp_hook_t mp_hooks[] = {
+    HOOK(malloc),  HOOK(free),    HOOK(calloc), HOOK(realloc), HOOK(reallocarray), HOOK(posix_memalign),
+    HOOK(aligned_alloc), HOOK(memalign), HOOK(valloc), HOOK(pvalloc), HOOK(mmap), HOOK(mmap64),
+    HOOK(munmap),  HOOK(mremap),  HOOK(pthread_setname_np), HOOK(prctl), HOOK(dlclose), HOOK(_exit),
+    HOOK(_Exit),   {"dlopen", (void *)late_dlopen}, {NULL, NULL},
+};

@@ -85,6 +85,7 @@ static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp 
 
 /* shadow.c */
 void mp_shadow_install(PyThreadState *ts);  /* with the GIL, when the script starts */
+void mp_shadow_uninstall(void);             /* with the GIL: a Tracker's end */
 uint32_t mp_shadow_base(mp_thread_t *t, uint32_t i); /* writer lock held */
 uint32_t mp_shadow_intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n); /* writer lock held */
 

@@ -114,3 +114,18 @@ int mp_pymem_install(void)
     }
     return 0;
 }
+
+/* A Tracker's end: the domains still wrapped get back what they had. The
+ * blocks made meanwhile are the same allocator's, freed by it as usual. */
+void mp_pymem_uninstall(void)
+{
+    static const PyMemAllocatorDomain dom[3] = {PYMEM_DOMAIN_RAW, PYMEM_DOMAIN_MEM, PYMEM_DOMAIN_OBJ};
+    if (!get_allocator || !set_allocator)
+        return;
+    for (int i = 0; i < 3; i++) {
+        PyMemAllocatorEx cur;
+        get_allocator(dom[i], &cur);
+        if (cur.malloc == pm_malloc && cur.ctx == &domains[i])
+            set_allocator(dom[i], &domains[i].orig);
+    }
+}

@@ -363,6 +363,34 @@ static MP_COLD MP_NOINLINE void request_end_mark(void)
         py.add_pending(register_end, NULL);
 }
 
+void mp_py_tracker_begin(unsigned opts)
+{
+    if (!walker_on)
+        return;
+    atomic_store(&end_requested, 1);
+    int g = mp_guard;
+    mp_guard = MP_GUARD_PYAPI;
+    PyObject *et, *ev, *tb;
+    py.err_fetch(&et, &ev, &tb);
+    if (opts & MEMPROF_OPT_PYMEM) {
+        (void)mp_pymem_install();
+        mp_shadow_install(py.this_tstate());
+    }
+    PyObject *threading = loaded_threading();
+    if (threading)
+        install_names(threading);
+    py.err_restore(et, ev, tb);
+    mp_guard = g;
+}
+
+void mp_py_tracker_end(void)
+{
+    if (!walker_on)
+        return;
+    mp_pymem_uninstall();
+    mp_shadow_uninstall();
+}
+
 /* ---- the walk ---- */
 
 /* The calling thread's PyThreadState. A thread that holds the GIL (every

@@ -122,6 +122,7 @@ static struct {
         uint32_t name;
     } pending[NAMES_PENDING];
     unsigned npending;
+    uint32_t gen;           /* captures begun in this process (mp_rec_begin), for thread states */
 } W;
 
 static atomic_ulong tracker_allocs;
@@ -329,10 +330,10 @@ static void thread_gone(void *arg)
 /* The calling thread's state, made (and given an index) on first use. */
 static MP_COLD MP_NOINLINE mp_thread_t *thread_new_locked(void)
 {
-    mp_thread_t *t = W.free_threads;
-    if (t) {
+    mp_thread_t *t = mp_self; /* a state from an earlier capture of this process: given a new index */
+    if (!t && (t = W.free_threads)) {
         W.free_threads = t->next_free;
-    } else {
+    } else if (!t) {
         t = mmap(NULL, sizeof *t, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (t == MAP_FAILED) {
             mp_stop_recording("memprof: out of memory for thread state, recording stopped", 0);
@@ -340,6 +341,11 @@ static MP_COLD MP_NOINLINE mp_thread_t *thread_new_locked(void)
         }
         memset(t, 0, sizeof *t);
     }
+    if (!mp_self) {
+        t->next_free = W.live_threads;
+        W.live_threads = t;
+    }
+    t->gen = W.gen;
     t->index = ++W.nthreads;
     t->ident = (unsigned long)pthread_self();
     t->is_main = pthread_equal(pthread_self(), W.main_thread);
@@ -347,8 +353,6 @@ static MP_COLD MP_NOINLINE mp_thread_t *thread_new_locked(void)
     memset(t->recent, 0, sizeof t->recent); /* a reused state: its stacks were another capture's */
     memset(t->edges, 0, sizeof t->edges);
     mp_unwind_forget(t);
-    t->next_free = W.live_threads;
-    W.live_threads = t;
     EMIT(mp_enc_thread_new(&W.enc, t->index, (uint64_t)syscall(SYS_gettid)));
     for (unsigned i = 0; i < W.npending; i++) {
         if (W.pending[i].ident == t->ident) { /* named before it recorded anything */
@@ -450,7 +454,7 @@ void mp_rec_alloc(unsigned allocator, const void *p, size_t size)
 {
     mp_guard = MP_GUARD_REC;
     mp_thread_t *t = mp_self;
-    if (MP_UNLIKELY(!t) && !(t = thread_first_event()))
+    if (MP_UNLIKELY(!t || t->gen != W.gen) && !(t = thread_first_event()))
         goto done;
     /* stacks are read outside the lock: a thread only reads its own */
     int gil = allocator == MEMPROF_A_PYMEM_MEM || allocator == MEMPROF_A_PYMEM_OBJ;
@@ -487,7 +491,7 @@ static void rec_free(unsigned deallocator, const void *p, size_t len, int range)
     uint32_t thread = 0;
     if (deallocator == MEMPROF_D_REALLOC || deallocator == MEMPROF_D_MREMAP) {
         mp_thread_t *t = mp_self;
-        if (!t && !(t = thread_first_event()))
+        if ((!t || t->gen != W.gen) && !(t = thread_first_event()))
             goto done;
         thread = t->index;
     }
@@ -512,7 +516,7 @@ void mp_rec_restore(const void *p)
     mp_guard = MP_GUARD_REC;
     mp_thread_t *t = mp_self;
     lock();
-    if (t && live_locked())
+    if (t && t->gen == W.gen && live_locked())
         EMIT(mp_enc_restore(&W.enc, t->index, (uint64_t)(uintptr_t)p));
     unlock();
     mp_guard = 0;
@@ -1027,6 +1031,94 @@ __attribute__((constructor)) static void mp_start(void)
     }
 out:
     mp_guard = 0;
+}
+
+/* ---- a capture of part of the run (control.c) ---- */
+
+static int begun_once; /* the thread key and fork handlers exist */
+
+int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns)
+{
+    int g = mp_guard;
+    mp_guard = MP_GUARD_REC;
+    int err = 0;
+    lock();
+    if (atomic_load(&mp_active) || (W.fd >= 0 && !W.finished && W.pid == getpid())) {
+        err = EBUSY;
+        goto out;
+    }
+    if (!begun_once) {
+        if (pthread_key_create(&W.key, thread_gone) != 0 || pthread_atfork(fork_prepare, fork_parent, fork_child)) {
+            err = EAGAIN;
+            goto out;
+        }
+        W.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+        W.pystack = mp_py_init();
+        begun_once = 1;
+    }
+    if (W.pid) { /* an earlier capture of this process: tables of our own */
+        mp_stacks_reset();
+        mp_py_reset();
+        mp_native_reset();
+    }
+    W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
+    if (W.fd < 0)
+        W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    if (W.fd < 0) {
+        err = errno;
+        goto out;
+    }
+    mp_opts = opts;
+    CFG.interval_ns = interval_ns ? interval_ns : 10000000ull;
+    CFG.parent = 0;
+    CFG.out[0] = '\0';
+    if (path && strlen(path) < sizeof CFG.out - 64)
+        strcpy(CFG.out, path);
+    Dl_info di;
+    if (dladdr((void *)mp_rec_begin, &di) && di.dli_fname && strlen(di.dli_fname) < sizeof CFG.lib)
+        strcpy(CFG.lib, di.dli_fname);
+    CFG.follow = (opts & MEMPROF_OPT_FOLLOW_FORK) && CFG.lib[0] && CFG.out[0];
+    static int native_ready; /* 1 set up, -1 cannot be */
+    if ((opts & MEMPROF_OPT_NATIVE) && !native_ready)
+        native_ready = mp_native_init() == 0 ? 1 : -1;
+    native_on = (opts & MEMPROF_OPT_NATIVE) && native_ready > 0;
+    LZ4_initStream(&lz4_stream, sizeof lz4_stream);
+    atomic_store(&blocks_full, 0);
+    atomic_store(&blocks_done, 0);
+    mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
+    W.allocs = W.frees = 0;
+    W.nthreads = 0;
+    W.npending = 0;
+    W.gen++;
+    W.lazy = 0;
+    W.finished = 0;
+    W.trailer_at = -1;
+    W.pid = getpid();
+    W.main_thread = pthread_self();
+    W.start_ns = W.block_ns = now_ns(CLOCK_MONOTONIC);
+    atomic_store(&tracker_allocs, 0);
+    if ((err = write_header()) != 0) {
+        close(W.fd);
+        W.fd = -1;
+        W.finished = 1;
+        goto out;
+    }
+    mp_py_emit_pseudo();
+    atomic_store(&mp_active, 1);
+out:
+    unlock();
+    if (!err && !writer_on) {
+        mp_guard = MP_GUARD_PYAPI;
+        start_sampler();
+    }
+    mp_guard = g;
+    return err;
+}
+
+void mp_rec_end(void)
+{
+    mp_rec_mark(MEMPROF_M_SCRIPT_END);
+    mp_rec_finish();
 }
 
 __attribute__((destructor)) static void mp_stop(void) { mp_rec_finish(); }

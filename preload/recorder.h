@@ -50,6 +50,7 @@ typedef struct {
 /* Per-thread state, in memory of its own (mmap), reached through mp_self. */
 typedef struct mp_thread_s {
     uint32_t index;         /* 1-based thread index in the capture */
+    uint32_t gen;           /* the capture it was given that index in (mp_rec_begin starts another) */
     int is_main;
     unsigned long ident;    /* pthread_self() */
     mp_frame_t *cur;        /* last walk, leaf first */
@@ -109,6 +110,12 @@ extern unsigned mp_opts;    /* MEMPROF_OPT_* */
 void mp_rec_restore(const void *p);
 void mp_rec_mark(unsigned kind);
 void mp_rec_finish(void);              /* trailer; the process is ending */
+/* A capture of part of the run (control.c: a Tracker): begin writes the
+ * header into (a duplicate of) fd, with tables of its own, and starts
+ * recording; end marks the script end, writes the trailer and closes it.
+ * begin returns 0, EBUSY while a capture is being written, or an errno. */
+int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns);
+void mp_rec_end(void);
 
 /* ---- recorder.c: for pystack.c and native.c, with the writer lock held ---- */
 void mp_wlock(void);
@@ -168,8 +175,23 @@ void mp_unwind_forget(mp_thread_t *t); /* a new thread in a reused state */
 int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, int *met);
 extern atomic_uint mp_code_gen; /* dlclose bumps it: cached rules are dropped */
 
+/* ---- hooks.c and got.c: loaded late (not preloaded) ---- */
+extern int mp_preloaded;        /* 1: LD_PRELOAD made this library's malloc the one called */
+typedef struct {
+    const char *name;
+    void *hook;
+} mp_hook_t;
+extern const mp_hook_t mp_hooks[]; /* what got.c patches in, ending with {NULL, NULL} */
+/* Points the GOT entries that name a hooked function, in every loaded
+ * object but this library and the dynamic linker, at the hooks; again
+ * after each dlopen. 0, or an errno. */
+int mp_got_patch(void);
+void mp_got_refresh(void);       /* after a dlopen: the objects not patched yet */
+void mp_got_unpatch(void);       /* every entry back as it was */
+
 /* ---- pymem.c (--trace-python-allocators) ---- */
 int mp_pymem_install(void);             /* 0, or -1 */
+void mp_pymem_uninstall(void);          /* with the GIL: the domains as they were */
 
 /* ---- pystack.c ---- */
 /* Looks for a CPython this build can walk. Returns a memprof_pystack_mode. */
@@ -186,6 +208,11 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
  * nodes; returns its node id. */
 uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t depth);
 void mp_py_reset(void);                 /* fork child: a new capture */
+/* A Tracker, with the GIL: no script-end mark at exit (its end is the
+ * Tracker's), thread names, and with MEMPROF_OPT_PYMEM the PyMem wrappers
+ * and the shadow stack; end takes the last two away. */
+void mp_py_tracker_begin(unsigned opts);
+void mp_py_tracker_end(void);
 /* With the writer lock held, at start: the pseudo-frame for "no Python". */
 void mp_py_emit_pseudo(void);
 

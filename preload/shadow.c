@@ -47,6 +47,7 @@ static _PyFrameEvalFunction next_eval; /* what ran frames before the hook */
 static void (*set_eval)(PyInterpreterState *, _PyFrameEvalFunction);
 static PyInterpreterState *hooked_interp;
 static atomic_int deep_calls;       /* hooked calls past their floor: the hook is off */
+static atomic_int shadow_on;        /* set; cleared by mp_shadow_uninstall (a Tracker's end) */
 
 static MP_COLD MP_NOINLINE void shadow_thread_init(void)
 {
@@ -84,7 +85,7 @@ static MP_COLD MP_NOINLINE PyObject *eval_deep(PyThreadState *ts, _PyInterpreter
     if (atomic_fetch_add(&deep_calls, 1) == 0)
         set_eval(hooked_interp, next_eval);
     PyObject *r = next_eval(ts, f, exc);
-    if (atomic_fetch_sub(&deep_calls, 1) == 1)
+    if (atomic_fetch_sub(&deep_calls, 1) == 1 && atomic_load(&shadow_on))
         set_eval(hooked_interp, eval_hook);
     return r;
 }
@@ -122,7 +123,20 @@ void mp_shadow_install(PyThreadState *ts)
         return;
     next_eval = cur; /* _PyEval_EvalFrameDefault when there was none */
     hooked_interp = ts->interp;
+    atomic_store(&shadow_on, 1);
     set_eval(ts->interp, eval_hook);
+}
+
+/* With the GIL: new calls go unhooked (the calls under way still pop
+ * their entries as they return). */
+void mp_shadow_uninstall(void)
+{
+    if (!atomic_exchange(&shadow_on, 0) || !hooked_interp)
+        return;
+    _PyFrameEvalFunction (*get_eval)(PyInterpreterState *);
+    *(void **)&get_eval = dlsym(RTLD_DEFAULT, "_PyInterpreterState_GetEvalFrameFunc");
+    if (get_eval && get_eval(hooked_interp) == eval_hook)
+        set_eval(hooked_interp, next_eval);
 }
 
 void mp_py_thread_gone(void)

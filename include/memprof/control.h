@@ -1,0 +1,39 @@
+/* control.h - libmemprof.so's control API: start and stop a capture from
+ * inside the process (the Python package's Tracker; later `attach`).
+ *
+ * The library may be preloaded (memprof run, or LD_PRELOAD by hand) or
+ * loaded late with dlopen(RTLD_LOCAL). Loaded late, its allocator hooks are
+ * put in place by patching the GOT entries of every loaded object (and of
+ * each one dlopen'ed while recording), and taken out again on stop.
+ * Preloaded, they are in place already. Call both with the GIL held when
+ * the process runs Python. */
+#ifndef MEMPROF_CONTROL_H
+#define MEMPROF_CONTROL_H
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Starts writing a capture into `fd` (duplicated: the caller closes its
+ * own). `path` names it (children of --follow-fork write `path.<pid>`;
+ * may be NULL without that option). `options`: MEMPROF_OPT_NATIVE,
+ * MEMPROF_OPT_PYMEM, MEMPROF_OPT_FOLLOW_FORK (memprof/format.h).
+ * `interval_us`: memory sampling interval, 0 for 10 ms. Returns 0,
+ * EBUSY when a capture is being written already (memprof run, or another
+ * start), or an errno. */
+typedef int (*memprof_control_start_fn)(int fd, const char *path, unsigned options, unsigned interval_us);
+/* Marks the end (what is live now counts as leaked), writes the trailer,
+ * closes the capture and takes the hooks out. 0, or ENOENT when no capture
+ * was started with memprof_control_start. */
+typedef int (*memprof_control_stop_fn)(void);
+/* 1 while a capture is being written, 0 otherwise. */
+typedef int (*memprof_control_active_fn)(void);
+
+#define MEMPROF_CONTROL_START "memprof_control_start"
+#define MEMPROF_CONTROL_STOP "memprof_control_stop"
+#define MEMPROF_CONTROL_ACTIVE "memprof_control_active"
+
+#ifdef __cplusplus
+}
+#endif
+#endif
