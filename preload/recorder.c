@@ -123,7 +123,7 @@ static struct {
     } pending[NAMES_PENDING];
     unsigned npending;
     uint32_t gen;           /* captures begun in this process (mp_rec_begin), for thread states */
-} W;
+} W = {.fd = -1, .statm_fd = -1};
 
 static atomic_ulong tracker_allocs;
 /* Block buffers, used in turn. A full block is handed to the writer thread,
@@ -781,6 +781,26 @@ static void start_sampler(void)
     pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
+/* ---- a new capture in this process (a fork child's, a Tracker's) ---- */
+
+/* Empty tables (strings, code ids, stacks, objects), a new LZ4 stream and
+ * block count, no thread named yet: the new capture is read on its own.
+ * Thread states made for an earlier capture are indexed again (gen). */
+static void new_tables(void)
+{
+    mp_stacks_reset();
+    mp_py_reset();
+    mp_native_reset();
+    LZ4_initStream(&lz4_stream, sizeof lz4_stream);
+    atomic_store(&blocks_full, 0);
+    atomic_store(&blocks_done, 0);
+    mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
+    W.allocs = W.frees = 0;
+    W.nthreads = 0;
+    W.npending = 0;
+    W.gen++;
+}
+
 /* ---- fork ---- */
 
 static MP_TLS int fork_saved_guard;
@@ -810,22 +830,12 @@ static void fork_child(void)
     pid_t parent = W.pid;
     W.pid = 0;
     mp_self = NULL;
+    writer_on = 0; /* the parent's did not come along (a Tracker may start one here) */
     if (was && CFG.follow && !W.finished) {
         /* its own capture, with tables of its own, made at its first event */
         CFG.parent = parent;
-        mp_stacks_reset();
-        mp_py_reset();
-        if (native_on)
-            mp_native_reset();
-        LZ4_initStream(&lz4_stream, sizeof lz4_stream);
-        writer_on = 0; /* the parent's did not come along */
-        atomic_store(&blocks_full, 0);
-        atomic_store(&blocks_done, 0);
-        mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
-        W.allocs = W.frees = 0;
-        W.nthreads = 0;
+        new_tables();
         W.live_threads = NULL;
-        W.npending = 0;
         W.pid = getpid();
         W.main_thread = pthread_self();
         W.lazy = 1;
@@ -836,6 +846,26 @@ static void fork_child(void)
 }
 
 /* ---- start ---- */
+
+/* Once per process: the thread-exit key and the fork handlers. 0 or -1. */
+static int threads_once(void)
+{
+    static int done;
+    if (!done && (pthread_key_create(&W.key, thread_gone) != 0 || pthread_atfork(fork_prepare, fork_parent, fork_child)))
+        return -1;
+    done = 1;
+    return 0;
+}
+
+/* Native stacks set up once per process; 1 when they can be had. */
+static int native_ready(void)
+{
+    static int ready; /* 1 set up, -1 cannot be */
+    if (!ready)
+        ready = mp_native_init() == 0 ? 1 : -1;
+    return ready > 0;
+}
+
 
 /* Value of NAME in environ, without getenv (which may not be ready). */
 static char *env_get(const char *name)
@@ -991,12 +1021,11 @@ __attribute__((constructor)) static void mp_start(void)
     W.main_thread = pthread_self();
     W.start_ns = W.block_ns = now_ns(CLOCK_MONOTONIC);
     mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
-    if (pthread_key_create(&W.key, thread_gone) != 0 || pthread_atfork(fork_prepare, fork_parent, fork_child)) {
+    if (threads_once()) {
         mp_log("memprof: cannot set up thread hooks, not recording", NULL);
         goto out;
     }
-    if ((mp_opts & MEMPROF_OPT_NATIVE) && mp_native_init() == 0)
-        native_on = 1;
+    native_on = (mp_opts & MEMPROF_OPT_NATIVE) && native_ready();
     if ((mp_opts & MEMPROF_OPT_PYMEM) && mp_pymem_install() != 0)
         mp_log("memprof: no PyMem_SetAllocator in this process; Python allocators not traced", NULL);
     if (fdv) {
@@ -1035,8 +1064,6 @@ out:
 
 /* ---- a capture of part of the run (control.c) ---- */
 
-static int begun_once; /* the thread key and fork handlers exist */
-
 int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns)
 {
     int g = mp_guard;
@@ -1047,20 +1074,14 @@ int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns)
         err = EBUSY;
         goto out;
     }
-    if (!begun_once) {
-        if (pthread_key_create(&W.key, thread_gone) != 0 || pthread_atfork(fork_prepare, fork_parent, fork_child)) {
-            err = EAGAIN;
-            goto out;
-        }
+    if (threads_once()) {
+        err = EAGAIN;
+        goto out;
+    }
+    if (W.statm_fd < 0)
         W.statm_fd = open("/proc/self/statm", O_RDONLY | O_CLOEXEC);
+    if (!W.pystack) /* preloaded, the constructor looked already */
         W.pystack = mp_py_init();
-        begun_once = 1;
-    }
-    if (W.pid) { /* an earlier capture of this process: tables of our own */
-        mp_stacks_reset();
-        mp_py_reset();
-        mp_native_reset();
-    }
     W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 512);
     if (W.fd < 0)
         W.fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -1078,18 +1099,8 @@ int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns)
     if (dladdr((void *)mp_rec_begin, &di) && di.dli_fname && strlen(di.dli_fname) < sizeof CFG.lib)
         strcpy(CFG.lib, di.dli_fname);
     CFG.follow = (opts & MEMPROF_OPT_FOLLOW_FORK) && CFG.lib[0] && CFG.out[0];
-    static int native_ready; /* 1 set up, -1 cannot be */
-    if ((opts & MEMPROF_OPT_NATIVE) && !native_ready)
-        native_ready = mp_native_init() == 0 ? 1 : -1;
-    native_on = (opts & MEMPROF_OPT_NATIVE) && native_ready > 0;
-    LZ4_initStream(&lz4_stream, sizeof lz4_stream);
-    atomic_store(&blocks_full, 0);
-    atomic_store(&blocks_done, 0);
-    mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
-    W.allocs = W.frees = 0;
-    W.nthreads = 0;
-    W.npending = 0;
-    W.gen++;
+    native_on = (opts & MEMPROF_OPT_NATIVE) && native_ready();
+    new_tables();
     W.lazy = 0;
     W.finished = 0;
     W.trailer_at = -1;

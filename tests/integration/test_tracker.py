@@ -77,6 +77,20 @@ def test_tracker_refused_under_memprof_run(memprof):
     assert not (memprof.tmp / "inner.memprof").exists()
 
 
+def test_tracker_in_an_unrecorded_fork_child(memprof):
+    """A child of memprof run (no --follow-fork) reuses the preloaded library for a block of its
+    own: a capture with tables of its own (names and lines readable), and forking still works."""
+    env = dict(os.environ, PYTHONPATH=PYPATH)
+    child = memprof.tmp / "child.memprof"
+    p = memprof.cmd("run", "-q", "-o", "run.memprof", str(SCRIPTS / "tracker_fork.py"), child, env=env, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "child 0", p.stdout + p.stderr
+    s = memprof.summary(child)
+    line = source_line(SCRIPTS / "tracker_fork.py", "# CHILD BLOCK")
+    top = [l for l in s["top_leaked"] if l["line"] == line]
+    assert top and (top[0]["function"], top[0]["bytes"], top[0]["allocations"]) == ("<module>", 1_111_111, 1)
+    assert s["capture"]["pid"] != memprof.summary(memprof.tmp / "run.memprof")["capture"]["pid"]
+
+
 def test_tracker_bad_input(memprof):
     existing = memprof.tmp / "exists.memprof"
     existing.write_text("keep me")
