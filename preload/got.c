@@ -171,47 +171,47 @@ void mp_got_refresh(void)
     pthread_mutex_unlock(&patch_lock);
 }
 
-/* The entries whose object is still loaded (dlclose may have unmapped the
- * others) are put back. */
+/* The object (still loaded) holding `addr`, and its RELRO range. */
 typedef struct {
-    uintptr_t lo, hi;
+    uintptr_t addr;
+    int found;
     obj_t o;
-} range_t;
+} owner_t;
 
-static int find_range(struct dl_phdr_info *info, size_t size, void *arg)
+static int find_owner(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
-    range_t *r = arg;
+    owner_t *w = arg;
+    obj_t o = {0, 0, 0};
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         uintptr_t a = info->dlpi_addr + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && r->lo >= a && r->lo < a + ph->p_memsz)
-            r->hi = 1;
+        if (ph->p_type == PT_LOAD && w->addr >= a && w->addr < a + ph->p_memsz)
+            w->found = 1;
         else if (ph->p_type == PT_GNU_RELRO)
-            r->o.relro = a, r->o.relro_end = a + ph->p_memsz;
+            o.relro = a, o.relro_end = a + ph->p_memsz;
     }
-    if (r->hi)
-        return 1; /* found: keep this object's RELRO */
-    r->o.relro = r->o.relro_end = 0;
-    return 0;
+    w->o = o;
+    return w->found;
 }
 
+/* Every entry back as it was, if its object is still loaded (dlclose may
+ * have unmapped it) and it still holds our hook (nobody patched over us). */
 void mp_got_unpatch(void)
 {
     pthread_mutex_lock(&patch_lock);
     patching = 0;
     for (uint32_t i = nslots; i-- > 0;) {
-        range_t r = {(uintptr_t)slots[i].slot, 0, {0, 0, 0}};
-        dl_iterate_phdr(find_range, &r);
-        if (!r.hi)
-            continue; /* its object was unloaded */
-        const mp_hook_t *mine = NULL;
+        owner_t w = {(uintptr_t)slots[i].slot, 0, {0, 0, 0}};
+        dl_iterate_phdr(find_owner, &w);
+        if (!w.found)
+            continue;
         void *cur = __atomic_load_n(slots[i].slot, __ATOMIC_ACQUIRE);
-        for (const mp_hook_t *h = mp_hooks; h->name && !mine; h++)
-            if (h->hook == cur)
-                mine = h;
-        if (mine) /* still ours (nobody patched over us) */
-            (void)store(slots[i].slot, slots[i].orig, &r.o);
+        const mp_hook_t *h = mp_hooks;
+        while (h->name && h->hook != cur)
+            h++;
+        if (h->name)
+            (void)store(slots[i].slot, slots[i].orig, &w.o);
     }
     nslots = 0;
     pthread_mutex_unlock(&patch_lock);

@@ -311,6 +311,19 @@ static int audit_hook(const char *event, PyObject *args, void *data)
     return 0;
 }
 
+/* With the GIL: the PyMem wrappers and the shadow stack (MEMPROF_OPT_PYMEM),
+ * and thread names if threading is loaded. */
+static void python_hooks(unsigned opts)
+{
+    if (opts & MEMPROF_OPT_PYMEM) {
+        (void)mp_pymem_install();
+        mp_shadow_install(py.this_tstate());
+    }
+    PyObject *threading = loaded_threading();
+    if (threading)
+        install_names(threading);
+}
+
 /* Runs in the main thread, with the GIL, between two bytecodes, once the
  * script runs: registers on_script_end with atexit (it runs after the
  * program's own atexit handlers, registered later and called first, and
@@ -324,10 +337,7 @@ static int register_end(void *arg)
     mp_guard = MP_GUARD_PYAPI;
     PyObject *et, *ev, *tb;
     py.err_fetch(&et, &ev, &tb);
-    if (mp_opts & MEMPROF_OPT_PYMEM) {
-        (void)mp_pymem_install();
-        mp_shadow_install(py.this_tstate());
-    }
+    python_hooks(mp_opts);
     PyObject *mods = py.modules();
     int had = mods && py.dict_get(mods, "atexit") != NULL;
     PyObject *m = py.import("atexit");
@@ -347,11 +357,8 @@ static int register_end(void *arg)
         if (!had && mods)
             py.dict_del(mods, "atexit");
     }
-    PyObject *threading = loaded_threading();
-    if (threading)
-        install_names(threading);
-    else
-        py.add_audit_hook(audit_hook, NULL);
+    if (!loaded_threading())
+        py.add_audit_hook(audit_hook, NULL); /* names once it is imported */
     py.err_restore(et, ev, tb); /* drops anything raised above */
     mp_guard = g;
     return 0;
@@ -372,13 +379,7 @@ void mp_py_tracker_begin(unsigned opts)
     mp_guard = MP_GUARD_PYAPI;
     PyObject *et, *ev, *tb;
     py.err_fetch(&et, &ev, &tb);
-    if (opts & MEMPROF_OPT_PYMEM) {
-        (void)mp_pymem_install();
-        mp_shadow_install(py.this_tstate());
-    }
-    PyObject *threading = loaded_threading();
-    if (threading)
-        install_names(threading);
+    python_hooks(opts);
     py.err_restore(et, ev, tb);
     mp_guard = g;
 }

@@ -244,8 +244,7 @@ static void print_rows(const mp_analysis_t *an[2], const rows_t *r, int grew, si
             printf(" (%s)", x->f.file);
         printf("  %s -> %s\n", mp_human_bytes(x->base.bytes, b, sizeof b), mp_human_bytes(x->new.bytes, n, sizeof n));
         int side = grew ? (x->stack[1] ? 1 : 0) : (x->stack[0] ? 0 : 1);
-        int deep = (memprof_reader_info(an[side]->r)->options & MEMPROF_OPT_NATIVE) ? 24 : 12;
-        mp_report_cli_print_stack(an[side], x->stack[side], deep, "         ");
+        mp_report_cli_print_stack(an[side], x->stack[side], 0, "         ");
     }
     if (!shown)
         printf("  (nothing)\n");

@@ -180,6 +180,8 @@ const char *mp_reset(const mp_report_cli_t *c) { return c->color ? "\033[0m" : "
 
 void mp_report_cli_print_stack(const mp_analysis_t *a, uint32_t node, int max, const char *indent)
 {
+    if (!max)
+        max = (memprof_reader_info(a->r)->options & MEMPROF_OPT_NATIVE) ? 24 : 12;
     for (int depth = 0; node && depth < max; depth++) {
         mp_srcframe_t f;
         uint32_t parent;
@@ -222,6 +224,5 @@ void mp_report_cli_print_location(const mp_analysis_t *a, size_t rank, const mp_
     if (loc->nstacks > 1)
         printf("  [%u stacks; the largest:]", loc->nstacks);
     printf("\n");
-    int deep = (memprof_reader_info(a->r)->options & MEMPROF_OPT_NATIVE) ? 24 : 12;
-    mp_report_cli_print_stack(a, loc->stack, deep, "         ");
+    mp_report_cli_print_stack(a, loc->stack, 0, "         ");
 }

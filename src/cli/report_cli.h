@@ -52,7 +52,8 @@ void mp_report_cli_print_json(struct cJSON *root);
  * leak_small (file:line)" (by_count: allocations first), then its stack. */
 void mp_report_cli_print_location(const mp_analysis_t *a, size_t rank, const mp_location_t *loc, int by_count);
 /* Stack `node` on stdout, innermost frame first, one "function  file:line"
- * line per frame after `indent`, at most `max` frames. */
+ * line per frame after `indent`, at most `max` frames (0: 12, or 24 in a
+ * capture with native frames). */
 void mp_report_cli_print_stack(const mp_analysis_t *a, uint32_t node, int max, const char *indent);
 /* ANSI bold / reset when colour is on, "" otherwise. */
 const char *mp_bold(const mp_report_cli_t *c);

@@ -88,6 +88,8 @@ def test_diff_leaky_same_leaks(memprof, leaky_pair):
         names = {r["function"] for r in d["in_leaks"][side]} | {r["function"] for r in d["at_peak"][side]}
         assert not names & {"leak_small", "leak_medium", "leak_large"}, names
     assert d["allocations"]["new"] > d["allocations"]["base"]
+    intended = 2000 * 4096 + 100 * 65536 + 3 * MiB
+    assert d["leaked"]["base_bytes"] >= intended and d["leaked"]["new_bytes"] >= intended
     assert abs(d["leaked"]["change_bytes"]) <= 2 * MiB
 
 
