@@ -28,73 +28,11 @@ static const char usage[] =
 
 static const char *prog = "memprof summary";
 
-static cJSON *top_json(const mp_analysis_t *a, mp_when_t when, size_t top)
-{
-    mp_location_t *locs;
-    size_t n;
-    cJSON *arr = cJSON_CreateArray();
-    if (mp_top_locations(a, when, top, &locs, &n))
-        return arr;
-    for (size_t i = 0; i < n; i++)
-        cJSON_AddItemToArray(arr, mp_json_location(a, &locs[i]));
-    free(locs);
-    return arr;
-}
-
 static void print_json(const mp_analysis_t *a, const char *path, size_t top)
 {
-    cJSON *root = cJSON_CreateObject();
-    cJSON *cap = mp_json_capture(a->r, path);
-    const memprof_info_t *in = memprof_reader_info(a->r);
-    cJSON_AddBoolToObject(cap, "native_stacks", (in->options & MEMPROF_OPT_NATIVE) != 0);
-    cJSON_AddBoolToObject(cap, "python_allocators", (in->options & MEMPROF_OPT_PYMEM) != 0);
-    if (in->parent_pid)
-        cJSON_AddNumberToObject(cap, "parent_pid", (double)in->parent_pid);
-    cJSON_AddItemToObject(root, "capture", cap);
-    cJSON *tot = cJSON_AddObjectToObject(root, "totals");
-    cJSON_AddNumberToObject(tot, "allocations", (double)a->allocated.count);
-    cJSON_AddNumberToObject(tot, "allocated_bytes", (double)a->allocated.bytes);
-    cJSON_AddNumberToObject(tot, "frees", (double)a->frees);
-    cJSON *peak = mp_json_amount(a->peak);
-    cJSON_AddNumberToObject(peak, "time_s", (double)a->peak_time_us / 1e6);
-    cJSON_AddNumberToObject(peak, "event_index", (double)a->peak_index);
-    cJSON_AddItemToObject(root, "peak", peak);
-    cJSON *end = mp_json_amount(a->at_end);
-    cJSON_AddBoolToObject(end, "script_end_marked", a->has_end);
-    cJSON_AddNumberToObject(end, "time_s", (double)a->end_time_us / 1e6);
-    cJSON_AddItemToObject(root, "leaked", end);
-    cJSON_AddItemToObject(root, "at_exit", mp_json_amount(a->live));
-    cJSON *files = cJSON_AddObjectToObject(root, "mapped_files");
-    cJSON_AddItemToObject(files, "total", mp_json_amount(a->files_total));
-    cJSON_AddItemToObject(files, "peak", mp_json_amount(a->files_peak));
-    cJSON_AddItemToObject(files, "at_exit", mp_json_amount(a->files_live));
-    cJSON *mem = cJSON_AddObjectToObject(root, "memory_samples");
-    cJSON_AddNumberToObject(mem, "count", (double)a->samples);
-    cJSON_AddNumberToObject(mem, "interval_ms", (double)in->interval_us / 1e3);
-    cJSON_AddNumberToObject(mem, "rss_peak_bytes", (double)a->rss_peak_kib * 1024);
-    cJSON *threads = cJSON_AddArrayToObject(root, "threads");
-    for (uint32_t i = 1; i <= memprof_reader_thread_count(a->r); i++) {
-        cJSON *o = cJSON_CreateObject();
-        const char *name = memprof_reader_thread_name(a->r, i);
-        cJSON_AddNumberToObject(o, "index", i);
-        cJSON_AddNumberToObject(o, "tid", (double)memprof_reader_thread_tid(a->r, i));
-        if (name)
-            cJSON_AddStringToObject(o, "name", name);
-        else
-            cJSON_AddNullToObject(o, "name");
-        cJSON_AddItemToArray(threads, o);
-    }
-    cJSON *by = cJSON_AddArrayToObject(root, "allocators");
-    for (unsigned k = 1; k < MEMPROF_A_COUNT; k++) {
-        if (!a->by_allocator[k].count)
-            continue;
-        cJSON *o = mp_json_amount(a->by_allocator[k]);
-        cJSON_AddStringToObject(o, "allocator", mp_allocator_name(k));
-        cJSON_AddBoolToObject(o, "file_backed", k == MEMPROF_A_MMAP_FILE);
-        cJSON_AddItemToArray(by, o);
-    }
-    cJSON_AddItemToObject(root, "top_at_peak", top_json(a, MP_AT_PEAK, top));
-    cJSON_AddItemToObject(root, "top_leaked", top_json(a, MP_AT_END, top));
+    cJSON *root = mp_json_summary(a, path, top);
+    if (!root)
+        mp_cli_die(prog, "out of memory");
     mp_report_cli_print_json(root);
 }
 

@@ -29,7 +29,7 @@ static inline uint64_t addr_hash(uint64_t a)
 
 static int map_grow(mp_analysis_t *a)
 {
-    uint64_t ncap = a->map_cap ? a->map_cap * 2 : 1 << 16;
+    uint64_t ncap = a->map_cap ? a->map_cap * 2 : 1 << 10; /* small captures are common (a test each) */
     mp_live_t *m = calloc(ncap, sizeof *m);
     if (!m)
         return MEMPROF_ENOMEM;

@@ -55,6 +55,11 @@ const char *mp_allocator_name(unsigned kind);
 
 /* "12.3 MiB" style; buf of at least 32 bytes. */
 const char *mp_human_bytes(uint64_t n, char *buf, size_t len);
+/* A size: a number (a fraction too), then optionally B, K, KB, KiB, M, MB,
+ * MiB, G, GB, GiB, T, TB or TiB, any case, spaces allowed before it. Every
+ * unit is a power of 1024, KB as KiB (as pytest-memray reads them). 0, or
+ * -1 for anything else (negative, too big, no number). */
+int mp_parse_size(const char *s, uint64_t *out);
 /* "1,234,567"; buf of at least 32 bytes. */
 const char *mp_group_digits(uint64_t n, char *buf, size_t len);
 
@@ -63,6 +68,10 @@ cJSON *mp_json_amount(mp_amount_t x); /* {bytes, allocations} */
 cJSON *mp_json_stack(const mp_analysis_t *a, uint32_t node);
 cJSON *mp_json_location(const mp_analysis_t *a, const mp_location_t *loc);
 cJSON *mp_json_capture(const memprof_reader_t *r, const char *path);
+/* What `memprof summary --json` prints: the capture, totals, the peak, leaks,
+ * at exit, mapped files, memory samples, threads, allocators and the `top`
+ * heaviest locations at the peak and at the end, each with its stack. */
+cJSON *mp_json_summary(const mp_analysis_t *a, const char *path, size_t top);
 
 /* "function (file:line)" with the file's base name ("function (file)"
  * without a line, the function alone for a pseudo-frame), cut to `width`

@@ -4,7 +4,6 @@
 #include "cli_common.h"
 
 #include <errno.h>
-#include <math.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -104,43 +103,5 @@ int mp_parse_count(const char *s, size_t *out)
     if (errno || *end || v < 1 || v > 1000 || s[0] == '-')
         return -1;
     *out = v;
-    return 0;
-}
-
-int mp_parse_size(const char *s, uint64_t *out)
-{
-    if (!s)
-        return -1;
-    const char *p = s;
-    while (*p >= '0' && *p <= '9')
-        p++;
-    if (*p == '.')
-        for (p++; *p >= '0' && *p <= '9'; p++)
-            ;
-    if (p == s || (p == s + 1 && *s == '.'))
-        return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end != p)
-        return -1;
-    while (*p == ' ')
-        p++;
-    static const char units[] = "bkmgt";
-    const char *u = *p ? strchr(units, *p | 0x20) : units;
-    if (!u)
-        return -1;
-    if (*p && *++p) { /* K then B or iB */
-        if (u == units)
-            return -1;
-        if ((*p | 0x20) == 'i')
-            p++;
-        if ((*p | 0x20) != 'b' || p[1])
-            return -1;
-    }
-    v = ldexp(v, 10 * (int)(u - units));
-    if (!(v < 0x1p63))
-        return -1;
-    *out = (uint64_t)llround(v);
     return 0;
 }

@@ -25,10 +25,5 @@ void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_rea
 void mp_cli_fail(const char *prog, const char *path, const memprof_reader_t *r, int rc) __attribute__((noreturn));
 /* A count from 1 to 1000. 0 or -1. */
 int mp_parse_count(const char *s, size_t *out);
-/* A size: a number (a fraction too), then optionally B, K, KB, KiB, M, MB,
- * MiB, G, GB, GiB, T, TB or TiB, any case, spaces allowed before it. Every
- * unit is a power of 1024, KB as KiB (as pytest-memray reads them). 0, or
- * -1 for anything else (negative, too big, no number). */
-int mp_parse_size(const char *s, uint64_t *out);
 
 #endif

@@ -3,7 +3,7 @@
 #include <criterion/criterion.h>
 #include <stdint.h>
 
-#include "cli_common.h"
+#include "report.h"
 
 Test(parse_size, units_are_powers_of_1024)
 {
