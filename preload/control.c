@@ -12,6 +12,18 @@
 static pthread_mutex_t control_lock = PTHREAD_MUTEX_INITIALIZER;
 static int started;         /* by memprof_control_start, not stopped yet */
 static int patched;         /* the GOT points at our hooks */
+static int keep_hooks;      /* memprof_control_keep_hooks(1): stop leaves them */
+
+static void unpatch_locked(void)
+{
+    if (patched) {
+        int g = mp_guard;
+        mp_guard = MP_GUARD_PYAPI;
+        mp_got_unpatch();
+        mp_guard = g;
+        patched = 0;
+    }
+}
 
 MP_EXPORT int memprof_control_start(int fd, const char *path, unsigned options, unsigned interval_us)
 {
@@ -44,17 +56,21 @@ MP_EXPORT int memprof_control_stop(void)
     if (was) {
         mp_py_tracker_end();
         mp_rec_end();
-        if (patched) {
-            int g = mp_guard;
-            mp_guard = MP_GUARD_PYAPI;
-            mp_got_unpatch();
-            mp_guard = g;
-            patched = 0;
-        }
+        if (!keep_hooks)
+            unpatch_locked();
         started = 0;
     }
     pthread_mutex_unlock(&control_lock);
     return was ? 0 : ENOENT;
+}
+
+MP_EXPORT void memprof_control_keep_hooks(int on)
+{
+    pthread_mutex_lock(&control_lock);
+    keep_hooks = on != 0;
+    if (!keep_hooks && !started)
+        unpatch_locked();
+    pthread_mutex_unlock(&control_lock);
 }
 
 MP_EXPORT int memprof_control_active(void) { return atomic_load(&mp_active) != 0; }

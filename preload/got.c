@@ -4,15 +4,20 @@
  * relocations are read (DT_JMPREL: the PLT's JUMP_SLOTs; DT_RELA: the
  * GLOB_DATs of -fno-plt code and of functions taken by address), and the
  * GOT entries that name a hooked function are pointed at the hook; an
- * entry in RELRO is made writable for the store and read-only again. Each
- * entry changed is remembered with what it held, and put back by
- * mp_got_unpatch if its object is still loaded. Stores are single aligned
- * words: a thread calling through an entry meanwhile sees the old or the
- * new function, both of which work.
+ * object's entries in RELRO are made writable for the stores (one
+ * mprotect for the object's range of them) and read-only again. Each entry
+ * changed is remembered with what it held, and put back by mp_got_unpatch
+ * if its object is still loaded. Stores are single aligned words: a thread
+ * calling through an entry meanwhile sees the old or the new function, both
+ * of which work.
+ *
+ * The entries found in an object are kept while no object has been
+ * unloaded (glibc's dlpi_subs counter): a process that starts and stops
+ * many captures (a Tracker per test) reads each object's relocations once.
  *
  * Not patched: this library (its calls are the real ones), the dynamic
  * linker (its own allocator), and the vDSO. Serialized by `patch_lock`; the
- * list of entries grows with mmap (no malloc here). */
+ * lists grow with mmap (no malloc here). */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <elf.h>
@@ -26,14 +31,39 @@
 #include "recorder.h"
 
 typedef struct {
+    uintptr_t relro, relro_end; /* the object's RELRO range (0, 0: none) */
+} obj_t;
+
+/* An entry naming a hooked function, found in an object's relocations. */
+typedef struct {
     void **slot;
-    void *orig;
+    void *hook;
+} entry_t;
+
+/* The objects read so far, each with its run of entries in `ents`. */
+typedef struct {
+    uintptr_t base;
+    obj_t o;
+    uint32_t first, n;
+} known_t;
+
+/* An entry pointed at its hook, and what it held. */
+typedef struct {
+    void **slot;
+    void *orig, *hook;
+    uintptr_t base; /* its object's */
+    obj_t o;
 } patched_t;
 
 static pthread_mutex_t patch_lock = PTHREAD_MUTEX_INITIALIZER;
+static entry_t *ents;
+static known_t *known;
+static uint32_t nents, ents_cap, nknown, known_cap;
+static unsigned long long known_subs; /* dlpi_subs when `known` was right */
 static patched_t *slots;
 static uint32_t nslots, slots_cap;
-static int patching; /* between mp_got_patch and mp_got_unpatch */
+static unsigned long long patched_subs; /* dlpi_subs when the first entry was patched */
+static int patching;                    /* between mp_got_patch and mp_got_unpatch */
 static uintptr_t self_base;
 
 static const mp_hook_t *hook_named(const char *name)
@@ -44,30 +74,48 @@ static const mp_hook_t *hook_named(const char *name)
     return NULL;
 }
 
-typedef struct {
-    uintptr_t relro, relro_end; /* the object's RELRO range (0, 0: none) */
-    int err;
-} obj_t;
-
 /* A d_ptr the dynamic linker relocated (glibc does on x86-64), or not yet. */
 static uintptr_t dyn_addr(ElfW(Addr) base, ElfW(Addr) v) { return v < base ? base + v : v; }
 
-static int store(void **slot, void *value, const obj_t *o)
+static int in_relro(void **slot, const obj_t *o)
 {
-    uintptr_t page = (uintptr_t)slot & ~((uintptr_t)sysconf(_SC_PAGESIZE) - 1);
-    int ro = (uintptr_t)slot >= o->relro && (uintptr_t)slot < o->relro_end;
-    if (ro && mprotect((void *)page, (size_t)sysconf(_SC_PAGESIZE), PROT_READ | PROT_WRITE))
-        return errno;
-    __atomic_store_n(slot, value, __ATOMIC_RELEASE);
+    return (uintptr_t)slot >= o->relro && (uintptr_t)slot < o->relro_end;
+}
+
+/* Points p[i].slot (i < n, all in one object) at its hook, or back at
+ * what it held: the pages of those in RELRO made writable once, around all
+ * the stores. Skips (restoring) an entry that no longer holds our hook. */
+static int store_all(const patched_t *p, uint32_t n, int restore)
+{
+    uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE), lo = UINTPTR_MAX, hi = 0;
+    for (uint32_t i = 0; i < n; i++)
+        if (in_relro(p[i].slot, &p[i].o)) {
+            lo = (uintptr_t)p[i].slot < lo ? (uintptr_t)p[i].slot : lo;
+            hi = (uintptr_t)p[i].slot > hi ? (uintptr_t)p[i].slot : hi;
+        }
+    int ro = hi != 0;
+    if (ro) {
+        lo &= ~(pg - 1);
+        hi = (hi + sizeof(void *) + pg - 1) & ~(pg - 1);
+        if (mprotect((void *)lo, hi - lo, PROT_READ | PROT_WRITE))
+            return errno;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!restore)
+            __atomic_store_n(p[i].slot, p[i].hook, __ATOMIC_RELEASE);
+        else if (__atomic_load_n(p[i].slot, __ATOMIC_ACQUIRE) == p[i].hook) /* nobody patched over us */
+            __atomic_store_n(p[i].slot, p[i].orig, __ATOMIC_RELEASE);
+    }
     if (ro)
-        mprotect((void *)page, (size_t)sysconf(_SC_PAGESIZE), PROT_READ);
+        mprotect((void *)lo, hi - lo, PROT_READ);
     return 0;
 }
 
-static void patch_relocs(ElfW(Addr) base, const ElfW(Rela) *r, size_t n, const ElfW(Sym) *symtab,
-                         const char *strtab, obj_t *o)
+/* Appends the object's entries that name a hooked function to `ents`. */
+static int read_relocs(ElfW(Addr) base, const ElfW(Rela) *r, size_t n, const ElfW(Sym) *symtab,
+                       const char *strtab)
 {
-    for (size_t i = 0; i < n && !o->err; i++) {
+    for (size_t i = 0; i < n; i++) {
         unsigned type = ELF64_R_TYPE(r[i].r_info);
         if (type != R_X86_64_JUMP_SLOT && type != R_X86_64_GLOB_DAT)
             continue;
@@ -78,46 +126,40 @@ static void patch_relocs(ElfW(Addr) base, const ElfW(Rela) *r, size_t n, const E
         const mp_hook_t *h = hook_named(strtab + sym->st_name);
         if (!h)
             continue;
-        void **slot = (void **)(base + r[i].r_offset);
-        void *cur = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-        if (cur == h->hook)
-            continue; /* patched already */
-        if (mp_mem_grow((void **)&slots, &slots_cap, nslots + 1, sizeof *slots)) {
-            o->err = ENOMEM;
-            return;
-        }
-        if ((o->err = store(slot, h->hook, o)) == 0)
-            slots[nslots++] = (patched_t){slot, cur};
+        if (mp_mem_grow((void **)&ents, &ents_cap, nents + 1, sizeof *ents))
+            return ENOMEM;
+        ents[nents++] = (entry_t){(void **)(base + r[i].r_offset), h->hook};
     }
+    return 0;
 }
 
-static int patch_object(struct dl_phdr_info *info, size_t size, void *arg)
+/* The object's entry in `known`, reading its relocations the first time. */
+static const known_t *know(struct dl_phdr_info *info, int *err)
 {
-    (void)size;
-    int *err = arg;
-    const char *name = info->dlpi_name ? info->dlpi_name : "";
-    if (info->dlpi_addr == self_base || strstr(name, "ld-linux") || strstr(name, "linux-vdso") ||
-        strstr(name, "linux-gate"))
-        return 0;
+    for (uint32_t i = 0; i < nknown; i++)
+        if (known[i].base == info->dlpi_addr)
+            return &known[i];
+    if (mp_mem_grow((void **)&known, &known_cap, nknown + 1, sizeof *known)) {
+        *err = ENOMEM;
+        return NULL;
+    }
+    known_t k = {info->dlpi_addr, {0, 0}, nents, 0};
     const ElfW(Dyn) *dyn = NULL;
-    obj_t o = {0, 0, 0};
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type == PT_DYNAMIC)
             dyn = (const ElfW(Dyn) *)(info->dlpi_addr + ph->p_vaddr);
         else if (ph->p_type == PT_GNU_RELRO) {
-            o.relro = info->dlpi_addr + ph->p_vaddr;
-            o.relro_end = o.relro + ph->p_memsz;
+            k.o.relro = info->dlpi_addr + ph->p_vaddr;
+            k.o.relro_end = k.o.relro + ph->p_memsz;
         }
     }
-    if (!dyn)
-        return 0;
     const ElfW(Sym) *symtab = NULL;
     const char *strtab = NULL;
     const ElfW(Rela) *jmprel = NULL, *rela = NULL;
     size_t jmprel_sz = 0, rela_sz = 0;
     int pltrel_rela = 1;
-    for (const ElfW(Dyn) *d = dyn; d->d_tag != DT_NULL; d++) {
+    for (const ElfW(Dyn) *d = dyn; d && d->d_tag != DT_NULL; d++) {
         switch (d->d_tag) {
         case DT_SYMTAB: symtab = (const ElfW(Sym) *)dyn_addr(info->dlpi_addr, d->d_un.d_ptr); break;
         case DT_STRTAB: strtab = (const char *)dyn_addr(info->dlpi_addr, d->d_un.d_ptr); break;
@@ -128,15 +170,52 @@ static int patch_object(struct dl_phdr_info *info, size_t size, void *arg)
         case DT_RELASZ: rela_sz = d->d_un.d_val; break;
         }
     }
-    if (!symtab || !strtab)
+    if (symtab && strtab) {
+        if (jmprel && pltrel_rela)
+            *err = read_relocs(info->dlpi_addr, jmprel, jmprel_sz / sizeof *jmprel, symtab, strtab);
+        if (rela && !*err)
+            *err = read_relocs(info->dlpi_addr, rela, rela_sz / sizeof *rela, symtab, strtab);
+    }
+    if (*err) {
+        nents = k.first;
+        return NULL;
+    }
+    k.n = nents - k.first;
+    known[nknown++] = k;
+    return &known[nknown - 1];
+}
+
+static int patch_object(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    int *err = arg;
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs &&
+        info->dlpi_subs != known_subs) { /* an object went away: its address may hold another now */
+        nknown = nents = 0;
+        known_subs = info->dlpi_subs;
+    }
+    const char *name = info->dlpi_name ? info->dlpi_name : "";
+    if (info->dlpi_addr == self_base || strstr(name, "ld-linux") || strstr(name, "linux-vdso") ||
+        strstr(name, "linux-gate"))
         return 0;
-    if (jmprel && pltrel_rela)
-        patch_relocs(info->dlpi_addr, jmprel, jmprel_sz / sizeof *jmprel, symtab, strtab, &o);
-    if (rela)
-        patch_relocs(info->dlpi_addr, rela, rela_sz / sizeof *rela, symtab, strtab, &o);
-    if (o.err && !*err)
-        *err = o.err;
-    return 0;
+    const known_t *k = know(info, err);
+    if (!k)
+        return 1;
+    if (nslots == 0)
+        patched_subs = known_subs;
+    uint32_t first = nslots;
+    for (uint32_t i = k->first; i < k->first + k->n; i++) {
+        void *cur = __atomic_load_n(ents[i].slot, __ATOMIC_ACQUIRE);
+        if (cur == ents[i].hook)
+            continue; /* patched already */
+        if (mp_mem_grow((void **)&slots, &slots_cap, nslots + 1, sizeof *slots)) {
+            *err = ENOMEM;
+            break;
+        }
+        slots[nslots++] = (patched_t){ents[i].slot, cur, ents[i].hook, k->base, k->o};
+    }
+    if (nslots > first && !*err && (*err = store_all(slots + first, nslots - first, 0)))
+        nslots = first;
+    return *err != 0;
 }
 
 static int patch_all_locked(void)
@@ -171,28 +250,30 @@ void mp_got_refresh(void)
     pthread_mutex_unlock(&patch_lock);
 }
 
-/* The object (still loaded) holding `addr`, and its RELRO range. */
-typedef struct {
-    uintptr_t addr;
-    int found;
-    obj_t o;
-} owner_t;
+/* glibc's count of objects unloaded so far. */
+static int read_subs(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    if (size >= offsetof(struct dl_phdr_info, dlpi_subs) + sizeof info->dlpi_subs)
+        *(unsigned long long *)arg = info->dlpi_subs;
+    return 1;
+}
 
-static int find_owner(struct dl_phdr_info *info, size_t size, void *arg)
+/* Whether the object of a patched entry is still loaded: one at its base
+ * with its RELRO range (another object loaded since at the same address
+ * would differ, or hold no hook in that slot). */
+static int still_loaded(struct dl_phdr_info *info, size_t size, void *arg)
 {
     (void)size;
-    owner_t *w = arg;
-    obj_t o = {0, 0, 0};
-    for (int i = 0; i < info->dlpi_phnum; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        uintptr_t a = info->dlpi_addr + ph->p_vaddr;
-        if (ph->p_type == PT_LOAD && w->addr >= a && w->addr < a + ph->p_memsz)
-            w->found = 1;
-        else if (ph->p_type == PT_GNU_RELRO)
-            o.relro = a, o.relro_end = a + ph->p_memsz;
-    }
-    w->o = o;
-    return w->found;
+    const patched_t *p = arg;
+    if (info->dlpi_addr != p->base)
+        return 0;
+    obj_t o = {0, 0};
+    for (int i = 0; i < info->dlpi_phnum; i++)
+        if (info->dlpi_phdr[i].p_type == PT_GNU_RELRO) {
+            o.relro = info->dlpi_addr + info->dlpi_phdr[i].p_vaddr;
+            o.relro_end = o.relro + info->dlpi_phdr[i].p_memsz;
+        }
+    return o.relro == p->o.relro && o.relro_end == p->o.relro_end;
 }
 
 /* Every entry back as it was, if its object is still loaded (dlclose may
@@ -201,17 +282,13 @@ void mp_got_unpatch(void)
 {
     pthread_mutex_lock(&patch_lock);
     patching = 0;
-    for (uint32_t i = nslots; i-- > 0;) {
-        owner_t w = {(uintptr_t)slots[i].slot, 0, {0, 0, 0}};
-        dl_iterate_phdr(find_owner, &w);
-        if (!w.found)
-            continue;
-        void *cur = __atomic_load_n(slots[i].slot, __ATOMIC_ACQUIRE);
-        const mp_hook_t *h = mp_hooks;
-        while (h->name && h->hook != cur)
-            h++;
-        if (h->name)
-            (void)store(slots[i].slot, slots[i].orig, &w.o);
+    unsigned long long subs = patched_subs;
+    dl_iterate_phdr(read_subs, &subs);
+    for (uint32_t i = 0, n; i < nslots; i += n) {
+        for (n = 1; i + n < nslots && slots[i + n].base == slots[i].base; n++)
+            ;
+        if (subs == patched_subs || dl_iterate_phdr(still_loaded, &slots[i]))
+            (void)store_all(slots + i, n, 1);
     }
     nslots = 0;
     pthread_mutex_unlock(&patch_lock);

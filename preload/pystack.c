@@ -78,6 +78,7 @@ typedef struct {
     uint32_t id;
 } code_entry_t;
 
+#define CODE_FIRST 1024
 static struct {
     code_entry_t *slots;
     size_t cap, n;
@@ -149,7 +150,7 @@ static uint32_t code_emit(PyCodeObject *co)
 static uint32_t code_id(PyCodeObject *co)
 {
     if ((C.n + 1) * 2 > C.cap &&
-        mp_table_grow((void **)&C.slots, &C.cap, sizeof *C.slots, 1024, code_hash, code_used)) {
+        mp_table_grow((void **)&C.slots, &C.cap, sizeof *C.slots, CODE_FIRST, code_hash, code_used)) {
         mp_stop_recording("memprof: out of memory for the code table, recording stopped", 0);
         return 0;
     }
@@ -677,7 +678,8 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
 
 void mp_py_reset(void)
 {
-    memset(&C, 0, sizeof C);
+    mp_table_clear((void **)&C.slots, &C.cap, sizeof *C.slots, CODE_FIRST);
+    C.n = 0;
     mp_shadow_gen++; /* the shadow's nodes were the parent's capture's */
 }
 

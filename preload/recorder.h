@@ -207,7 +207,7 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
  * first, Python and native), emitting any new strings, code objects and
  * nodes; returns its node id. */
 uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t depth);
-void mp_py_reset(void);                 /* fork child: a new capture */
+void mp_py_reset(void);                 /* a new capture (a fork child's, a Tracker's) */
 /* A Tracker, with the GIL: no script-end mark at exit (its end is the
  * Tracker's), thread names, and with MEMPROF_OPT_PYMEM the PyMem wrappers
  * and the shadow stack; end takes the last two away. */
@@ -229,7 +229,10 @@ void mp_py_thread_gone(void);           /* the calling thread is ending */
 int mp_table_grow(void **slots, size_t *cap, size_t esz, size_t first, size_t (*hash)(const void *),
                   int (*used)(const void *));
 uint32_t mp_string_intern(const char *s, size_t n);    /* emits STRING when new */
-void mp_stacks_reset(void);             /* fork child: a new capture */
+void mp_stacks_reset(void);             /* a new capture (a fork child's, a Tracker's) */
+/* Empties a table of mp_table_grow: one still at its first size is zeroed
+ * and kept (a Tracker per test reuses it), a bigger one unmapped. */
+void mp_table_clear(void **slots, size_t *cap, size_t esz, size_t first);
 void mp_emit_thread_name(uint32_t thread, uint32_t name);
 void mp_emit_module(uint32_t id, uint64_t bias, uint32_t path, const uint8_t *build_id, size_t build_len,
                     const uint64_t *segs, unsigned nseg);

@@ -56,15 +56,40 @@ int mp_table_grow(void **slots, size_t *cap, size_t esz, size_t first, size_t (*
 
 /* ---- strings ---- */
 
+void mp_table_clear(void **slots, size_t *cap, size_t esz, size_t first)
+{
+    if (!*slots)
+        return;
+    if (*cap == first) {
+        memset(*slots, 0, *cap * esz);
+        return;
+    }
+    munmap(*slots, *cap * esz);
+    *slots = NULL;
+    *cap = 0;
+}
+
 typedef struct {
     uint64_t hash;
     const char *data;
     uint32_t len, id;
 } str_entry_t;
 
+/* The strings' bytes live in chunks, each with this header, newest first. */
+typedef struct chunk {
+    struct chunk *prev;
+    size_t size;
+} chunk_t;
+
+#define CHUNK_SIZE (1u << 20)
+#define STR_FIRST 1024
+#define NODE_FIRST 4096
+#define PREFIX_FIRST 4096
+
 static struct {
     str_entry_t *slots;
     size_t cap, n;
+    chunk_t *chunks;
     char *chunk;
     size_t chunk_left;
     uint32_t next_id;
@@ -81,12 +106,14 @@ static uint64_t hash_bytes(const char *s, size_t n)
 static const char *str_keep(const char *s, size_t n)
 {
     if (n > S.chunk_left) {
-        size_t sz = n > (1u << 20) ? n : (1u << 20);
-        char *c = map(sz);
+        size_t sz = n + sizeof(chunk_t) > CHUNK_SIZE ? n + sizeof(chunk_t) : CHUNK_SIZE;
+        chunk_t *c = map(sz);
         if (!c)
             return NULL;
-        S.chunk = c;
-        S.chunk_left = sz;
+        *c = (chunk_t){S.chunks, sz};
+        S.chunks = c;
+        S.chunk = (char *)(c + 1);
+        S.chunk_left = sz - sizeof *c;
     }
     char *d = S.chunk;
     memcpy(d, s, n);
@@ -101,7 +128,7 @@ static int str_used(const void *e) { return ((const str_entry_t *)e)->id != 0; }
 uint32_t mp_string_intern(const char *s, size_t n)
 {
     if ((S.n + 1) * 2 > S.cap &&
-        mp_table_grow((void **)&S.slots, &S.cap, sizeof *S.slots, 1024, str_hash, str_used)) {
+        mp_table_grow((void **)&S.slots, &S.cap, sizeof *S.slots, STR_FIRST, str_hash, str_used)) {
         mp_stop_recording("memprof: out of memory for the string table, recording stopped", 0);
         return 0;
     }
@@ -155,7 +182,7 @@ static uint32_t node_get(uint32_t parent, uint32_t code, int32_t line, uint64_t 
 {
     *is_new = 0;
     if ((N.n + 1) * 2 > N.cap &&
-        mp_table_grow((void **)&N.slots, &N.cap, sizeof *N.slots, 4096, node_entry_hash, node_used)) {
+        mp_table_grow((void **)&N.slots, &N.cap, sizeof *N.slots, NODE_FIRST, node_entry_hash, node_used)) {
         mp_stop_recording("memprof: out of memory for the stack table, recording stopped", 0);
         return parent;
     }
@@ -223,7 +250,7 @@ uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr)
 void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t node)
 {
     if ((T.n + 1) * 2 > T.cap &&
-        mp_table_grow((void **)&T.slots, &T.cap, sizeof *T.slots, 4096, prefix_hash, prefix_used)) {
+        mp_table_grow((void **)&T.slots, &T.cap, sizeof *T.slots, PREFIX_FIRST, prefix_hash, prefix_used)) {
         mp_stop_recording("memprof: out of memory for the stack table, recording stopped", 0);
         return;
     }
@@ -234,11 +261,23 @@ void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t nod
     T.n++;
 }
 
-/* A fork child starts a capture of its own: every table starts empty (the
- * old mappings are the parent's copy-on-write pages; they are left be). */
+/* A new capture (a fork child's, a Tracker's): every table empty, the
+ * memory of the last one released (a process may record thousands of
+ * captures, a Tracker per test), small tables and one chunk kept for reuse. */
 void mp_stacks_reset(void)
 {
-    memset(&S, 0, sizeof S);
-    memset(&N, 0, sizeof N);
-    memset(&T, 0, sizeof T);
+    mp_table_clear((void **)&S.slots, &S.cap, sizeof *S.slots, STR_FIRST);
+    mp_table_clear((void **)&N.slots, &N.cap, sizeof *N.slots, NODE_FIRST);
+    mp_table_clear((void **)&T.slots, &T.cap, sizeof *T.slots, PREFIX_FIRST);
+    chunk_t *keep = S.chunks && !S.chunks->prev && S.chunks->size == CHUNK_SIZE ? S.chunks : NULL;
+    for (chunk_t *c = keep ? NULL : S.chunks, *prev; c; c = prev) {
+        prev = c->prev;
+        munmap(c, c->size);
+    }
+    S.n = N.n = T.n = 0;
+    S.chunks = keep;
+    S.chunk = keep ? (char *)(keep + 1) : NULL;
+    S.chunk_left = keep ? CHUNK_SIZE - sizeof *keep : 0;
+    S.next_id = 0;
+    N.next_node = N.next_code = 0;
 }

@@ -28,10 +28,18 @@ typedef int (*memprof_control_start_fn)(int fd, const char *path, unsigned optio
 typedef int (*memprof_control_stop_fn)(void);
 /* 1 while a capture is being written, 0 otherwise. */
 typedef int (*memprof_control_active_fn)(void);
+/* For a process that records many short captures (a Tracker per test):
+ * with `on` set, stop leaves the GOT entries pointing at the hooks (which
+ * pass every call straight through between captures), so the next start
+ * does not patch again; with `on` clear, they are put back now if no
+ * capture is being written, else at its stop. Loaded late only (preloaded,
+ * the hooks are always there). */
+typedef void (*memprof_control_keep_hooks_fn)(int on);
 
 #define MEMPROF_CONTROL_START "memprof_control_start"
 #define MEMPROF_CONTROL_STOP "memprof_control_stop"
 #define MEMPROF_CONTROL_ACTIVE "memprof_control_active"
+#define MEMPROF_CONTROL_KEEP_HOOKS "memprof_control_keep_hooks"
 
 #ifdef __cplusplus
 }
