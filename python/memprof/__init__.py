@@ -10,12 +10,24 @@ or only what a block of code does, in a process started as usual:
     with memprof.Tracker("out.memprof"):
         work()
 
+and read a capture's figures back as Python objects:
+
+    summary = memprof.load("out.memprof")
+    print(summary.peak.bytes, summary.top_at_peak[0].stack)
+
+`pytest --memprof` (the pytest plugin in memprof.pytest_plugin) profiles
+each test and enforces @pytest.mark.limit_memory / limit_leaks.
+
 This package finds the memprof programs and libmemprof.so installed beside it.
 """
 import os
 import sys
 
+from ._summary import Amount, Capture, Frame, Location, Summary, Thread, load, parse_size
+
 __version__ = "0.1.0"
+__all__ = ["Tracker", "load", "parse_size", "Summary", "Amount", "Capture", "Frame", "Location", "Thread",
+           "executable", "library", "main"]
 
 
 def executable():

@@ -1,19 +1,29 @@
-/* _memprof.c - the C extension of the memprof package: finds libmemprof.so
- * (already in the process when it was preloaded, else loaded with
- * dlopen(RTLD_LOCAL)) and calls its control API (memprof/control.h) with the
- * GIL held. The Tracker class (memprof/__init__.py) is built on it. */
+/* _memprof.c - the C extension of the memprof package.
+ *
+ * Recording: finds libmemprof.so (already in the process when it was
+ * preloaded, else loaded with dlopen(RTLD_LOCAL)) and calls its control API
+ * (memprof/control.h) with the GIL held. The Tracker class is built on it.
+ *
+ * Reading: summary() runs the reporters' analysis in this process (the
+ * reader library is linked in), without the GIL, and returns what
+ * `memprof summary --json` prints; memprof.load() and the pytest plugin use
+ * it, so a test's figures cost no extra process. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <string.h>
 
+#include "analysis.h"
 #include "memprof/control.h"
 #include "memprof/format.h"
+#include "memprof/reader.h"
+#include "report.h"
 
 static memprof_control_start_fn c_start;
 static memprof_control_stop_fn c_stop;
 static memprof_control_active_fn c_active;
+static memprof_control_keep_hooks_fn c_keep_hooks;
 static int preloaded;
 
 /* 0, or -1 with an exception set. */
@@ -41,11 +51,13 @@ static int find_library(const char *library)
     }
     *(void **)&c_stop = dlsym(h, MEMPROF_CONTROL_STOP);
     *(void **)&c_active = dlsym(h, MEMPROF_CONTROL_ACTIVE);
-    if (!f || !c_stop || !c_active) {
+    *(void **)&c_keep_hooks = dlsym(h, MEMPROF_CONTROL_KEEP_HOOKS);
+    if (!f || !c_stop || !c_active || !c_keep_hooks) {
         PyErr_Format(PyExc_RuntimeError, "memprof: %s is not a libmemprof.so of this version (no control API)",
                      library ? library : "the preloaded library");
         c_stop = NULL;
         c_active = NULL;
+        c_keep_hooks = NULL;
         return -1;
     }
     *(void **)&c_start = f;
@@ -96,6 +108,21 @@ static PyObject *active(PyObject *self, PyObject *unused)
     return PyBool_FromLong(f && ((memprof_control_active_fn)f)());
 }
 
+static PyObject *keep_hooks(PyObject *self, PyObject *args)
+{
+    (void)self;
+    int on;
+    const char *library;
+    if (!PyArg_ParseTuple(args, "pz", &on, &library))
+        return NULL;
+    if (!on && !c_keep_hooks)
+        Py_RETURN_NONE; /* never loaded: nothing patched */
+    if (find_library(library))
+        return NULL;
+    c_keep_hooks(on);
+    Py_RETURN_NONE;
+}
+
 static PyObject *is_preloaded(PyObject *self, PyObject *unused)
 {
     (void)self;
@@ -103,12 +130,93 @@ static PyObject *is_preloaded(PyObject *self, PyObject *unused)
     return PyBool_FromLong(dlsym(RTLD_DEFAULT, MEMPROF_CONTROL_START) != NULL);
 }
 
+
+/* summary(path, top) -> (json text, [warning lines]). A missing or
+ * unreadable file raises OSError, one that is not a readable capture
+ * ValueError; both say what is wrong with the path in front. */
+static PyObject *summary(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *pathobj;
+    unsigned top;
+    if (!PyArg_ParseTuple(args, "O&I", PyUnicode_FSConverter, &pathobj, &top))
+        return NULL;
+    const char *path = PyBytes_AS_STRING(pathobj);
+    memprof_reader_t *r = NULL;
+    mp_analysis_t a;
+    char *text = NULL;
+    int rc, analysed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = memprof_reader_open(path, &r);
+    if (rc == 0) {
+        rc = mp_analysis_run(&a, r);
+        analysed = rc >= 0;
+    }
+    if (analysed) {
+        cJSON *root = mp_json_summary(&a, path, top ? top : 1);
+        text = root ? cJSON_PrintUnformatted(root) : NULL;
+        cJSON_Delete(root);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *ret = NULL;
+    if (rc < 0) {
+        const char *why = rc == MEMPROF_ENOMEM || !r ? memprof_strerror(rc) : memprof_reader_error(r);
+        PyObject *type = rc == MEMPROF_ENOENT ? PyExc_FileNotFoundError
+                         : rc == MEMPROF_EACCES ? PyExc_PermissionError
+                         : rc == MEMPROF_EIO ? PyExc_OSError
+                         : rc == MEMPROF_ENOMEM ? PyExc_MemoryError : PyExc_ValueError;
+        if (strstr(why, path)) /* "cannot open PATH: ..." */
+            PyErr_Format(type, "memprof: %s", why);
+        else
+            PyErr_Format(type, "memprof: %s: %s", path, why);
+    } else if (!text) {
+        PyErr_NoMemory();
+    } else {
+        PyObject *warnings = PyList_New(0);
+        for (const char *w; warnings && (w = mp_symbol_problem(&a));) {
+            PyObject *line = PyUnicode_DecodeFSDefault(w);
+            if (!line || PyList_Append(warnings, line))
+                Py_CLEAR(warnings);
+            Py_XDECREF(line);
+        }
+        if (warnings)
+            ret = Py_BuildValue("(sN)", text, warnings);
+    }
+    free(text);
+    if (analysed)
+        mp_analysis_free(&a);
+    if (r)
+        memprof_reader_close(r);
+    Py_DECREF(pathobj);
+    return ret;
+}
+
+/* parse_size(text) -> bytes, as the CLI reads --max-peak (ValueError else). */
+static PyObject *parse_size(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    const char *s = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    uint64_t v;
+    if (!s || mp_parse_size(s, &v)) {
+        if (!PyErr_Occurred())
+            PyErr_Format(PyExc_ValueError, "memprof: %R is not a size; write bytes or a number with a unit, "
+                         "as in '24 MB', '512KiB', '1.5GB' (units are powers of 1024)", arg);
+        return NULL;
+    }
+    return PyLong_FromUnsignedLongLong(v);
+}
+
 static PyMethodDef methods[] = {
     {"start", start, METH_VARARGS,
      "start(fd, path, options, interval_us, library): start a capture into fd (the library found or loaded)"},
     {"stop", stop, METH_NOARGS, "stop(): end the capture started here; False when there was none"},
     {"active", active, METH_NOARGS, "active(): a capture is being written in this process"},
+    {"keep_hooks", keep_hooks, METH_VARARGS,
+     "keep_hooks(on, library): leave the GOT patched between captures (many short ones), or not"},
     {"preloaded", is_preloaded, METH_NOARGS, "preloaded(): libmemprof.so was preloaded (memprof run)"},
+    {"summary", summary, METH_VARARGS,
+     "summary(path, top): (what `memprof summary --json --top top` prints, [warning lines])"},
+    {"parse_size", parse_size, METH_O, "parse_size(text): a size such as '24 MB' in bytes"},
     {NULL, NULL, 0, NULL},
 };
 
