@@ -122,9 +122,14 @@ class Tracker:
 
 
 def main(argv=None):
-    """Run `memprof ARGS...` in place of this process (as `python -m memprof` does)."""
+    """Run `memprof ARGS...` in place of this process (`python -m memprof`, and the
+    `memprof` command pip installs). `memprof run` then starts this interpreter
+    (the one whose packages the program imports) unless --python or
+    $MEMPROF_PYTHON says otherwise."""
     argv = sys.argv[1:] if argv is None else list(argv)
     exe = executable()
     if not os.access(exe, os.X_OK):
-        sys.exit(f"memprof: {exe} is missing; reinstall memprof (cmake --install)")
+        sys.exit(f"memprof: {exe} is missing; reinstall memprof (pip install, or cmake --install)")
+    if sys.executable and not os.environ.get("MEMPROF_PYTHON"):
+        os.environ["MEMPROF_PYTHON"] = sys.executable
     os.execv(exe, ["memprof", *argv])

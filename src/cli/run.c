@@ -45,7 +45,9 @@ static const char usage[] =
     "  --follow-fork       profile child processes too: a forked child, and a Python\n"
     "                      program started with exec, writes FILE.<pid>\n"
     "  --interval MS       sample resident memory every MS milliseconds (default 10)\n"
-    "  --python PATH       interpreter to run (default: " MEMPROF_DEFAULT_PYTHON ")\n"
+    "  --python PATH       interpreter to run (default: $MEMPROF_PYTHON, which\n"
+    "                      `python -m memprof` and the pip-installed `memprof` set\n"
+    "                      to their own interpreter, else " MEMPROF_DEFAULT_PYTHON ")\n"
     "  -q, --quiet         do not print where the capture went\n"
     "  -h, --help          show this help\n";
 
@@ -63,7 +65,8 @@ typedef struct {
 
 static void parse(int argc, char **argv, run_opts_t *o)
 {
-    o->python = MEMPROF_DEFAULT_PYTHON;
+    const char *env = getenv("MEMPROF_PYTHON");
+    o->python = env && *env ? env : MEMPROF_DEFAULT_PYTHON;
     int i = 1;
     for (; i < argc; i++) {
         const char *a = argv[i];

@@ -2,7 +2,7 @@
 (limit_memory, limit_leaks) fail exactly the tests over their limits with
 the expected messages and stacks, are inert without --memprof, captures are
 kept on request with known figures, and a baseline catches a grown peak.
-The suite under test is scripts/plugin/test_limits.py (sizes known to the
+The suite under test is scripts/plugin_suite.py (sizes known to the
 byte); it runs in a subprocess of the interpreter memprof was built for."""
 import json
 import os
@@ -13,7 +13,7 @@ from conftest import CONFIG, SCRIPTS, source_line
 
 pytest_plugins = ["pytester"]
 
-SUITE = SCRIPTS / "plugin" / "test_limits.py"
+SUITE = SCRIPTS / "plugin_suite.py"  # written as test_limits.py into the pytester directory
 PYPATH = os.path.join(os.path.dirname(CONFIG["bindir"]), "python")
 MiB = 1 << 20
 BLOCK = MiB + 33  # bytes(MiB)
