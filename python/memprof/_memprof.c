@@ -131,9 +131,55 @@ static PyObject *is_preloaded(PyObject *self, PyObject *unused)
 }
 
 
-/* summary(path, top) -> (json text, [warning lines]). A missing or
- * unreadable file raises OSError, one that is not a readable capture
- * ValueError; both say what is wrong with the path in front. */
+/* A capture read and analysed without the GIL; NULL with an exception set
+ * (OSError for a file that cannot be read, ValueError for one that is not
+ * a readable capture, each saying what is wrong with which path). */
+typedef struct {
+    memprof_reader_t *r;
+    mp_analysis_t a;
+} analysed_t;
+
+static void analysed_free(analysed_t *x)
+{
+    mp_analysis_free(&x->a);
+    memprof_reader_close(x->r);
+    free(x);
+}
+
+static analysed_t *analyse(const char *path)
+{
+    analysed_t *x = calloc(1, sizeof *x);
+    if (!x)
+        return (analysed_t *)PyErr_NoMemory();
+    int rc, analysed = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = memprof_reader_open(path, &x->r);
+    if (rc == 0) {
+        rc = mp_analysis_run(&x->a, x->r);
+        analysed = 1; /* mp_analysis_free is safe after a failed run */
+    }
+    Py_END_ALLOW_THREADS
+    if (rc >= 0)
+        return x;
+    const char *why = rc == MEMPROF_ENOMEM || !x->r ? memprof_strerror(rc) : memprof_reader_error(x->r);
+    PyObject *type = rc == MEMPROF_ENOENT ? PyExc_FileNotFoundError
+                     : rc == MEMPROF_EACCES ? PyExc_PermissionError
+                     : rc == MEMPROF_EIO ? PyExc_OSError
+                     : rc == MEMPROF_ENOMEM ? PyExc_MemoryError : PyExc_ValueError;
+    if (strstr(why, path)) /* "cannot open PATH: ..." */
+        PyErr_Format(type, "memprof: %s", why);
+    else
+        PyErr_Format(type, "memprof: %s: %s", path, why);
+    if (analysed)
+        mp_analysis_free(&x->a);
+    if (x->r)
+        memprof_reader_close(x->r);
+    free(x);
+    return NULL;
+}
+
+/* summary(path, top) -> (json text, [warning lines]): what `memprof summary
+ * --json --top top` prints. */
 static PyObject *summary(PyObject *self, PyObject *args)
 {
     (void)self;
@@ -142,38 +188,17 @@ static PyObject *summary(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O&I", PyUnicode_FSConverter, &pathobj, &top))
         return NULL;
     const char *path = PyBytes_AS_STRING(pathobj);
-    memprof_reader_t *r = NULL;
-    mp_analysis_t a;
-    char *text = NULL;
-    int rc, analysed = 0;
-    Py_BEGIN_ALLOW_THREADS
-    rc = memprof_reader_open(path, &r);
-    if (rc == 0) {
-        rc = mp_analysis_run(&a, r);
-        analysed = rc >= 0;
-    }
-    if (analysed) {
-        cJSON *root = mp_json_summary(&a, path, top ? top : 1);
+    analysed_t *x = analyse(path);
+    PyObject *ret = NULL;
+    if (x) {
+        char *text = NULL;
+        Py_BEGIN_ALLOW_THREADS
+        cJSON *root = mp_json_summary(&x->a, path, top ? top : 1);
         text = root ? cJSON_PrintUnformatted(root) : NULL;
         cJSON_Delete(root);
-    }
-    Py_END_ALLOW_THREADS
-    PyObject *ret = NULL;
-    if (rc < 0) {
-        const char *why = rc == MEMPROF_ENOMEM || !r ? memprof_strerror(rc) : memprof_reader_error(r);
-        PyObject *type = rc == MEMPROF_ENOENT ? PyExc_FileNotFoundError
-                         : rc == MEMPROF_EACCES ? PyExc_PermissionError
-                         : rc == MEMPROF_EIO ? PyExc_OSError
-                         : rc == MEMPROF_ENOMEM ? PyExc_MemoryError : PyExc_ValueError;
-        if (strstr(why, path)) /* "cannot open PATH: ..." */
-            PyErr_Format(type, "memprof: %s", why);
-        else
-            PyErr_Format(type, "memprof: %s: %s", path, why);
-    } else if (!text) {
-        PyErr_NoMemory();
-    } else {
-        PyObject *warnings = PyList_New(0);
-        for (const char *w; warnings && (w = mp_symbol_problem(&a));) {
+        Py_END_ALLOW_THREADS
+        PyObject *warnings = text ? PyList_New(0) : PyErr_NoMemory();
+        for (const char *w; warnings && (w = mp_symbol_problem(&x->a));) {
             PyObject *line = PyUnicode_DecodeFSDefault(w);
             if (!line || PyList_Append(warnings, line))
                 Py_CLEAR(warnings);
@@ -181,13 +206,63 @@ static PyObject *summary(PyObject *self, PyObject *args)
         }
         if (warnings)
             ret = Py_BuildValue("(sN)", text, warnings);
+        free(text);
+        analysed_free(x);
     }
-    free(text);
-    if (analysed)
-        mp_analysis_free(&a);
-    if (r)
-        memprof_reader_close(r);
     Py_DECREF(pathobj);
+    return ret;
+}
+
+/* "function (file:line)" of the heaviest location at `when`, "" for none. */
+static PyObject *heaviest(const mp_analysis_t *a, mp_when_t when, uint64_t *bytes)
+{
+    mp_location_t *loc;
+    size_t n;
+    mp_srcframe_t f;
+    uint32_t parent;
+    *bytes = 0;
+    if (mp_top_locations(a, when, 1, &loc, &n))
+        return PyErr_NoMemory();
+    PyObject *label = NULL;
+    if (n == 0 || mp_node_frame(a, loc[0].node, &f, &parent))
+        label = PyUnicode_FromString("");
+    else if (f.line >= 0)
+        label = PyUnicode_FromFormat("%s (%s:%d)", f.function, f.file, f.line);
+    else
+        label = PyUnicode_FromFormat("%s (%s)", f.function, f.file);
+    if (n)
+        *bytes = loc[0].amount.bytes;
+    free(loc);
+    return label;
+}
+
+/* figures(path) -> (peak bytes, peak blocks, leaked bytes, leaked blocks,
+ * heaviest location at the peak, heaviest leak location, its bytes): what
+ * the pytest plugin needs of every test's capture, without the JSON. */
+static PyObject *figures(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    PyObject *pathobj;
+    if (!PyUnicode_FSConverter(arg, &pathobj))
+        return NULL;
+    analysed_t *x = analyse(PyBytes_AS_STRING(pathobj));
+    Py_DECREF(pathobj);
+    if (!x)
+        return NULL;
+    uint64_t peak_top, leak_top;
+    PyObject *at_peak = heaviest(&x->a, MP_AT_PEAK, &peak_top);
+    PyObject *in_leaks = at_peak ? heaviest(&x->a, MP_AT_END, &leak_top) : NULL;
+    PyObject *ret = in_leaks ? Py_BuildValue("(KKKKNNK)", (unsigned long long)x->a.peak.bytes,
+                                             (unsigned long long)x->a.peak.count,
+                                             (unsigned long long)x->a.at_end.bytes,
+                                             (unsigned long long)x->a.at_end.count, at_peak, in_leaks,
+                                             (unsigned long long)leak_top)
+                             : NULL;
+    if (!ret) {
+        Py_XDECREF(at_peak);
+        Py_XDECREF(in_leaks);
+    }
+    analysed_free(x);
     return ret;
 }
 
@@ -216,6 +291,9 @@ static PyMethodDef methods[] = {
     {"preloaded", is_preloaded, METH_NOARGS, "preloaded(): libmemprof.so was preloaded (memprof run)"},
     {"summary", summary, METH_VARARGS,
      "summary(path, top): (what `memprof summary --json --top top` prints, [warning lines])"},
+    {"figures", figures, METH_O,
+     "figures(path): (peak bytes, peak blocks, leaked bytes, leaked blocks, heaviest location at the peak, "
+     "heaviest in leaks, its bytes)"},
     {"parse_size", parse_size, METH_O, "parse_size(text): a size such as '24 MB' in bytes"},
     {NULL, NULL, 0, NULL},
 };
