@@ -197,25 +197,27 @@ static int patch_object(struct dl_phdr_info *info, size_t size, void *arg)
     if (info->dlpi_addr == self_base || strstr(name, "ld-linux") || strstr(name, "linux-vdso") ||
         strstr(name, "linux-gate"))
         return 0;
-    const known_t *k = know(info, err);
-    if (!k)
-        return 1;
-    if (nslots == 0)
-        patched_subs = known_subs;
-    uint32_t first = nslots;
-    for (uint32_t i = k->first; i < k->first + k->n; i++) {
-        void *cur = __atomic_load_n(ents[i].slot, __ATOMIC_ACQUIRE);
-        if (cur == ents[i].hook)
-            continue; /* patched already */
-        if (mp_mem_grow((void **)&slots, &slots_cap, nslots + 1, sizeof *slots)) {
-            *err = ENOMEM;
-            break;
+    int e = 0; /* this object's: one that fails does not keep the others from being patched */
+    const known_t *k = know(info, &e);
+    if (k) {
+        if (nslots == 0)
+            patched_subs = known_subs;
+        uint32_t first = nslots;
+        for (uint32_t i = k->first; i < k->first + k->n && !e; i++) {
+            void *cur = __atomic_load_n(ents[i].slot, __ATOMIC_ACQUIRE);
+            if (cur == ents[i].hook)
+                continue; /* patched already */
+            if (mp_mem_grow((void **)&slots, &slots_cap, nslots + 1, sizeof *slots))
+                e = ENOMEM;
+            else
+                slots[nslots++] = (patched_t){ents[i].slot, cur, ents[i].hook, k->base, k->o};
         }
-        slots[nslots++] = (patched_t){ents[i].slot, cur, ents[i].hook, k->base, k->o};
+        if (nslots > first && (e || (e = store_all(slots + first, nslots - first, 0))))
+            nslots = first; /* nothing of this object written */
     }
-    if (nslots > first && !*err && (*err = store_all(slots + first, nslots - first, 0)))
-        nslots = first;
-    return *err != 0;
+    if (e && !*err)
+        *err = e;
+    return 0;
 }
 
 static int patch_all_locked(void)
@@ -284,11 +286,14 @@ void mp_got_unpatch(void)
     patching = 0;
     unsigned long long subs = patched_subs;
     dl_iterate_phdr(read_subs, &subs);
-    for (uint32_t i = 0, n; i < nslots; i += n) {
-        for (n = 1; i + n < nslots && slots[i + n].base == slots[i].base; n++)
+    /* newest first: an object loaded since at the base of an unloaded one is
+     * put back before the old entries are looked at (they then hold no hook) */
+    for (uint32_t end = nslots, n; end > 0; end -= n) {
+        for (n = 1; n < end && slots[end - n - 1].base == slots[end - 1].base; n++)
             ;
-        if (subs == patched_subs || dl_iterate_phdr(still_loaded, &slots[i]))
-            (void)store_all(slots + i, n, 1);
+        const patched_t *g = slots + end - n;
+        if (subs == patched_subs || dl_iterate_phdr(still_loaded, (void *)g))
+            (void)store_all(g, n, 1);
     }
     nslots = 0;
     pthread_mutex_unlock(&patch_lock);

@@ -178,6 +178,14 @@ static analysed_t *analyse(const char *path)
     return NULL;
 }
 
+/* Text from a capture (file names, function names: UTF-8 when Python wrote
+ * them, anything for a native module's path): undecodable bytes are kept
+ * as surrogates, as os.fsdecode does, instead of failing the read. */
+static PyObject *capture_text(const char *s)
+{
+    return PyUnicode_DecodeUTF8(s, (Py_ssize_t)strlen(s), "surrogateescape");
+}
+
 /* summary(path, top) -> (json text, [warning lines]): what `memprof summary
  * --json --top top` prints. */
 static PyObject *summary(PyObject *self, PyObject *args)
@@ -197,15 +205,18 @@ static PyObject *summary(PyObject *self, PyObject *args)
         text = root ? cJSON_PrintUnformatted(root) : NULL;
         cJSON_Delete(root);
         Py_END_ALLOW_THREADS
-        PyObject *warnings = text ? PyList_New(0) : PyErr_NoMemory();
+        PyObject *json = text ? capture_text(text) : PyErr_NoMemory();
+        PyObject *warnings = json ? PyList_New(0) : NULL;
         for (const char *w; warnings && (w = mp_symbol_problem(&x->a));) {
-            PyObject *line = PyUnicode_DecodeFSDefault(w);
+            PyObject *line = capture_text(w);
             if (!line || PyList_Append(warnings, line))
                 Py_CLEAR(warnings);
             Py_XDECREF(line);
         }
         if (warnings)
-            ret = Py_BuildValue("(sN)", text, warnings);
+            ret = Py_BuildValue("(NN)", json, warnings);
+        else
+            Py_XDECREF(json);
         free(text);
         analysed_free(x);
     }
@@ -213,32 +224,35 @@ static PyObject *summary(PyObject *self, PyObject *args)
     return ret;
 }
 
-/* "function (file:line)" of the heaviest location at `when`, "" for none. */
-static PyObject *heaviest(const mp_analysis_t *a, mp_when_t when, uint64_t *bytes)
+/* "function (file:line)" of the heaviest location at `when` into buf ("" for
+ * none), and its bytes. -1 when out of memory. Without the GIL (native
+ * frames are symbolized here). */
+static int heaviest(const mp_analysis_t *a, mp_when_t when, char *buf, size_t len, uint64_t *bytes)
 {
     mp_location_t *loc;
     size_t n;
     mp_srcframe_t f;
     uint32_t parent;
     *bytes = 0;
+    buf[0] = '\0';
     if (mp_top_locations(a, when, 1, &loc, &n))
-        return PyErr_NoMemory();
-    PyObject *label = NULL;
-    if (n == 0 || mp_node_frame(a, loc[0].node, &f, &parent))
-        label = PyUnicode_FromString("");
-    else if (f.line >= 0)
-        label = PyUnicode_FromFormat("%s (%s:%d)", f.function, f.file, f.line);
-    else
-        label = PyUnicode_FromFormat("%s (%s)", f.function, f.file);
+        return -1;
+    if (n && !mp_node_frame(a, loc[0].node, &f, &parent)) {
+        if (f.line >= 0)
+            snprintf(buf, len, "%s (%s:%d)", f.function, f.file, f.line);
+        else
+            snprintf(buf, len, "%s (%s)", f.function, f.file);
+    }
     if (n)
         *bytes = loc[0].amount.bytes;
     free(loc);
-    return label;
+    return 0;
 }
 
 /* figures(path) -> (peak bytes, peak blocks, leaked bytes, leaked blocks,
- * heaviest location at the peak, heaviest leak location, its bytes): what
- * the pytest plugin needs of every test's capture, without the JSON. */
+ * heaviest location at the peak, heaviest leak location, its bytes,
+ * truncated): what the pytest plugin needs of every test's capture, without
+ * the JSON. */
 static PyObject *figures(PyObject *self, PyObject *arg)
 {
     (void)self;
@@ -249,18 +263,25 @@ static PyObject *figures(PyObject *self, PyObject *arg)
     Py_DECREF(pathobj);
     if (!x)
         return NULL;
+    char at_peak[4096 + 512], in_leaks[sizeof at_peak];
     uint64_t peak_top, leak_top;
-    PyObject *at_peak = heaviest(&x->a, MP_AT_PEAK, &peak_top);
-    PyObject *in_leaks = at_peak ? heaviest(&x->a, MP_AT_END, &leak_top) : NULL;
-    PyObject *ret = in_leaks ? Py_BuildValue("(KKKKNNK)", (unsigned long long)x->a.peak.bytes,
-                                             (unsigned long long)x->a.peak.count,
-                                             (unsigned long long)x->a.at_end.bytes,
-                                             (unsigned long long)x->a.at_end.count, at_peak, in_leaks,
-                                             (unsigned long long)leak_top)
-                             : NULL;
-    if (!ret) {
-        Py_XDECREF(at_peak);
-        Py_XDECREF(in_leaks);
+    int err;
+    Py_BEGIN_ALLOW_THREADS
+    err = heaviest(&x->a, MP_AT_PEAK, at_peak, sizeof at_peak, &peak_top) ||
+          heaviest(&x->a, MP_AT_END, in_leaks, sizeof in_leaks, &leak_top);
+    Py_END_ALLOW_THREADS
+    PyObject *ret = NULL;
+    if (err) {
+        PyErr_NoMemory();
+    } else {
+        PyObject *p = capture_text(at_peak), *l = p ? capture_text(in_leaks) : NULL;
+        if (l)
+            ret = Py_BuildValue("(KKKKNNKN)", (unsigned long long)x->a.peak.bytes,
+                                (unsigned long long)x->a.peak.count, (unsigned long long)x->a.at_end.bytes,
+                                (unsigned long long)x->a.at_end.count, p, l, (unsigned long long)leak_top,
+                                PyBool_FromLong(memprof_reader_info(x->r)->truncated));
+        else
+            Py_XDECREF(p); /* Py_BuildValue's N took both, even when it failed */
     }
     analysed_free(x);
     return ret;
@@ -293,7 +314,7 @@ static PyMethodDef methods[] = {
      "summary(path, top): (what `memprof summary --json --top top` prints, [warning lines])"},
     {"figures", figures, METH_O,
      "figures(path): (peak bytes, peak blocks, leaked bytes, leaked blocks, heaviest location at the peak, "
-     "heaviest in leaks, its bytes)"},
+     "heaviest in leaks, its bytes, truncated)"},
     {"parse_size", parse_size, METH_O, "parse_size(text): a size such as '24 MB' in bytes"},
     {NULL, NULL, 0, NULL},
 };

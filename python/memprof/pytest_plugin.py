@@ -136,41 +136,51 @@ def _marker_error(msg):
     pytest.fail(f"memprof: {msg}", pytrace=False)
 
 
-def _read_baseline(path):
+def _read_baseline(path, option, missing_ok=False):
+    """{test id: {"peak_bytes": n, "leaked_bytes": n}} from a baseline file; a usage error
+    for a file that is not one ({} for a missing one when missing_ok)."""
     try:
         with open(path, encoding="utf-8") as f:
             data = json.load(f)
     except FileNotFoundError:
-        _usage(f"--memprof-baseline {path}: no such file; write one with --memprof-save-baseline {path}")
+        if missing_ok:
+            return {}
+        _usage(f"{option} {path}: no such file; write one with --memprof-save-baseline {path}")
     except (OSError, ValueError) as e:
-        _usage(f"--memprof-baseline {path}: cannot read it ({e}); write it again with --memprof-save-baseline")
+        _usage(f"{option} {path}: cannot read it ({e}); remove it or write it again with --memprof-save-baseline")
     if not (isinstance(data, dict) and data.get("memprof_baseline") == BASELINE_FORMAT
             and isinstance(data.get("tests"), dict)):
-        _usage(f"--memprof-baseline {path} is not a memprof baseline (format {BASELINE_FORMAT}); "
-               f"write it with --memprof-save-baseline")
-    return {k: v["peak_bytes"] for k, v in data["tests"].items() if isinstance(v, dict) and "peak_bytes" in v}
+        _usage(f"{option} {path} is not a memprof baseline (format {BASELINE_FORMAT}); remove it or choose "
+               f"another file, and write it with --memprof-save-baseline")
+    return {k: v for k, v in data["tests"].items() if isinstance(v, dict) and isinstance(v.get("peak_bytes"), int)}
+
+
+SHM_ROOM = 1 << 30  # /dev/shm is used when it has this much free (containers often give it 64 MiB)
 
 
 def _scratch_dir():
     """Where the captures of a run live until read: $MEMPROF_PYTEST_TMPDIR, else /dev/shm
-    when it is a writable tmpfs (creating and deleting a file there costs 15 us, on ext4
-    160 us: a test's capture is both), else the usual temporary directory."""
+    when it is a writable tmpfs with 1 GiB free (creating and deleting a file there costs
+    15 us, on ext4 160 us: a test's capture is both), else the usual temporary directory."""
     env = os.environ.get("MEMPROF_PYTEST_TMPDIR")
     if env:
         return env
     try:
         with open("/proc/self/mounts", encoding="utf-8") as f:
             shm = any(line.split()[1:3] == ["/dev/shm", "tmpfs"] for line in f)
+        st = os.statvfs("/dev/shm") if shm else None
     except OSError:
-        shm = False
-    return "/dev/shm" if shm and os.access("/dev/shm", os.W_OK | os.X_OK) else None
+        st = None
+    if st and st.f_bavail * st.f_frsize >= SHM_ROOM and os.access("/dev/shm", os.W_OK | os.X_OK):
+        return "/dev/shm"
+    return None
 
 
 def _capture_name(nodeid):
-    name = re.sub(r"[^A-Za-z0-9._\[\]=-]+", "-", nodeid.replace("::", "--")).strip("-.") or "test"
-    if len(name) > 200:
-        name = name[:180] + "-" + hashlib.sha256(nodeid.encode()).hexdigest()[:16]
-    return name + ".memprof"
+    """A file name for a test's capture: its id made safe, cut to 180 bytes, and a hash of the
+    whole id (ids that read the same once made safe, `t[a b]` and `t[a-b]`, stay apart)."""
+    name = re.sub(r"[^A-Za-z0-9._\[\]=-]+", "-", nodeid.replace("::", "--")).strip("-.")[:180] or "test"
+    return f"{name}-{hashlib.sha256(nodeid.encode()).hexdigest()[:8]}.memprof"
 
 
 _HERE = os.path.realpath(__file__)
@@ -207,12 +217,17 @@ class _Plugin:
         self.max_growth = float(m.group(1))
         self.floor = _size(opt("memprof_growth_floor") or "1MiB", "--memprof-growth-floor")
         self.baseline_path = opt("memprof_baseline")
-        self.baseline = _read_baseline(self.baseline_path) if self.baseline_path else None
+        self.baseline = None
+        if self.baseline_path:
+            self.baseline = {k: v["peak_bytes"]
+                             for k, v in _read_baseline(self.baseline_path, "--memprof-baseline").items()}
         self.save_path = opt("memprof_save_baseline")
         if self.save_path:
             d = os.path.dirname(os.path.abspath(self.save_path))
             if not os.path.isdir(d) or not os.access(d, os.W_OK):
                 _usage(f"--memprof-save-baseline {self.save_path}: cannot write into {d}")
+            # merged into, not replaced: a run of some tests (-k, --lf, a shard) keeps the others
+            self.saved = _read_baseline(self.save_path, "--memprof-save-baseline", missing_ok=True)
         self.keep = opt("memprof_keep")
         if self.keep:
             try:
@@ -326,7 +341,7 @@ class _Plugin:
         from memprof import _memprof
 
         # the figures (0.05 ms); the locations, with stacks, only for a failure
-        peak, peak_blocks, leaked, _, biggest, _, biggest_leak = _memprof.figures(path)
+        peak, peak_blocks, leaked, _, biggest, _, biggest_leak, truncated = _memprof.figures(path)
         detail = None
 
         def locations():
@@ -337,6 +352,10 @@ class _Plugin:
 
         figures = {"peak_bytes": peak, "leaked_bytes": leaked, "biggest": biggest}
         failures = []
+        if truncated:  # figures that would pass a test on what was not recorded
+            failures.append(f"memprof: the capture of this test was cut short (recording stopped: see memprof's "
+                            f"line on stderr; is {os.path.dirname(path)} full?), so its figures are incomplete; "
+                            f"give the captures room with MEMPROF_PYTEST_TMPDIR or --memprof-keep DIR")
         limit = checks.get("limit_memory")
         if limit is not None and peak > limit:
             failures.append(f"memprof: the test's peak heap was {human(peak)} in {peak_blocks:,} "
@@ -362,7 +381,7 @@ class _Plugin:
                                 + self._locations("biggest locations at the peak", locations().top_at_peak))
         if failures and self.keep:
             failures.append(f"capture: {path}")
-        self.pending[nodeid] = (figures, "\n".join(failures))
+        self.pending[nodeid] = (None if truncated else figures, "\n".join(failures))
 
     def _locations(self, title, locs):
         lines = [f"{title}:"]
@@ -390,7 +409,8 @@ class _Plugin:
             return
         figures, failure = got
         report = outcome.get_result()
-        report.user_properties.extend((_PROPERTY + "_" + k, v) for k, v in figures.items())
+        if figures:
+            report.user_properties.extend((_PROPERTY + "_" + k, v) for k, v in figures.items())
         if failure and report.passed:
             report.outcome = "failed"
             report.longrepr = failure
@@ -401,14 +421,18 @@ class _Plugin:
         got = {name[len(_PROPERTY) + 1:]: value for name, value in report.user_properties
                if isinstance(name, str) and name.startswith(_PROPERTY + "_")}
         if {"peak_bytes", "leaked_bytes"} <= got.keys():
+            got["passed"] = report.passed
             self.results[report.nodeid] = got
 
     # -- the end -----------------------------------------------------------
 
     def pytest_sessionfinish(self, session):
         if self.save_path and not self.worker:
-            tests = {k: {"peak_bytes": v["peak_bytes"], "leaked_bytes": v["leaked_bytes"]}
-                     for k, v in sorted(self.results.items())}
+            # a test that failed (over a limit, or grown past the baseline) keeps its old figures:
+            # the baseline never learns a regression
+            self.updated = {k: {"peak_bytes": v["peak_bytes"], "leaked_bytes": v["leaked_bytes"]}
+                            for k, v in self.results.items() if v["passed"]}
+            tests = dict(sorted({**self.saved, **self.updated}.items()))
             tmp = f"{self.save_path}.tmp{os.getpid()}"
             with open(tmp, "w", encoding="utf-8") as f:
                 json.dump({"memprof_baseline": BASELINE_FORMAT, "tests": tests}, f, indent=1)
@@ -430,7 +454,9 @@ class _Plugin:
         if self.keep and self.results:
             tr.write_line(f"memprof: captures kept in {self.keep} (memprof summary FILE)")
         if self.save_path:
-            tr.write_line(f"memprof: baseline of {len(self.results)} tests written to {self.save_path}")
+            kept = len(set(self.saved) - set(self.updated))
+            tr.write_line(f"memprof: baseline written to {self.save_path}: {len(self.updated)} tests updated, "
+                          f"{kept} kept from before")
 
     def pytest_unconfigure(self, config):
         from memprof import _memprof

@@ -49,3 +49,12 @@ def test_load_leaky(memprof):
     assert not_capture == ["ValueError", f"memprof: {SCRIPTS / 'load_summary.py'}: not a memprof capture (bad magic)"]
     assert bad_unit[0] == "ValueError" and bad_unit[1].startswith("memprof: '12 XB' is not a size")
     assert negative[0] == "ValueError" and not_text[0] == "ValueError"
+
+
+def test_load_text_that_is_not_utf8(memprof):
+    """A capture's text is UTF-8 when Python wrote it, but argv and native paths can hold any
+    bytes: load() keeps them as surrogates (as os.fsdecode does) instead of failing."""
+    _, cap = memprof.run("sized.py", b"caf\xe9".decode("utf-8", "surrogateescape"))
+    d = load(memprof, cap, 1)
+    assert d["argv"][-1] == "caf\udce9", d["argv"]
+    assert (d["top_leaked"][0]["function"], d["top_leaked"][0]["bytes"]) == ("<module>", 7_000_003)

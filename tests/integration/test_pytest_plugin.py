@@ -25,12 +25,15 @@ def suite(pytester, monkeypatch):
     monkeypatch.delenv("LD_PRELOAD", raising=False)
     pytester.makepyfile(test_limits=SUITE.read_text())
 
-    def run(*args, env=None):
+    def run(*args, env=None, shell_prefix=None):
         if env:
             for k, v in env.items():
                 monkeypatch.setenv(k, v)
-        return pytester.run(CONFIG["python"], "-m", "pytest", "-p", "memprof.pytest_plugin", "-p",
-                            "no:cacheprovider", "-rA", *args, timeout=300)
+        argv = [CONFIG["python"], "-m", "pytest", "-p", "memprof.pytest_plugin", "-p", "no:cacheprovider", "-rA",
+                *map(str, args)]
+        if shell_prefix:  # limits set by the shell for the run (ulimit)
+            argv = ["bash", "-c", shell_prefix + 'exec "$@"', "bash", *argv]
+        return pytester.run(*argv, timeout=300)
     run.path = pytester.path
     return run
 
@@ -50,7 +53,7 @@ def outcomes(result):
 
 
 def test_markers_fail_the_tests_over_their_limits(suite):
-    r = suite("--memprof", "-k", "not growth")
+    r = suite("--memprof", "-k", "not growth and not many")
     assert r.ret == 1, r.stdout.str()
     assert outcomes(r) == {"test_over_limit": "FAILED", "test_under_limit": "PASSED", "test_leaks": "FAILED",
                            "test_frees_what_it_makes": "PASSED", "test_known_leak": "PASSED"}, r.stdout.str()
@@ -79,7 +82,7 @@ def test_markers_fail_the_tests_over_their_limits(suite):
 
 
 def test_markers_do_nothing_without_memprof(suite):
-    r = suite("-k", "not growth")
+    r = suite("-k", "not growth and not many")
     assert r.ret == 0, r.stdout.str()
     assert set(outcomes(r).values()) == {"PASSED"} and len(outcomes(r)) == 5, r.stdout.str()
     assert "= memprof =" not in r.stdout.str()
@@ -95,21 +98,21 @@ def test_kept_captures_hold_each_tests_figures(suite, memprof):
     keep = suite.path / "captures"
     r = suite("--memprof", "--memprof-keep", keep, "test_limits.py::test_under_limit", "test_limits.py::test_leaks")
     assert r.ret == 1, r.stdout.str()
-    names = sorted(p.name for p in keep.iterdir())
-    assert names == ["test_limits.py--test_leaks.memprof", "test_limits.py--test_under_limit.memprof"], names
-    s = memprof.summary(keep / "test_limits.py--test_under_limit.memprof")
+    names = {p.name.rsplit("-", 1)[0]: p.name for p in keep.iterdir()}  # the id made safe, then a hash of it
+    assert sorted(names) == ["test_limits.py--test_leaks", "test_limits.py--test_under_limit"], names
+    s = memprof.summary(keep / names["test_limits.py--test_under_limit"])
     top = s["top_at_peak"][0]
     assert (top["function"], top["line"], top["bytes"], top["allocations"]) == (
         "make_buffers", line("# BUFFERS LINE"), 6 * BLOCK, 6)
     assert 6 * BLOCK <= s["peak"]["bytes"] < 6 * BLOCK + MiB + 4096  # a pymalloc arena at most besides
     assert [f["function"] for f in top["stack"][:2]] == ["make_buffers", "test_under_limit"]
     assert s["leaked"]["bytes"] < 64 * 1024  # the buffers were freed in the test
-    leaks = memprof.summary(keep / "test_limits.py--test_leaks.memprof")
+    leaks = memprof.summary(keep / names["test_limits.py--test_leaks"])
     assert leaks["capture"]["python_allocators"]  # limit_leaks records every object
     lk = leaks["top_leaked"][0]
     assert (lk["function"], lk["line"], lk["bytes"], lk["allocations"]) == (
         "make_buffers", line("# BUFFERS LINE"), 3 * BLOCK, 3)
-    r.stdout.fnmatch_lines([f"capture: {keep}/test_limits.py--test_leaks.memprof"])
+    r.stdout.fnmatch_lines([f"capture: {keep}/{names['test_limits.py--test_leaks']}"])
 
 
 def test_baseline_catches_a_grown_peak(suite):
@@ -119,7 +122,7 @@ def test_baseline_catches_a_grown_peak(suite):
     saved = json.loads(base.read_text())
     peak = saved["tests"]["test_limits.py::test_growth"]["peak_bytes"]
     assert saved["memprof_baseline"] == 1 and 2 * BLOCK <= peak < 2 * BLOCK + MiB + 4096, saved
-    r.stdout.fnmatch_lines([f"memprof: baseline of 1 tests written to {base}"])
+    r.stdout.fnmatch_lines([f"memprof: baseline written to {base}: 1 tests updated, 0 kept from before"])
     # the same peak passes; 4 MiB instead of 2 is +100%: over the default 10%
     assert suite("--memprof", "-k", "growth", "--memprof-baseline", base).ret == 0
     r = suite("--memprof", "-k", "growth", "--memprof-baseline", base, env={"GROWTH_MIB": "4"})
@@ -129,6 +132,17 @@ def test_baseline_catches_a_grown_peak(suite):
         "biggest locations at the peak:",
         f"  1. 4.0 MiB in 4 blocks at make_buffers (*test_limits.py:{line('# BUFFERS LINE')})",
     ])
+    # a test that fails keeps its old figures in a baseline saved to the same file (no ratchet
+    # on a regression); one that passes updates its own and keeps the others'
+    r = suite("--memprof", "-k", "growth", "--memprof-baseline", base, "--memprof-save-baseline", base,
+              env={"GROWTH_MIB": "4"})
+    assert r.ret == 1 and json.loads(base.read_text()) == saved, r.stdout.str()
+    r.stdout.fnmatch_lines([f"memprof: baseline written to {base}: 0 tests updated, 1 kept from before"])
+    r = suite("--memprof", "test_limits.py::test_under_limit", "--memprof-save-baseline", base)
+    assert r.ret == 0, r.stdout.str()
+    merged = json.loads(base.read_text())["tests"]
+    assert merged["test_limits.py::test_growth"] == saved["tests"]["test_limits.py::test_growth"]
+    assert merged["test_limits.py::test_under_limit"]["peak_bytes"] >= 6 * BLOCK
     # a looser threshold, or a floor above the growth, lets it pass
     assert suite("--memprof", "-k", "growth", "--memprof-baseline", base, "--memprof-max-growth", "150%",
                  env={"GROWTH_MIB": "4"}).ret == 0
@@ -144,12 +158,26 @@ def test_baseline_catches_a_grown_peak(suite):
     (("--memprof", "--memprof-growth-floor", "12 XB"), "memprof: --memprof-growth-floor '12 XB' is not a size*"),
     (("--memprof", "--memprof-keep", "test_limits.py"), "memprof: --memprof-keep test_limits.py: cannot create*"),
     (("--memprof", "--memprof-report", "-1"), "memprof: --memprof-report needs a count of at least 0, not -1"),
-], ids=["missing-baseline", "bad-baseline", "bad-growth", "bad-floor", "keep-not-a-dir", "bad-count"])
+    (("--memprof-save-baseline", "test_limits.py"), "memprof: --memprof-save-baseline test_limits.py: cannot read "
+                                                    "it *; remove it or write it again*"),
+], ids=["missing-baseline", "bad-baseline", "bad-growth", "bad-floor", "keep-not-a-dir", "bad-count",
+        "save-over-another-file"])
 def test_bad_options_are_usage_errors(suite, args, message):
     r = suite(*args, "-k", "under_limit")
     assert r.ret == 4, r.stdout.str() + r.stderr.str()  # pytest's usage error
     r.stderr.fnmatch_lines(["*" + message])
     assert "Traceback" not in r.stderr.str()
+
+
+def test_a_cut_short_capture_fails_the_test(suite):
+    """A capture that could not be written whole (here a 64 KiB file size limit; in life a full
+    disk or /dev/shm) must not pass a test on what was not recorded."""
+    r = suite("--memprof", "-k", "many", shell_prefix="ulimit -f 64; ")
+    assert r.ret == 1 and outcomes(r) == {"test_many_allocations": "FAILED"}, r.stdout.str() + r.stderr.str()
+    r.stdout.fnmatch_lines(["memprof: the capture of this test was cut short (recording stopped*), so its "
+                            "figures are incomplete; give the captures room with MEMPROF_PYTEST_TMPDIR*"])
+    r.stdout.fnmatch_lines(["memprof: cannot write the capture, recording stopped: File too large"])  # why
+    assert "tests by peak heap" not in r.stdout.str()  # its figures are in no report
 
 
 def test_a_bad_marker_fails_its_test_only(suite):

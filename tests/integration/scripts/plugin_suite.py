@@ -50,3 +50,10 @@ def test_known_leak():
 def test_growth():
     bufs = make_buffers(int(os.environ.get("GROWTH_MIB", "2")))  # GROWTH LINE
     del bufs
+
+
+def test_many_allocations():
+    """400,000 malloc'ed blocks: a capture of about 200 KiB (the test of a cut-short capture runs
+    it with a file size limit)."""
+    for i in range(400_000):
+        bytes(600 + i % 4000)
