@@ -19,11 +19,15 @@ base = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "m
 
 
 def timed(argv):
+    """(wall seconds, CPU seconds: user + system of the run)"""
+    before = os.times()
     t = time.perf_counter()
     p = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wall = time.perf_counter() - t
+    after = os.times()
     if p.returncode != 0:
         sys.exit(f"{' '.join(argv)} failed ({p.returncode}): {p.stderr}")
-    return time.perf_counter() - t
+    return wall, (after.children_user - before.children_user) + (after.children_system - before.children_system)
 
 
 plain, prof = [], []
@@ -32,7 +36,8 @@ for i in range(pairs + 1):
     if i:
         plain.append(a)
         prof.append(b)
-ratio = statistics.median(b / a for a, b in zip(plain, prof))
-print(f"pytest {statistics.median(plain):.3f} s, with --memprof {statistics.median(prof):.3f} s: "
-      f"x{ratio:.3f} (median of {pairs} interleaved pairs; min-max x{min(b / a for a, b in zip(plain, prof)):.3f}"
-      f"-x{max(b / a for a, b in zip(plain, prof)):.3f})")
+for what, k in (("wall", 0), ("cpu", 1)):
+    ratios = [b[k] / a[k] for a, b in zip(plain, prof)]
+    print(f"{what}: pytest {statistics.median(a[k] for a in plain):.3f} s, with --memprof "
+          f"{statistics.median(b[k] for b in prof):.3f} s: x{statistics.median(ratios):.3f} "
+          f"(median of {pairs} interleaved pairs; min-max x{min(ratios):.3f}-x{max(ratios):.3f})")

@@ -144,6 +144,7 @@ static struct {
 static LZ4_stream_t lz4_stream;
 static atomic_uint blocks_full; /* handed over (under the writer lock) */
 static atomic_uint blocks_done; /* compressed and written (by one thread at a time) */
+static atomic_uint writing;     /* 1 while a thread compresses and writes blocks */
 static int writer_on;           /* a writer thread runs in this process */
 static MP_TLS int is_writer;
 
@@ -194,7 +195,7 @@ static void futex_wait_ns(atomic_uint *w, unsigned seen, uint64_t ns)
     syscall(SYS_futex, w, FUTEX_WAIT_PRIVATE, seen, ns ? &ts : NULL, NULL, 0);
 }
 
-/* Compresses and writes block k (the oldest not written). */
+/* Compresses and writes block k (the oldest not written); `writing` held. */
 static void write_block(unsigned k)
 {
     unsigned b = k % NBUF;
@@ -205,8 +206,35 @@ static void write_block(unsigned k)
     atomic_store_explicit(&blocks_done, k + 1, memory_order_release);
 }
 
-/* Hands the block in progress over and starts the next one. */
-static MP_COLD MP_NOINLINE void flush_locked(void)
+/* Writes blocks handed over and not written yet, at most `max`, unless
+ * another thread is writing (0 then; 1 when this one wrote). */
+static int write_pending(unsigned max)
+{
+    unsigned z = 0;
+    if (!atomic_compare_exchange_strong_explicit(&writing, &z, 1, memory_order_acquire, memory_order_relaxed))
+        return 0;
+    for (unsigned d; max-- && (d = atomic_load_explicit(&blocks_done, memory_order_acquire)) !=
+                              atomic_load_explicit(&blocks_full, memory_order_acquire);)
+        write_block(d);
+    atomic_store_explicit(&writing, 0, memory_order_release);
+    futex_wake_all(&blocks_done);
+    return 1;
+}
+
+/* Until every block handed over is written: by this thread when the writer
+ * thread is not at it (no hand-over and wake-up at the end of a capture:
+ * a Tracker per test stops thousands of times). */
+static void write_all_pending(void)
+{
+    for (unsigned d; (d = atomic_load_explicit(&blocks_done, memory_order_acquire)) !=
+                     atomic_load_explicit(&blocks_full, memory_order_acquire);)
+        if (!write_pending(UINT32_MAX))
+            futex_wait_ns(&blocks_done, d, 1000000);
+}
+
+/* Hands the block in progress over and starts the next one; `wake`: the
+ * writer thread writes it (else the caller will). */
+static MP_COLD MP_NOINLINE void hand_over_locked(int wake)
 {
     if (W.enc.len == 0)
         return;
@@ -214,9 +242,8 @@ static MP_COLD MP_NOINLINE void flush_locked(void)
     bufs.len[k % NBUF] = (uint32_t)W.enc.len;
     atomic_store_explicit(&blocks_full, k + 1, memory_order_release);
     if (!writer_on || is_writer) { /* no writer thread (or this is it): write it now */
-        for (unsigned d; (d = atomic_load(&blocks_done)) != k + 1;)
-            write_block(d);
-    } else {
+        write_all_pending();
+    } else if (wake) {
         futex_wake_all(&blocks_full);
         /* block k+1 reuses the buffer of block k+1-NBUF, free once block k+2-NBUF is written */
         for (unsigned d; (int)((d = atomic_load_explicit(&blocks_done, memory_order_acquire)) - (k + 3 - NBUF)) < 0;)
@@ -227,13 +254,13 @@ static MP_COLD MP_NOINLINE void flush_locked(void)
     W.block_ns = now_ns(CLOCK_MONOTONIC);
 }
 
+static void flush_locked(void) { hand_over_locked(1); }
+
 /* Everything recorded is in the file once this returns. */
 static void drain_locked(void)
 {
-    flush_locked();
-    for (unsigned d; (d = atomic_load_explicit(&blocks_done, memory_order_acquire)) !=
-                     atomic_load_explicit(&blocks_full, memory_order_relaxed);)
-        futex_wait_ns(&blocks_done, d, 0);
+    hand_over_locked(0);
+    write_all_pending();
 }
 
 /* Calls `enc` again after a flush when the block is full. */
@@ -731,8 +758,8 @@ static void *writer(void *arg)
         unsigned full = atomic_load_explicit(&blocks_full, memory_order_acquire);
         unsigned done = atomic_load(&blocks_done);
         if (done != full) {
-            write_block(done);
-            futex_wake_all(&blocks_done);
+            if (!write_pending(1)) /* a capture's end is writing its last blocks */
+                futex_wait_ns(&blocks_done, done, 1000000);
             continue;
         }
         uint64_t t = now_ns(CLOCK_MONOTONIC);
@@ -824,6 +851,7 @@ static void fork_child(void)
     int was = atomic_exchange(&mp_active, 0);
     atomic_store(&wlock, 0);
     atomic_store(&waiters, 0);
+    atomic_store(&writing, 0); /* the parent's writer thread may have been writing: not here */
     if (W.fd >= 0)
         close(W.fd);
     W.fd = -1;
