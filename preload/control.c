@@ -27,7 +27,8 @@ static void unpatch_locked(void)
 
 MP_EXPORT int memprof_control_start(int fd, const char *path, unsigned options, unsigned interval_us)
 {
-    options &= MEMPROF_OPT_NATIVE | MEMPROF_OPT_PYMEM | MEMPROF_OPT_FOLLOW_FORK;
+    options &= MEMPROF_OPT_NATIVE | MEMPROF_OPT_PYMEM | MEMPROF_OPT_FOLLOW_FORK | MEMPROF_OPT_ATTACHED;
+    options |= MEMPROF_OPT_MID_RUN; /* whatever the process allocated before is not known */
     pthread_mutex_lock(&control_lock);
     int err = started || atomic_load(&mp_active) ? EBUSY : 0;
     if (!err)

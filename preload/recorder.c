@@ -957,7 +957,7 @@ static unsigned header_options(void)
         o |= MEMPROF_OPT_PYTHON_STACKS;
     if (native_on)
         o |= MEMPROF_OPT_NATIVE;
-    return o | (mp_opts & (MEMPROF_OPT_PYMEM | MEMPROF_OPT_FOLLOW_FORK));
+    return o | (mp_opts & (MEMPROF_OPT_PYMEM | MEMPROF_OPT_FOLLOW_FORK | MEMPROF_OPT_MID_RUN | MEMPROF_OPT_ATTACHED));
 }
 
 static int write_header(void)

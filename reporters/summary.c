@@ -82,6 +82,11 @@ static void print_text(const mp_analysis_t *a, const char *path, size_t top)
         if (a->by_allocator[k].count)
             printf(" %s %s", mp_allocator_name(k), mp_group_digits(a->by_allocator[k].count, c1, sizeof c1));
     printf("\n");
+    if (in->options & MEMPROF_OPT_MID_RUN)
+        printf("note             tracking began mid-run (%s): what was allocated before is not known, "
+               "and %s frees of it were left out\n",
+               in->options & MEMPROF_OPT_ATTACHED ? "memprof attach" : "a Tracker block",
+               mp_group_digits(a->unmatched_frees, c1, sizeof c1));
     if (in->pystack_mode != 1)
         printf("note             no Python stacks in this capture (%s)\n",
                in->pystack_mode == 2 ? "this Python version is not supported" : "not a Python program");

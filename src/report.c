@@ -369,6 +369,8 @@ cJSON *mp_json_capture(const memprof_reader_t *r, const char *path)
         cJSON_AddNumberToObject(o, "duration_s", (double)(in->end_monotonic_ns - in->start_monotonic_ns) / 1e9);
     if (in->has_trailer)
         cJSON_AddNumberToObject(o, "tracker_allocations", (double)in->tracker_allocs);
+    cJSON_AddBoolToObject(o, "began_mid_run", (in->options & MEMPROF_OPT_MID_RUN) != 0);
+    cJSON_AddBoolToObject(o, "attached", (in->options & MEMPROF_OPT_ATTACHED) != 0);
     return o;
 }
 

@@ -10,6 +10,8 @@
 #ifndef MEMPROF_CONTROL_H
 #define MEMPROF_CONTROL_H
 
+#include <stdint.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -40,6 +42,38 @@ typedef void (*memprof_control_keep_hooks_fn)(int on);
 #define MEMPROF_CONTROL_STOP "memprof_control_stop"
 #define MEMPROF_CONTROL_ACTIVE "memprof_control_active"
 #define MEMPROF_CONTROL_KEEP_HOOKS "memprof_control_keep_hooks"
+
+/* ---- memprof attach (src/cli/attach.c) -------------------------------------
+ *
+ * `memprof attach PID` writes a request into pages it maps in the target,
+ * and has the target's main thread run, at its next safe point with the GIL
+ * held (Py_AddPendingCall), a few instructions that dlopen libmemprof.so and
+ * call memprof_attach_begin(request). `memprof detach PID` queues
+ * memprof_attach_end the same way and reads memprof_attach_state. A private
+ * interface between the command and the library of one version. */
+#define MEMPROF_ATTACH_MAGIC 0x48434154544150ull /* "PATTACH" */
+#define MEMPROF_ATTACH_VERSION 1u
+#define MEMPROF_ATTACH_BEGIN "memprof_attach_begin"
+#define MEMPROF_ATTACH_END "memprof_attach_end"
+#define MEMPROF_ATTACH_STATE "memprof_attach_state"
+
+typedef struct {
+    uint64_t dlopen_fn, dlsym_fn;  /* 0, 8: the target's, for the loader code */
+    int32_t done;                  /* 16: 0 queued, 1 ran, 2 the library or its entry could not be loaded */
+    int32_t result;                /* 20: 0 recording, else an errno */
+    uint32_t options, interval_us; /* 24, 28: MEMPROF_OPT_* of the capture, memory sampling */
+    char entry[32];                /* 32: MEMPROF_ATTACH_BEGIN */
+    char library[4096];            /* 64: libmemprof.so */
+    char capture[4096];            /* the capture, created by the command (the target opens it) */
+    uint64_t magic, version;       /* MEMPROF_ATTACH_MAGIC, MEMPROF_ATTACH_VERSION */
+} memprof_attach_req_t;
+
+typedef struct {
+    int32_t attached;   /* 1 while a capture begun by memprof_attach_begin is being written */
+    int32_t end_result; /* of the last memprof_attach_end: 0, or ENOENT when nothing was attached */
+    uint32_t end_seq;   /* one more at each memprof_attach_end */
+    uint32_t begin_seq; /* one more at each memprof_attach_begin */
+} memprof_attach_state_t;
 
 #ifdef __cplusplus
 }

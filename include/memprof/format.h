@@ -55,6 +55,9 @@ enum memprof_pystack_mode {
 #define MEMPROF_OPT_NATIVE 0x2u          /* native stacks, merged with Python's (1.1) */
 #define MEMPROF_OPT_PYMEM 0x4u           /* PyMem RAW/MEM/OBJ domains traced (1.1) */
 #define MEMPROF_OPT_FOLLOW_FORK 0x8u     /* children write captures of their own (1.1) */
+#define MEMPROF_OPT_MID_RUN 0x10u        /* began mid-run (a Tracker, an attach): blocks made before are
+                                            not known, and frees of them are ignored (1.1) */
+#define MEMPROF_OPT_ATTACHED 0x20u       /* started by memprof attach in a running process (1.1) */
 
 /* Trailer TLV tags (after the trailer magic: u32 length, TLVs, u32 xxh32). */
 enum memprof_trailer_tag {

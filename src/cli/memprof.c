@@ -19,6 +19,8 @@ static const char usage[] =
     "\n"
     "commands:\n"
     "  run         profile a Python program: memprof run [-o FILE] script.py [args]\n"
+    "  attach      start profiling a running Python process: memprof attach PID\n"
+    "  detach      stop it: memprof detach PID\n"
     "  summary     totals, peak, what was live at the end, top locations\n"
     "  stats       totals, temporary allocations, sizes, allocators, threads,\n"
     "              the locations that allocated the most\n"

@@ -35,12 +35,13 @@ class Memprof:
         self.python = CONFIG["python"]
         self.library = CONFIG["library"]
 
-    def cmd(self, *args, **kw):
+    def cmd(self, *args, prefix=(), **kw):
+        """memprof ARGS (after `prefix`, a command such as setpriv's)."""
         kw.setdefault("capture_output", True)
         kw.setdefault("text", True)
         kw.setdefault("timeout", 120)
         kw.setdefault("cwd", self.tmp)
-        return subprocess.run([str(self.bin / "memprof"), *map(str, args)], **kw)
+        return subprocess.run([*prefix, str(self.bin / "memprof"), *map(str, args)], **kw)
 
     def run(self, script, *args, out="capture.memprof", flags=(), check=True, **kw):
         """memprof run -q -o OUT [flags] script args; returns (completed process, capture path)."""

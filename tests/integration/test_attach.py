@@ -1,0 +1,206 @@
+"""memprof attach / memprof detach on running Python processes, checked from their captures
+and from the processes themselves: they finish with the output and exit status of an untouched
+run, are never left stopped, and a capture holds the allocations made while attached, at their
+lines (scripts/attach_target.py: malloc(100,000) at WORK, malloc(50,000) kept at KEEP,
+malloc(20,000) at THREAD in each thread)."""
+import json
+import os
+import subprocess
+import time
+
+import pytest
+
+from conftest import SCRIPTS, find, source_line
+
+TARGET = SCRIPTS / "attach_target.py"
+
+
+def line(marker, script=TARGET):
+    return source_line(script, marker)
+
+
+class Proc:
+    """A Python process started plainly (no LD_PRELOAD), its pid read from its stderr."""
+
+    def __init__(self, memprof, script, *args, env=None):
+        e = dict(os.environ, **(env or {}))
+        e.pop("LD_PRELOAD", None)
+        self.p = subprocess.Popen([memprof.python, str(script), *map(str, args)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, cwd=memprof.tmp, env=e)
+        first = self.p.stderr.readline()
+        assert first.startswith("pid "), first
+        self.pid = self.p.pid
+
+    def state(self):
+        with open(f"/proc/{self.pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+
+    def finish(self, timeout=120):
+        out, err = self.p.communicate(timeout=timeout)
+        return self.p.returncode, out, err
+
+
+def plain_output(memprof, *args):
+    p = subprocess.run([memprof.python, str(TARGET), *map(str, args)], capture_output=True, text=True,
+                       timeout=120)
+    return p.returncode, p.stdout
+
+
+def attach(memprof, pid, *args, rc=0, out="attach.memprof"):
+    p = memprof.cmd("attach", "-o", memprof.tmp / out, *args, pid)
+    assert p.returncode == rc, p.stdout + p.stderr
+    return p
+
+
+def detach(memprof, pid, rc=0):
+    p = memprof.cmd("detach", pid)
+    assert p.returncode == rc, p.stdout + p.stderr
+    return p
+
+
+def test_attach_then_detach_records_the_middle(memprof):
+    proc = Proc(memprof, TARGET, 400)
+    time.sleep(0.3)
+    p = attach(memprof, proc.pid)
+    assert f"recording process {proc.pid} into {memprof.tmp / 'attach.memprof'}" in p.stdout
+    time.sleep(0.6)
+    assert "detached from process" in detach(memprof, proc.pid).stdout
+    rc, out, err = proc.finish()
+    assert (rc, out) == plain_output(memprof, 400), err  # as if nothing happened
+    s = memprof.summary(memprof.tmp / "attach.memprof")
+    assert s["capture"]["attached"] and s["capture"]["began_mid_run"] and not s["capture"]["truncated"]
+    kept = find(s["top_leaked"], "work", line("# KEEP LINE"))
+    assert kept and kept[0]["bytes"] == 50_000 * kept[0]["allocations"], kept
+    assert 2 <= kept[0]["allocations"] < 40  # some rounds of 400, not all: only while attached
+    st = json.loads(memprof.cmd("stats", "--json", memprof.tmp / "attach.memprof").stdout)
+    work = find(st["top_by_bytes"], "work", line("# WORK LINE"))
+    assert work and work[0]["bytes"] == 100_000 * work[0]["allocations"], st["top_by_bytes"]
+    assert 20 < work[0]["allocations"] < 400  # about 0.6 s of 5 ms rounds
+
+
+def test_attach_with_threads_and_duration(memprof):
+    proc = Proc(memprof, TARGET, 300, 4)
+    time.sleep(0.3)
+    p = attach(memprof, proc.pid, "--duration", "0.7")
+    assert "detached from process" in p.stdout and "capture complete" in p.stdout
+    rc, out, err = proc.finish()
+    assert (rc, out) == plain_output(memprof, 300, 4), err
+    s = memprof.summary(memprof.tmp / "attach.memprof", "--top", "50")
+    names = {t["name"] for t in s["threads"]}
+    assert {f"worker-{k}" for k in range(4)} <= names, names
+    st = json.loads(memprof.cmd("stats", "--json", memprof.tmp / "attach.memprof").stdout)
+    assert sum(1 for t in st["threads"] if t["allocated"]["allocations"] > 0) >= 5, st["threads"]  # main, 4 workers
+    thread = find(st["top_by_bytes"], "worker", line("# THREAD LINE"))
+    assert thread and thread[0]["bytes"] == 20_000 * thread[0]["allocations"], st["top_by_bytes"]
+
+
+def test_attach_waits_for_the_gil(memprof):
+    """The main thread holds the GIL in a C call for about a second: recording starts after it
+    (no deadlock), and catches the malloc(1,000,000) right after."""
+    script = SCRIPTS / "attach_gil.py"
+    proc = Proc(memprof, script, 120_000_000, 1.0)
+    time.sleep(0.5)  # inside the sum
+    t0 = time.monotonic()
+    p = attach(memprof, proc.pid)
+    waited = time.monotonic() - t0
+    assert proc.p.stdout.readline().startswith("summed")  # the sum was over when attach returned
+    detach(memprof, proc.pid)
+    rc, out, _ = proc.finish()
+    assert rc == 0 and out.strip() == "bye 999967"
+    assert waited > 0.2, (waited, p.stderr)
+    s = memprof.summary(memprof.tmp / "attach.memprof")
+    after = find(s["top_at_peak"] + s["top_leaked"], "<module>", line("# AFTER LINE", script))
+    assert after and after[0]["bytes"] == 1_000_000, s["top_at_peak"]
+
+
+def test_fifty_cycles_leave_the_process_well(memprof):
+    stop = memprof.tmp / "stop"
+    proc = Proc(memprof, TARGET, 0, 1, stop)
+    time.sleep(0.3)
+
+    def rss():
+        with open(f"/proc/{proc.pid}/status") as f:
+            return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) * 1024
+
+    attach(memprof, proc.pid, out="warm.memprof")
+    detach(memprof, proc.pid)
+    before = rss()
+    for i in range(50):
+        attach(memprof, proc.pid, out=f"c{i}.memprof")
+        detach(memprof, proc.pid)
+    grown = rss() - before
+    stop.touch()
+    rc, out, err = proc.finish()
+    assert rc == 3 and out.split() == ["checksum", "99967", "49967", "1"], (out, err)
+    assert grown < 8 << 20, grown
+    for i in (0, 49):
+        s = memprof.summary(memprof.tmp / f"c{i}.memprof")
+        assert s["capture"]["attached"] and not s["capture"]["truncated"]
+
+
+def test_errors(memprof, tmp_path):
+    # a process that is gone
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    p = memprof.cmd("attach", gone.pid)
+    assert p.returncode == 2 and p.stderr.strip() == f"memprof attach: no such process: {gone.pid}", p.stderr
+    # not Python
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        p = memprof.cmd("attach", sleeper.pid)
+        assert p.returncode == 2 and f"process {sleeper.pid} (sleep) is not a CPython process" in p.stderr
+        assert not list(memprof.tmp.glob("*.memprof"))
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    proc = Proc(memprof, TARGET, 0, 0, memprof.tmp / "stop")
+    try:
+        # nothing attached yet
+        p = detach(memprof, proc.pid, rc=1)
+        assert p.stderr.strip() == (f"memprof detach: nothing is attached to process {proc.pid} "
+                                    "(memprof is not loaded in it)")
+        # another user may not trace it
+        os.chmod(memprof.tmp, 0o777)
+        p = memprof.cmd("attach", "-o", memprof.tmp / "nobody.memprof", proc.pid,
+                        prefix=["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        assert p.returncode == 2 and f"not allowed to inspect process {proc.pid}" in p.stderr, p.stderr
+        assert "CAP_SYS_PTRACE" in p.stderr and not (memprof.tmp / "nobody.memprof").exists()
+        # attached twice
+        attach(memprof, proc.pid)
+        p = attach(memprof, proc.pid, rc=2, out="second.memprof")
+        assert f"process {proc.pid} is already being recorded" in p.stderr
+        assert f"memprof detach {proc.pid} first" in p.stderr and not (memprof.tmp / "second.memprof").exists()
+        # the capture exists: not overwritten
+        p = attach(memprof, proc.pid, rc=2)
+        assert "attach.memprof exists" in p.stderr
+        detach(memprof, proc.pid)
+        p = detach(memprof, proc.pid, rc=1)
+        assert "nothing is attached" in p.stderr and "no capture started by memprof attach" in p.stderr
+        # bad arguments
+        for args, msg in [(["abc"], "'abc' is not a process id"), ([], "which process?"),
+                          (["--duration", "x", str(proc.pid)], "--duration needs a number of seconds"),
+                          (["--bogus", str(proc.pid)], "unknown option '--bogus'")]:
+            p = memprof.cmd("attach", *args)
+            assert p.returncode == 2 and msg in p.stderr, (args, p.stderr)
+        assert proc.state() not in ("t", "T")  # never left stopped
+    finally:
+        (memprof.tmp / "stop").touch()
+    rc, out, err = proc.finish()
+    assert rc == 3 and out.startswith("checksum 99967 49967"), err
+
+
+def test_attach_refused_under_memprof_run(memprof):
+    p = subprocess.Popen([str(memprof.bin / "memprof"), "run", "-q", "-o", str(memprof.tmp / "run.memprof"),
+                          str(TARGET), "0", "0", str(memprof.tmp / "stop")], stderr=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, cwd=memprof.tmp)
+    pid = int(p.stderr.readline().split()[1])
+    try:
+        r = attach(memprof, pid, rc=2)
+        assert f"process {pid} is already being recorded" in r.stderr
+        r = detach(memprof, pid, rc=1)
+        assert "nothing is attached" in r.stderr
+    finally:
+        (memprof.tmp / "stop").touch()
+    p.communicate(timeout=60)
+    assert p.returncode == 3
+    assert memprof.summary(memprof.tmp / "run.memprof")["capture"]["attached"] is False
