@@ -204,3 +204,16 @@ def test_attach_refused_under_memprof_run(memprof):
     p.communicate(timeout=60)
     assert p.returncode == 3
     assert memprof.summary(memprof.tmp / "run.memprof")["capture"]["attached"] is False
+
+
+def test_the_targets_exit_ends_the_capture(memprof):
+    """Attached and never detached: the process's exit writes the capture's end."""
+    proc = Proc(memprof, TARGET, 150)
+    time.sleep(0.2)
+    attach(memprof, proc.pid)
+    rc, out, err = proc.finish()
+    assert (rc, out) == plain_output(memprof, 150), err
+    s = memprof.summary(memprof.tmp / "attach.memprof")
+    assert not s["capture"]["truncated"] and s["capture"]["attached"]
+    kept = find(s["top_leaked"], "work", line("# KEEP LINE"))
+    assert kept and kept[0]["bytes"] == 50_000 * kept[0]["allocations"] and kept[0]["allocations"] >= 2, kept
