@@ -29,8 +29,10 @@ MP_EXPORT int memprof_attach_begin(memprof_attach_req_t *req)
             err = memprof_control_start(fd, req->capture, req->options | MEMPROF_OPT_ATTACHED, req->interval_us);
             close(fd);
         }
-        if (!err)
+        if (!err) {
+            mp_py_attach_end_mark();
             __atomic_store_n(&memprof_attach_state.attached, 1, __ATOMIC_RELEASE);
+        }
         __atomic_add_fetch(&memprof_attach_state.begin_seq, 1, __ATOMIC_RELEASE);
     }
     req->result = err;

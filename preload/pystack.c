@@ -331,14 +331,9 @@ static void python_hooks(unsigned opts)
  * before the interpreter tears modules down; sys.modules is left as it
  * was), sets up thread names, and wraps the PyMem domains again if
  * start-up replaced them. */
-static int register_end(void *arg)
+/* atexit.register(on_script_end), sys.modules left as it was. */
+static void register_atexit(void)
 {
-    (void)arg;
-    int g = mp_guard;
-    mp_guard = MP_GUARD_PYAPI;
-    PyObject *et, *ev, *tb;
-    py.err_fetch(&et, &ev, &tb);
-    python_hooks(mp_opts);
     PyObject *mods = py.modules();
     int had = mods && py.dict_get(mods, "atexit") != NULL;
     PyObject *m = py.import("atexit");
@@ -358,11 +353,37 @@ static int register_end(void *arg)
         if (!had && mods)
             py.dict_del(mods, "atexit");
     }
+}
+
+static int register_end(void *arg)
+{
+    (void)arg;
+    int g = mp_guard;
+    mp_guard = MP_GUARD_PYAPI;
+    PyObject *et, *ev, *tb;
+    py.err_fetch(&et, &ev, &tb);
+    python_hooks(mp_opts);
+    register_atexit();
     if (!loaded_threading())
         py.add_audit_hook(audit_hook, NULL); /* names once it is imported */
     py.err_restore(et, ev, tb); /* drops anything raised above */
     mp_guard = g;
     return 0;
+}
+
+void mp_py_attach_end_mark(void)
+{
+    static int registered; /* once per process, however many attaches */
+    if (!walker_on || registered)
+        return;
+    registered = 1;
+    int g = mp_guard;
+    mp_guard = MP_GUARD_PYAPI;
+    PyObject *et, *ev, *tb;
+    py.err_fetch(&et, &ev, &tb);
+    register_atexit();
+    py.err_restore(et, ev, tb);
+    mp_guard = g;
 }
 
 static MP_COLD MP_NOINLINE void request_end_mark(void)

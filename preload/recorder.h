@@ -212,6 +212,10 @@ void mp_py_reset(void);                 /* a new capture (a fork child's, a Trac
  * Tracker's), thread names, and with MEMPROF_OPT_PYMEM the PyMem wrappers
  * and the shadow stack; end takes the last two away. */
 void mp_py_tracker_begin(unsigned opts);
+/* With the GIL, in a process memprof attach joined: the end of the script
+ * (atexit) is marked in the capture being written then, as under memprof
+ * run. Once per process. */
+void mp_py_attach_end_mark(void);
 void mp_py_tracker_end(void);
 /* With the writer lock held, at start: the pseudo-frame for "no Python". */
 void mp_py_emit_pseudo(void);
