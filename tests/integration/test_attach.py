@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import SCRIPTS, find, source_line
+from conftest import CONFIG, SCRIPTS, find, source_line
 
 TARGET = SCRIPTS / "attach_target.py"
 
@@ -153,6 +153,18 @@ def test_errors(memprof, tmp_path):
     finally:
         sleeper.kill()
         sleeper.wait()
+    # another CPython version (a program that exports what a libpython 3.12 does)
+    fake = subprocess.Popen([CONFIG["fake_python"]], stderr=subprocess.PIPE, text=True)
+    try:
+        assert fake.stderr.readline().startswith("pid ")
+        p = memprof.cmd("attach", fake.pid)
+        assert p.returncode == 2 and (f"process {fake.pid} (fake_python) runs CPython 3.12; memprof attach needs "
+                                      "CPython 3.11" in p.stderr), p.stderr
+        with open(f"/proc/{fake.pid}/stat") as f:
+            assert f.read().rsplit(")", 1)[1].split()[0] not in ("t", "T")
+    finally:
+        fake.kill()
+        fake.wait()
     proc = Proc(memprof, TARGET, 0, 0, memprof.tmp / "stop")
     try:
         # nothing attached yet
