@@ -88,8 +88,26 @@ static void die_usage(const char *fmt, ...)
     exit(2);
 }
 
+/* While the target's thread runs injected code, this program must not be
+ * stopped half-way by ^C or a hang-up (the kernel would let the thread go
+ * with the injected registers): those signals wait for the release. */
+static sigset_t held;
+
+/* An argument that is not one of the options: the PID, once. */
+static void other_arg(const char *a, const char **pid_arg)
+{
+    if (a[0] == '-')
+        die_usage("unknown option '%s'", a);
+    if (*pid_arg)
+        die_usage("one process at a time, not also '%s'", a);
+    *pid_arg = a;
+}
+
+/* The PID argument (NULL: none was given). */
 static pid_t parse_pid(const char *s)
 {
+    if (!s)
+        die_usage("which process? %s", "give its PID");
     char *end;
     errno = 0;
     long v = s ? strtol(s, &end, 10) : 0;
@@ -182,10 +200,12 @@ static void queue_call(pid_t pid, uint64_t pending, uint64_t fn, uint64_t arg, m
     uint64_t rc = 0;
     if (mp_inject_call(t, pending, fn, arg, &rc, 5000, err)) {
         mp_inject_release(t, err2);
+        sigprocmask(SIG_SETMASK, &held, NULL);
         mp_cli_die(prog, "%s", err);
     }
     if ((int)rc != 0) {
         mp_inject_release(t, err2);
+        sigprocmask(SIG_SETMASK, &held, NULL);
         mp_cli_die(prog, "process %d's interpreter refused the call (its queue of pending calls is full); "
                    "try again in a moment", (int)pid);
     }
@@ -219,8 +239,17 @@ static int wait_word(pid_t pid, uint64_t addr, int32_t from, double wait_s, cons
 static void seize_or_die(mp_inject_t *t, pid_t pid)
 {
     char err[MP_ERRLEN], err2[MP_ERRLEN];
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGQUIT);
+    sigaddset(&set, SIGTSTP);
+    sigprocmask(SIG_BLOCK, &set, &held);
     if (mp_inject_seize(t, pid, err)) {
         mp_inject_release(t, err2);
+        sigprocmask(SIG_SETMASK, &held, NULL);
         mp_cli_die(prog, "%s", err);
     }
 }
@@ -228,7 +257,9 @@ static void seize_or_die(mp_inject_t *t, pid_t pid)
 static void release_or_die(mp_inject_t *t)
 {
     char err[MP_ERRLEN];
-    if (mp_inject_release(t, err))
+    int rc = mp_inject_release(t, err);
+    sigprocmask(SIG_SETMASK, &held, NULL);
+    if (rc)
         mp_cli_die(prog, "%s", err);
 }
 
@@ -284,16 +315,10 @@ int main(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--wait")) {
             wait_s = parse_seconds(a, i + 1 < argc ? argv[++i] : NULL);
-        } else if (a[0] == '-') {
-            die_usage("unknown option '%s'", a);
-        } else if (pid_arg) {
-            die_usage("one process at a time, not also '%s'", a);
         } else {
-            pid_arg = a;
+            other_arg(a, &pid_arg);
         }
     }
-    if (!pid_arg)
-        die_usage("which process? %s", "give its PID");
     pid_t pid = parse_pid(pid_arg);
     if (detach(pid, wait_s, 0))
         return 1;
@@ -345,16 +370,10 @@ static void parse(int argc, char **argv, attach_opts_t *o)
         } else if (!strcmp(a, "--wait")) {
             o->wait_s = parse_seconds(a, next);
             i++;
-        } else if (a[0] == '-') {
-            die_usage("unknown option '%s'", a);
-        } else if (pid_arg) {
-            die_usage("one process at a time, not also '%s'", a);
         } else {
-            pid_arg = a;
+            other_arg(a, &pid_arg);
         }
     }
-    if (!pid_arg)
-        die_usage("which process? %s", "give its PID");
     o->pid = parse_pid(pid_arg);
 }
 
@@ -397,9 +416,8 @@ int main(int argc, char **argv)
     if (mp_preload_path(lib, sizeof lib) || access(lib, R_OK))
         mp_cli_die(prog, "cannot find libmemprof.so next to this program; reinstall memprof or set MEMPROF_LIBRARY");
 
-    memprof_attach_req_t *req = calloc(1, sizeof *req);
-    if (!req)
-        mp_cli_die(prog, "out of memory");
+    static memprof_attach_req_t request;
+    memprof_attach_req_t *req = &request;
     char abs[PATH_MAX];
     int fd = create_capture(&o, abs, sizeof req->capture);
     *req = (memprof_attach_req_t){dl_open, dl_sym, 0, 0, o.opts, o.interval_us, MEMPROF_ATTACH_BEGIN, "", "",
@@ -440,6 +458,7 @@ int main(int argc, char **argv)
             mp_inject_syscall(&t, SYS_munmap, unmap, &r3, err2);
         }
         mp_inject_release(&t, err2);
+        sigprocmask(SIG_SETMASK, &held, NULL);
         close(fd);
         unlink(abs);
         mp_cli_die(prog, "%s", err);

@@ -344,6 +344,7 @@ int mp_inject_seize(mp_inject_t *t, pid_t pid, char *err)
             return fail(err, "cannot read the floating-point state of process %d: %s", (int)pid, strerror(errno));
     }
     t->xstate_len = iov.iov_len;
+    t->saved = 1;
     return 0;
 }
 
@@ -445,7 +446,9 @@ int mp_inject_release(mp_inject_t *t, char *err)
     int rc = 0;
     if (t->seized) {
         struct iovec iov = {t->xstate, t->xstate_len};
-        if (ptrace(PTRACE_SETREGS, t->pid, 0, &t->regs))
+        if (!t->saved)
+            ; /* stopped before anything was read or changed: nothing to put back */
+        else if (ptrace(PTRACE_SETREGS, t->pid, 0, &t->regs))
             rc = fail(err, "cannot restore the registers of process %d: %s", (int)t->pid, strerror(errno));
         else if (t->xstate && ptrace(PTRACE_SETREGSET, t->pid, (void *)(uintptr_t)t->xstate_note, &iov))
             rc = fail(err, "cannot restore the floating-point state of process %d: %s", (int)t->pid,

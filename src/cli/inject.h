@@ -25,7 +25,8 @@ typedef struct {
     int xstate_note;
     int pending_sig;                /* arrived while stopped: delivered on release */
     uint64_t syscall_insn;          /* a `syscall` instruction in the target's libc */
-    int seized;
+    int seized;                     /* traced by us: the release detaches */
+    int saved;                      /* regs and xstate read: the release puts them back */
 } mp_inject_t;
 
 #define MP_ERRLEN 512

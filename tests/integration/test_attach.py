@@ -36,7 +36,11 @@ class Proc:
             return f.read().rsplit(")", 1)[1].split()[0]
 
     def finish(self, timeout=120):
-        out, err = self.p.communicate(timeout=timeout)
+        try:
+            out, err = self.p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.p.kill()
+            raise
         return self.p.returncode, out, err
 
 
@@ -122,14 +126,16 @@ def test_fifty_cycles_leave_the_process_well(memprof):
         with open(f"/proc/{proc.pid}/status") as f:
             return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) * 1024
 
-    attach(memprof, proc.pid, out="warm.memprof")
-    detach(memprof, proc.pid)
-    before = rss()
-    for i in range(50):
-        attach(memprof, proc.pid, out=f"c{i}.memprof")
+    try:
+        attach(memprof, proc.pid, out="warm.memprof")
         detach(memprof, proc.pid)
-    grown = rss() - before
-    stop.touch()
+        before = rss()
+        for i in range(50):
+            attach(memprof, proc.pid, out=f"c{i}.memprof")
+            detach(memprof, proc.pid)
+        grown = rss() - before
+    finally:
+        stop.touch()  # the process ends whatever happened
     rc, out, err = proc.finish()
     assert rc == 3 and out.split() == ["checksum", "99967", "49967", "1"], (out, err)
     assert grown < 8 << 20, grown
