@@ -32,6 +32,8 @@ static const char usage[] =
     "              --max-peak SIZE --max-leaked SIZE --max-allocations N\n"
     "  diff        what grew and shrank from one capture to another; exit 1\n"
     "              when the peak or the leaks grew past --threshold\n"
+    "  export      the stacks for other tools: --format pprof, folded,\n"
+    "              speedscope or csv\n"
     "\n"
     "  memprof COMMAND --help   shows a command's options\n"
     "  memprof --version        shows the version\n";
