@@ -239,19 +239,16 @@ static int wait_word(pid_t pid, uint64_t addr, int32_t from, double wait_s, cons
 static void seize_or_die(mp_inject_t *t, pid_t pid)
 {
     char err[MP_ERRLEN], err2[MP_ERRLEN];
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGQUIT);
-    sigaddset(&set, SIGTSTP);
-    sigprocmask(SIG_BLOCK, &set, &held);
-    if (mp_inject_seize(t, pid, err)) {
+    if (mp_inject_seize(t, pid, err)) { /* nothing changed in it yet: ^C may still end us */
         mp_inject_release(t, err2);
-        sigprocmask(SIG_SETMASK, &held, NULL);
         mp_cli_die(prog, "%s", err);
     }
+    sigset_t set; /* from here until the release, every signal that can wait does */
+    sigfillset(&set);
+    static const int sync[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT, SIGSYS};
+    for (size_t i = 0; i < sizeof sync / sizeof *sync; i++)
+        sigdelset(&set, sync[i]);
+    sigprocmask(SIG_BLOCK, &set, &held);
 }
 
 static void release_or_die(mp_inject_t *t)
@@ -300,6 +297,13 @@ static int detach(pid_t pid, double wait_s, int quiet_if_none)
     if (w > 0)
         mp_cli_die(prog, "process %d has not reached Python code in %.0f s; the capture will stop when it does",
                    (int)pid, wait_s);
+    int32_t result = 0;
+    if (mp_remote_read(pid, state + offsetof(memprof_attach_state_t, end_result), &result, sizeof result) == 0 &&
+        result == ENOENT) { /* another detach ended it meanwhile */
+        if (!quiet_if_none)
+            fprintf(stderr, "%s: nothing is attached to process %d (another detach stopped it)\n", prog, (int)pid);
+        return 1;
+    }
     return 0;
 }
 
@@ -377,6 +381,16 @@ static void parse(int argc, char **argv, attach_opts_t *o)
     o->pid = parse_pid(pid_arg);
 }
 
+/* The capture this run created, removed at exit unless it is in use. */
+static char created[PATH_MAX];
+static int capture_kept;
+
+static void remove_capture(void)
+{
+    if (created[0] && !capture_kept)
+        unlink(created);
+}
+
 /* Creates the capture for the target to open: absolute path in *abs. */
 static int create_capture(const attach_opts_t *o, char *abs, size_t len)
 {
@@ -397,8 +411,12 @@ static int create_capture(const attach_opts_t *o, char *abs, size_t len)
     snprintf(proc, sizeof proc, "/proc/%d", (int)o->pid);
     if (geteuid() == 0 && stat(proc, &st) == 0 && st.st_uid != 0 && fchown(fd, st.st_uid, st.st_gid))
         mp_cli_die(prog, "cannot give the capture %s to process %d's user: %s", out, (int)o->pid, strerror(errno));
-    if (!realpath(out, abs) || strlen(abs) >= len)
+    if (!realpath(out, abs) || strlen(abs) >= len) {
+        unlink(out);
         mp_cli_die(prog, "cannot resolve the path of %s", out);
+    }
+    snprintf(created, sizeof created, "%s", abs);
+    atexit(remove_capture); /* every error from here on removes it */
     return fd;
 }
 
@@ -475,16 +493,28 @@ int main(int argc, char **argv)
     }
     if (w > 0) {
         close(fd);
+        capture_kept = 1; /* the process will write it */
         fprintf(stderr, "%s: process %d has not reached Python code in %.0f s; recording into %s will start when "
                         "it does (memprof detach %d stops it then)\n", prog, (int)pid, o.wait_s, abs, (int)pid);
         return 3;
     }
     int32_t result = 0;
     mp_remote_read(pid, pages + offsetof(memprof_attach_req_t, result), &result, sizeof result);
-    /* the pages are not needed any more: unmapped (a second short stop) */
-    seize_or_die(&t, pid);
+    /* the pages are not needed any more: unmapped in a second short stop,
+     * once the thread is out of the loader (its failure path runs three
+     * instructions there after saying so) */
+    for (int tries = 0;; tries++) {
+        seize_or_die(&t, pid);
+        if (t.regs.rip < code_at || t.regs.rip >= code_at + code_len || tries == 100)
+            break;
+        release_or_die(&t);
+        sleep_s(0.01);
+    }
     long unmap[6] = {(long)pages, (long)(req_len + code_len), 0, 0, 0, 0};
-    if (mp_inject_syscall(&t, SYS_munmap, unmap, &r3, err))
+    if (t.regs.rip >= code_at && t.regs.rip < code_at + code_len)
+        fprintf(stderr, "%s: warning: process %d's thread stays in the loader; its %zu bytes stay mapped\n", prog,
+                (int)pid, req_len + code_len);
+    else if (mp_inject_syscall(&t, SYS_munmap, unmap, &r3, err))
         fprintf(stderr, "%s: warning: %s (%zu bytes stay mapped in it)\n", prog, err, req_len + code_len);
     release_or_die(&t);
 
@@ -500,6 +530,7 @@ int main(int argc, char **argv)
         mp_cli_die(prog, "process %d could not start recording: %s", (int)pid, strerror(result));
     }
     close(fd);
+    capture_kept = 1;
     if (o.duration < 0) {
         printf("memprof: recording process %d into %s; stop with: memprof detach %d\n", (int)pid, abs, (int)pid);
         return 0;

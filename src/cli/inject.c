@@ -65,6 +65,9 @@ typedef struct {
     const Elf64_Ehdr *eh;
 } elf_t;
 
+/* [off, off + n) lies within a file of `len` bytes (no overflow). */
+static int fits(uint64_t len, uint64_t off, uint64_t n) { return off <= len && n <= len - off; }
+
 /* Maps an object of the target, through /proc/PID/root (its own view of
  * the file system: right in a container too). */
 static int elf_open(pid_t pid, const char *path, elf_t *e)
@@ -87,8 +90,8 @@ static int elf_open(pid_t pid, const char *path, elf_t *e)
     e->len = (size_t)st.st_size;
     e->eh = m;
     if (memcmp(e->eh->e_ident, ELFMAG, SELFMAG) || e->eh->e_ident[EI_CLASS] != ELFCLASS64 ||
-        e->eh->e_machine != EM_X86_64 || e->eh->e_phoff + (uint64_t)e->eh->e_phnum * sizeof(Elf64_Phdr) > e->len ||
-        e->eh->e_shoff + (uint64_t)e->eh->e_shnum * sizeof(Elf64_Shdr) > e->len) {
+        e->eh->e_machine != EM_X86_64 || !fits(e->len, e->eh->e_phoff, (uint64_t)e->eh->e_phnum * sizeof(Elf64_Phdr)) ||
+        !fits(e->len, e->eh->e_shoff, (uint64_t)e->eh->e_shnum * sizeof(Elf64_Shdr))) {
         munmap(m, e->len);
         return -1;
     }
@@ -110,7 +113,7 @@ static uint64_t elf_dynsym(const elf_t *e, const char *name)
         if (sh[i].sh_type != SHT_DYNSYM || sh[i].sh_link >= e->eh->e_shnum)
             continue;
         const Elf64_Shdr *str = &sh[sh[i].sh_link];
-        if (sh[i].sh_offset + sh[i].sh_size > e->len || str->sh_offset + str->sh_size > e->len)
+        if (!fits(e->len, sh[i].sh_offset, sh[i].sh_size) || !fits(e->len, str->sh_offset, str->sh_size))
             return 0;
         const Elf64_Sym *sym = (const Elf64_Sym *)(e->data + sh[i].sh_offset);
         const char *names = (const char *)e->data + str->sh_offset;
@@ -249,7 +252,7 @@ int mp_proc_syscall_insn(pid_t pid, uint64_t *addr)
             continue;
         for (unsigned k = 0; k < e.eh->e_phnum && rc && elf_bias(&e, &v[i], &bias) == 0; k++) {
             const Elf64_Phdr *ph = elf_phdr(&e, k);
-            if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || ph->p_offset + ph->p_filesz > e.len)
+            if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || !fits(e.len, ph->p_offset, ph->p_filesz))
                 continue;
             const unsigned char *p = e.data + ph->p_offset;
             for (uint64_t j = 0; j + 1 < ph->p_filesz; j++)
@@ -311,10 +314,19 @@ int mp_inject_seize(mp_inject_t *t, pid_t pid, char *err)
     t->seized = 1;
     if (ptrace(PTRACE_INTERRUPT, pid, 0, 0))
         return fail(err, "cannot stop process %d: %s", (int)pid, strerror(errno));
-    for (;;) {
+    for (int waited = 0;;) {
         int st;
-        if (waitpid(pid, &st, __WALL) < 0)
+        pid_t w = waitpid(pid, &st, __WALL | WNOHANG);
+        if (w < 0)
             return fail(err, "cannot wait for process %d: %s", (int)pid, strerror(errno));
+        if (w == 0) { /* an uninterruptible wait (vfork, a frozen cgroup, NFS...): give up, touching nothing */
+            if (waited >= 5000)
+                return fail(err, "process %d did not stop within 5 s (its main thread is in an uninterruptible "
+                                 "wait); try again later", (int)pid);
+            sleep_ms(1);
+            waited++;
+            continue;
+        }
         if (WIFEXITED(st) || WIFSIGNALED(st)) {
             t->seized = 0;
             return fail(err, "process %d exited", (int)pid);
@@ -453,7 +465,8 @@ int mp_inject_release(mp_inject_t *t, char *err)
         else if (t->xstate && ptrace(PTRACE_SETREGSET, t->pid, (void *)(uintptr_t)t->xstate_note, &iov))
             rc = fail(err, "cannot restore the floating-point state of process %d: %s", (int)t->pid,
                       strerror(errno));
-        if (ptrace(PTRACE_DETACH, t->pid, 0, (void *)(uintptr_t)t->pending_sig) && !rc)
+        /* not stopped (it never reached the stop): our exit detaches it */
+        if (ptrace(PTRACE_DETACH, t->pid, 0, (void *)(uintptr_t)t->pending_sig) && !rc && t->saved)
             rc = fail(err, "cannot let process %d go: %s", (int)t->pid, strerror(errno));
         t->seized = 0;
     }
@@ -467,7 +480,10 @@ int mp_inject_release(mp_inject_t *t, char *err)
 size_t mp_attach_loader_code(unsigned char *buf, size_t len)
 {
     /* int loader(memprof_attach_req_t *rq): offsets of dlopen_fn 0, dlsym_fn 8,
-     * done 16, entry 32 (0x20), library 64 (0x40); see memprof/control.h. */
+     * done 16, entry 32 (0x20), library 64 (0x40); see memprof/control.h.
+     * The entry is tail-called: once it says `done`, the thread runs no more
+     * of this page (the command unmaps it then; it also checks where the
+     * thread is, for the failure path's last three instructions). */
     static const unsigned char code[] = {
         0x53,                               /* push rbx          (the stack 16-aligned for the calls) */
         0x48, 0x89, 0xfb,                   /* mov rbx, rdi */
@@ -475,17 +491,15 @@ size_t mp_attach_loader_code(unsigned char *buf, size_t len)
         0xbe, 0x02, 0x10, 0x00, 0x00,       /* mov esi, RTLD_NOW|RTLD_NODELETE */
         0xff, 0x13,                         /* call [rbx]            dlopen */
         0x48, 0x85, 0xc0,                   /* test rax, rax */
-        0x74, 0x18,                         /* jz fail */
+        0x74, 0x15,                         /* jz fail */
         0x48, 0x89, 0xc7,                   /* mov rdi, rax */
         0x48, 0x8d, 0x73, 0x20,             /* lea rsi, [rbx+0x20]   entry */
         0xff, 0x53, 0x08,                   /* call [rbx+8]          dlsym */
         0x48, 0x85, 0xc0,                   /* test rax, rax */
-        0x74, 0x09,                         /* jz fail */
+        0x74, 0x06,                         /* jz fail */
         0x48, 0x89, 0xdf,                   /* mov rdi, rbx */
-        0xff, 0xd0,                         /* call rax              entry(rq) */
         0x5b,                               /* pop rbx */
-        0x31, 0xc0,                         /* xor eax, eax */
-        0xc3,                               /* ret */
+        0xff, 0xe0,                         /* jmp rax               entry(rq): returns for us, never here */
         0xc7, 0x43, 0x10, 0x02, 0, 0, 0,    /* fail: mov dword [rbx+0x10], 2 */
         0x5b,                               /* pop rbx */
         0x31, 0xc0,                         /* xor eax, eax */

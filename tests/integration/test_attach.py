@@ -183,6 +183,18 @@ def test_errors(memprof, tmp_path):
                         prefix=["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"])
         assert p.returncode == 2 and f"not allowed to inspect process {proc.pid}" in p.stderr, p.stderr
         assert "CAP_SYS_PTRACE" in p.stderr and not (memprof.tmp / "nobody.memprof").exists()
+        # another tracer holds it: refused, and the capture file it made is removed
+        tracer = subprocess.Popen([memprof.python, "-c", "import ctypes, sys, time; libc = ctypes.CDLL(None); "
+                                   "assert libc.ptrace(0x4206, int(sys.argv[1]), 0, 0) == 0; print('seized', "
+                                   "flush=True); time.sleep(60)", str(proc.pid)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert tracer.stdout.readline().strip() == "seized"
+            p = attach(memprof, proc.pid, rc=2, out="traced.memprof")
+            assert f"not allowed to trace process {proc.pid}" in p.stderr, p.stderr
+            assert not (memprof.tmp / "traced.memprof").exists()
+        finally:
+            tracer.kill()
+            tracer.wait()
         # attached twice
         attach(memprof, proc.pid)
         p = attach(memprof, proc.pid, rc=2, out="second.memprof")
