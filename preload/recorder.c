@@ -145,6 +145,8 @@ static LZ4_stream_t lz4_stream;
 static atomic_uint blocks_full; /* handed over (under the writer lock) */
 static atomic_uint blocks_done; /* compressed and written (by one thread at a time) */
 static atomic_uint writing;     /* 1 while a thread compresses and writes blocks */
+static atomic_uint writer_wake; /* bumped when a capture starts or a block is handed over: wakes an
+                                   idle writer thread (one with no capture to sample sleeps) */
 static int writer_on;           /* a writer thread runs in this process */
 static MP_TLS int is_writer;
 
@@ -245,6 +247,8 @@ static MP_COLD MP_NOINLINE void hand_over_locked(int wake)
         write_all_pending();
     } else if (wake) {
         futex_wake_all(&blocks_full);
+        atomic_fetch_add(&writer_wake, 1);
+        futex_wake_all(&writer_wake);
         /* block k+1 reuses the buffer of block k+1-NBUF, free once block k+2-NBUF is written */
         for (unsigned d; (int)((d = atomic_load_explicit(&blocks_done, memory_order_acquire)) - (k + 3 - NBUF)) < 0;)
             futex_wait_ns(&blocks_done, d, 0);
@@ -762,6 +766,13 @@ static void *writer(void *arg)
                 futex_wait_ns(&blocks_done, done, 1000000);
             continue;
         }
+        if (!atomic_load(&mp_active)) { /* no capture (a Tracker stopped, a detach): sleep until one starts */
+            unsigned w = atomic_load(&writer_wake);
+            if (!atomic_load(&mp_active) && atomic_load(&blocks_done) == atomic_load(&blocks_full))
+                futex_wait_ns(&writer_wake, w, 1000000000ull);
+            next = now_ns(CLOCK_MONOTONIC) + CFG.interval_ns;
+            continue;
+        }
         uint64_t t = now_ns(CLOCK_MONOTONIC);
         if (t < next) {
             futex_wait_ns(&blocks_full, full, next - t);
@@ -1144,6 +1155,8 @@ int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns)
     }
     mp_py_emit_pseudo();
     atomic_store(&mp_active, 1);
+    atomic_fetch_add(&writer_wake, 1); /* the writer thread, idle since the last capture, samples again */
+    futex_wake_all(&writer_wake);
 out:
     unlock();
     if (!err && !writer_on) {

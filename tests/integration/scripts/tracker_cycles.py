@@ -1,9 +1,11 @@
 """Many short Tracker blocks in one process, as the pytest plugin makes (a
 capture per test): prints the growth of resident memory over the last 300,
-and the GOT state (keep_hooks leaves libz's entries patched between blocks,
-and puts them back when turned off). argv: directory for the captures."""
+the GOT state (keep_hooks leaves libz's entries patched between blocks,
+and puts them back when turned off), and how often memprof's threads wake
+in half a second without a capture. argv: directory for the captures."""
 import os
 import sys
+import time
 import zlib
 
 import memprof
@@ -41,6 +43,20 @@ for i in range(300):
     block(i)
 grown = rss() - start
 _memprof.keep_hooks(False, None)
+
+
+def other_threads_wakeups():
+    total = 0
+    for t in os.listdir("/proc/self/task"):
+        if int(t) != os.getpid():
+            with open(f"/proc/self/task/{t}/status") as f:
+                total += sum(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt_switches"))
+    return total
+
+
+before_idle = other_threads_wakeups()
+time.sleep(0.5)  # no capture: memprof's writer thread sleeps (it woke every 10 ms)
+print("idle_wakeups", other_threads_wakeups() - before_idle)
 print("rss_growth", grown)
 print("kept_patched", kept != before)
 print("restored", got_entries() == before)
