@@ -111,10 +111,13 @@ static void frame_name(mp_buf_t *b, const mp_srcframe_t *f, const char *bad)
             b->p[i] = ' ';
 }
 
-/* The frames of stack `node`, leaf first, in *v (grown as needed). */
+/* The frames of stack `node`, leaf first, in *v (grown as needed; room
+ * for one at least, which a stack without frames gets filled in by some). */
 static size_t frames_of(const mp_analysis_t *a, uint32_t node, mp_srcframe_t **v, size_t *cap)
 {
     size_t n = 0;
+    if (!*v && !(*v = malloc((*cap = 64) * sizeof **v)))
+        mp_cli_die("memprof export", "out of memory");
     for (uint32_t id = node, parent; id; id = parent) {
         if (n == *cap) {
             mp_srcframe_t *g = realloc(*v, (*cap = *cap ? *cap * 2 : 64) * sizeof **v);
