@@ -38,6 +38,10 @@ CASES = [
     ("flamegraph-leaks.json", ["flamegraph", "--json", "--leaks"]),
     ("flamegraph-temporary.json", ["flamegraph", "--json", "--temporary"]),
     ("flamegraph-window.json", ["flamegraph", "--json", "--from", "10ms", "--to", "30ms"]),
+    ("export.folded", ["export", "--format", "folded", "-o", "-"]),
+    ("export-leaks.folded", ["export", "--format", "folded", "--leaks", "-o", "-"]),
+    ("export.csv", ["export", "--format", "csv", "-o", "-"]),
+    ("export.speedscope.json", ["export", "--format", "speedscope", "-o", "-"]),
 ]
 
 
