@@ -360,7 +360,8 @@ static uint64_t location_of(pprof_t *p, const mp_srcframe_t *f)
     if (fn == before) { /* a new function */
         pb_uint(&p->m, 1, (uint64_t)fn + 1);
         pb_uint(&p->m, 2, str_id(p, f->function));
-        pb_uint(&p->m, 3, str_id(p, f->function));
+        /* no system_name: pprof takes a name equal to it for one still to
+         * demangle, and cuts "<module>" and "(...)" out of it as C++ */
         pb_uint(&p->m, 4, str_id(p, f->pseudo ? "" : f->file));
         pb_msg(&p->functions, 5, &p->m);
     }
