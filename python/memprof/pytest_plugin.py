@@ -43,7 +43,7 @@ import re
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import pytest
 

@@ -8,7 +8,6 @@ import os
 import subprocess
 import time
 
-import pytest
 
 from conftest import CONFIG, SCRIPTS, find, source_line
 
