@@ -400,12 +400,10 @@ static int create_capture(const attach_opts_t *o, char *abs, size_t len)
         snprintf(def, sizeof def, "memprof-attach-%d.memprof", (int)o->pid);
         out = def;
     }
-    int fd = open(out, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW | (o->force ? O_TRUNC : O_EXCL), 0600);
-    if (fd < 0) {
-        if (errno == EEXIST)
-            mp_cli_die(prog, "%s exists; remove it, choose another with -o, or give --force to overwrite it", out);
-        mp_cli_die(prog, "cannot create the capture %s: %s", out, strerror(errno));
-    }
+    char err[PATH_MAX + 128];
+    int fd = mp_create_capture(out, o->force, err, sizeof err);
+    if (fd < 0)
+        mp_cli_die(prog, "%s", err);
     struct stat st;
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/%d", (int)o->pid);

@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "memprof/format.h"
@@ -43,6 +45,34 @@ int mp_preload_path(char *buf, size_t len)
     if (realpath(buf, real) && strlen(real) < len)
         strcpy(buf, real);
     return 0;
+}
+
+int mp_create_capture(const char *path, int force, char *err, size_t len)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)) {
+        snprintf(err, len, "%s is a symbolic link; memprof does not write through one", path);
+        return -1;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (force ? O_TRUNC : O_EXCL), 0600);
+    if (fd < 0) {
+        int e = errno;
+        if (e == EEXIST)
+            snprintf(err, len, "%s already exists; use --force to overwrite it or -o to name another file", path);
+        else if (e == ELOOP)
+            snprintf(err, len, "%s is a symbolic link; memprof does not write through one", path);
+        else
+            snprintf(err, len, "cannot create %s: %s", path, strerror(e));
+        return -1;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, len, "%s is not a regular file", path);
+        close(fd);
+        return -1;
+    }
+    if (force)
+        (void)fchmod(fd, 0600);
+    return fd;
 }
 
 void mp_cli_die(const char *prog, const char *fmt, ...)

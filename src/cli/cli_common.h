@@ -15,6 +15,11 @@ int mp_self_dir(char *buf, size_t len);
  * relative to the programs (the build tree mirrors that). 0 or -1. */
 int mp_preload_path(char *buf, size_t len);
 
+/* Creates a capture file for writing: mode 0600, never through a symbolic
+ * link, never over an existing file unless `force` (then truncated, and
+ * made 0600), a regular file. The descriptor (O_CLOEXEC), or -1 with one
+ * line in err saying what is wrong. */
+int mp_create_capture(const char *path, int force, char *err, size_t len);
 /* "PROG: message" on stderr, exit status 2 (wrong usage). */
 void mp_cli_die(const char *prog, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 /* Opens a capture or exits 2 with one line saying what is wrong. */

@@ -214,7 +214,10 @@ int mp_proc_has_object(pid_t pid, const char *object, char *path, size_t len)
     return found;
 }
 
-int mp_proc_symbol(pid_t pid, const char *object, const char *name, uint64_t *addr, char *path, size_t len)
+/* Calls fn on each object of process pid whose path contains `object`
+ * (every one when NULL), its ELF file mapped, until fn returns 0. 0 when
+ * one did, -1 otherwise. */
+static int each_object(pid_t pid, const char *object, int (*fn)(const elf_t *, const object_t *, void *), void *arg)
 {
     object_t *v;
     size_t n;
@@ -223,50 +226,60 @@ int mp_proc_symbol(pid_t pid, const char *object, const char *name, uint64_t *ad
     int rc = -1;
     for (size_t i = 0; i < n && rc; i++) {
         elf_t e;
-        uint64_t bias, value;
         if ((object && !strstr(v[i].path, object)) || elf_open(pid, v[i].path, &e))
             continue;
-        if ((value = elf_dynsym(&e, name)) != 0 && elf_bias(&e, &v[i], &bias) == 0) {
-            *addr = bias + value;
-            if (path)
-                snprintf(path, len, "%s", v[i].path);
-            rc = 0;
-        }
+        rc = fn(&e, &v[i], arg);
         elf_close(&e);
     }
     free(v);
     return rc;
 }
 
-int mp_proc_syscall_insn(pid_t pid, uint64_t *addr)
+typedef struct {
+    const char *name;
+    uint64_t *addr;
+    char *path;
+    size_t len;
+} sym_query_t;
+
+static int symbol_in(const elf_t *e, const object_t *o, void *arg)
 {
-    object_t *v;
-    size_t n;
-    if (proc_objects(pid, &v, &n))
+    sym_query_t *q = arg;
+    uint64_t bias, value = elf_dynsym(e, q->name);
+    if (!value || elf_bias(e, o, &bias))
         return -1;
-    int rc = -1;
-    for (size_t i = 0; i < n && rc; i++) {
-        elf_t e;
-        uint64_t bias;
-        if (!strstr(v[i].path, "/libc.so") || elf_open(pid, v[i].path, &e))
-            continue;
-        for (unsigned k = 0; k < e.eh->e_phnum && rc && elf_bias(&e, &v[i], &bias) == 0; k++) {
-            const Elf64_Phdr *ph = elf_phdr(&e, k);
-            if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || !fits(e.len, ph->p_offset, ph->p_filesz))
-                continue;
-            const unsigned char *p = e.data + ph->p_offset;
-            for (uint64_t j = 0; j + 1 < ph->p_filesz; j++)
-                if (p[j] == 0x0f && p[j + 1] == 0x05) {
-                    *addr = bias + ph->p_vaddr + j;
-                    rc = 0;
-                    break;
-                }
-        }
-        elf_close(&e);
-    }
-    free(v);
-    return rc;
+    *q->addr = bias + value;
+    if (q->path)
+        snprintf(q->path, q->len, "%s", o->path);
+    return 0;
 }
+
+int mp_proc_symbol(pid_t pid, const char *object, const char *name, uint64_t *addr, char *path, size_t len)
+{
+    sym_query_t q = {name, addr, path, len};
+    return each_object(pid, object, symbol_in, &q);
+}
+
+static int syscall_in(const elf_t *e, const object_t *o, void *arg)
+{
+    uint64_t bias;
+    if (elf_bias(e, o, &bias))
+        return -1;
+    for (unsigned k = 0; k < e->eh->e_phnum; k++) {
+        const Elf64_Phdr *ph = elf_phdr(e, k);
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X) || !fits(e->len, ph->p_offset, ph->p_filesz))
+            continue;
+        const unsigned char *p = e->data + ph->p_offset;
+        for (uint64_t j = 0; j + 1 < ph->p_filesz; j++)
+            if (p[j] == 0x0f && p[j + 1] == 0x05) {
+                *(uint64_t *)arg = bias + ph->p_vaddr + j;
+                return 0;
+            }
+    }
+    return -1;
+}
+
+int mp_proc_syscall_insn(pid_t pid, uint64_t *addr) { return each_object(pid, "/libc.so", syscall_in, addr); }
 
 /* ---- ptrace ---- */
 

@@ -200,24 +200,10 @@ static void child(const run_opts_t *o, const char *python, const char *lib, int 
 {
     char out[PATH_MAX];
     default_output(o, getpid(), out, sizeof out);
-    struct stat st;
-    if (lstat(out, &st) == 0 && S_ISLNK(st.st_mode))
-        child_fail(pipefd, 2, "%s is a symbolic link; memprof does not write through one", out);
-    int flags = O_WRONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC | (o->force ? O_TRUNC : O_EXCL);
-    int fd = open(out, flags, 0600);
-    if (fd < 0) {
-        int e = errno;
-        if (e == EEXIST)
-            child_fail(pipefd, 2, "%s already exists; use --force to overwrite it or -o to name another file",
-                       out);
-        if (e == ELOOP)
-            child_fail(pipefd, 2, "%s is a symbolic link; memprof does not write through one", out);
-        child_fail(pipefd, 2, "cannot create %s: %s", out, strerror(e));
-    }
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
-        child_fail(pipefd, 2, "%s is not a regular file", out);
-    if (o->force)
-        (void)fchmod(fd, 0600);
+    char err[PATH_MAX + 128];
+    int fd = mp_create_capture(out, o->force, err, sizeof err);
+    if (fd < 0)
+        child_fail(pipefd, 2, "%s", err);
     int keep = fcntl(fd, F_DUPFD, 3); /* without O_CLOEXEC: Python inherits it */
     char fdv[32], *pre;
     snprintf(fdv, sizeof fdv, "%d", keep);

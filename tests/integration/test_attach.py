@@ -201,7 +201,7 @@ def test_errors(memprof, tmp_path):
         assert f"memprof detach {proc.pid} first" in p.stderr and not (memprof.tmp / "second.memprof").exists()
         # the capture exists: not overwritten
         p = attach(memprof, proc.pid, rc=2)
-        assert "attach.memprof exists" in p.stderr
+        assert "attach.memprof already exists; use --force" in p.stderr
         detach(memprof, proc.pid)
         p = detach(memprof, proc.pid, rc=1)
         assert "nothing is attached" in p.stderr and "no capture started by memprof attach" in p.stderr
