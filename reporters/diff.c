@@ -335,7 +335,7 @@ int main(int argc, char **argv)
         int rc = mp_analysis_run(&an[s], r[s]);
         if (rc < 0)
             mp_cli_fail(prog, path[s], r[s], rc);
-        mp_cli_warn_truncated(prog, path[s], r[s]);
+        mp_cli_warn_truncated(prog, path[s], r[s], an[s].events_cut);
     }
     const mp_analysis_t *ap[2] = {&an[0], &an[1]};
     verdict_t peak = judge(an[0].peak.bytes, an[1].peak.bytes, &t);

@@ -124,7 +124,7 @@ int main(int argc, char **argv)
     int rc = mp_analysis_run(&a, r);
     if (rc < 0)
         mp_cli_fail(prog, path, r, rc);
-    mp_cli_warn_truncated(prog, path, r);
+    mp_cli_warn_truncated(prog, path, r, a.events_cut);
     if (json)
         print_json(&a, path, top);
     else

@@ -857,7 +857,90 @@ static int ival_close(mp_analysis_t *a)
     return 0;
 }
 
-int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts)
+/* ---- an aggregated capture: the replay's results, read back ---- */
+
+static mp_amount_t field_amount(const uint64_t *f, unsigned at) { return (mp_amount_t){f[at], f[at + 1]}; }
+
+static int on_aggregate(mp_analysis_t *a, const memprof_event_t *ev)
+{
+    unsigned n;
+    const uint64_t *f = memprof_reader_fields(a->r, &n);
+    uint64_t v[MEMPROF_AGG_FIELDS_MAX] = {0}; /* fields a newer writer left out read as 0 */
+    memcpy(v, f, n * sizeof *f);
+    switch (ev->kind) {
+    case MEMPROF_AGG_TOTALS:
+        a->allocated = field_amount(v, MEMPROF_AGGT_ALLOCATED);
+        a->frees = v[MEMPROF_AGGT_FREES];
+        a->unmatched_frees = v[MEMPROF_AGGT_UNMATCHED_FREES];
+        a->live = field_amount(v, MEMPROF_AGGT_AT_EXIT);
+        a->peak = field_amount(v, MEMPROF_AGGT_PEAK);
+        a->peak_index = v[MEMPROF_AGGT_PEAK_INDEX];
+        a->peak_time_us = v[MEMPROF_AGGT_PEAK_TIME_US];
+        a->has_end = v[MEMPROF_AGGT_HAS_END] != 0;
+        a->at_end = field_amount(v, MEMPROF_AGGT_AT_END);
+        a->end_index = v[MEMPROF_AGGT_END_INDEX];
+        a->end_time_us = v[MEMPROF_AGGT_END_TIME_US];
+        a->last_time_us = v[MEMPROF_AGGT_LAST_TIME_US];
+        a->samples = v[MEMPROF_AGGT_SAMPLES];
+        a->rss_peak_kib = v[MEMPROF_AGGT_RSS_PEAK_KIB];
+        a->temporary = field_amount(v, MEMPROF_AGGT_TEMPORARY);
+        a->files_live = field_amount(v, MEMPROF_AGGT_FILES_LIVE);
+        a->files_peak = field_amount(v, MEMPROF_AGGT_FILES_PEAK);
+        a->files_total = field_amount(v, MEMPROF_AGGT_FILES_TOTAL);
+        a->events_cut = v[MEMPROF_AGGT_TRUNCATED] != 0;
+        return 0;
+    case MEMPROF_AGG_SITE: {
+        if (v[0] > memprof_reader_node_count(a->r) || v[1] == 0 || v[1] > memprof_reader_thread_count(a->r) ||
+            v[2] >= MEMPROF_A_COUNT)
+            return MEMPROF_ECORRUPT;
+        if (thread_slots(a, (uint32_t)v[1]))
+            return MEMPROF_ENOMEM;
+        int64_t i = site_of(a, (uint32_t)v[0], (uint32_t)v[1], (uint32_t)v[2]);
+        if (i < 0)
+            return MEMPROF_ENOMEM;
+        mp_stackstat_t *s = &a->sites[i].s;
+        s->total = field_amount(v, 3);
+        s->snap = field_amount(v, 5); /* at the peak (the latest peak's snapshot) */
+        s->snap_epoch = a->peak_epoch;
+        s->at_end = field_amount(v, 7);
+        s->cur = field_amount(v, 9);
+        s->temp = field_amount(v, 11);
+        return 0;
+    }
+    case MEMPROF_AGG_THREAD:
+        if (v[0] == 0 || v[0] > memprof_reader_thread_count(a->r))
+            return MEMPROF_ECORRUPT;
+        if (thread_slots(a, (uint32_t)v[0]))
+            return MEMPROF_ENOMEM;
+        a->thr[v[0]].total = field_amount(v, 1);
+        return 0;
+    case MEMPROF_AGG_SIZE:
+        if (v[0] >= MP_SIZE_BUCKETS)
+            return MEMPROF_ECORRUPT;
+        a->sizes[v[0]] = field_amount(v, 1);
+        return 0;
+    case MEMPROF_AGG_ALLOCATOR:
+        if (v[0] >= MEMPROF_A_COUNT)
+            return MEMPROF_ECORRUPT;
+        a->by_allocator[v[0]] = field_amount(v, 1);
+        return 0;
+    case MEMPROF_AGG_POINT: {
+        if (a->nseries + 1 >= MP_SERIES_MAX)
+            return 0; /* a series this long was not written by memprof: the rest is left out */
+        mp_point_t p = {v[0], v[1], v[2]};
+        return series_add(a, &p);
+    }
+    default:
+        return 0; /* a kind of a newer minor version */
+    }
+}
+
+int mp_analysis_is_aggregate(const memprof_reader_t *r)
+{
+    return (memprof_reader_info(r)->options & MEMPROF_OPT_AGGREGATE) != 0;
+}
+
+int mp_analysis_begin(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts)
 {
     memset(a, 0, sizeof *a);
     a->r = r;
@@ -868,6 +951,12 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
     a->series_stride = 1;
     if (site_rehash(a, 2048) || map_grow(a) || thread_slots(a, 0))
         return MEMPROF_ENOMEM;
+    if (mp_analysis_is_aggregate(r)) {
+        /* totals per stack: nothing to count again by thread or time */
+        if (a->opts.thread || a->opts.from_us || a->opts.to_us || a->opts.temp_threshold != 1)
+            return MEMPROF_EAGGREGATE;
+        a->opts.intervals = 0;
+    }
     if (a->opts.intervals) {
         a->ival_heap = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_heap);
         a->ival_snap = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_snap);
@@ -885,9 +974,14 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
                a->ival_shift < 20)
             a->ival_shift++;
     }
+    return 0;
+}
+
+int mp_analysis_feed(mp_analysis_t *a)
+{
     memprof_event_t ev;
     int rc;
-    while ((rc = memprof_reader_next(r, &ev)) > 0) {
+    while ((rc = memprof_reader_next(a->r, &ev)) > 0) {
         a->last_time_us = ev.time_us;
         a->ival_now = ev.index + (ev.type == MEMPROF_EV_ALLOC || ev.type == MEMPROF_EV_FREE);
         if (a->ival && (rc = ival_advance(a, &ev)) < 0)
@@ -901,28 +995,77 @@ int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysi
                 on_script_end(a, &ev);
             break;
         case MEMPROF_EV_TIME: rc = on_time(a, &ev); break;
+        case MEMPROF_EV_AGGREGATE: rc = on_aggregate(a, &ev); break;
         }
         if (rc < 0)
             return rc;
     }
-    if (rc < 0)
-        return rc;
+    return rc;
+}
+
+int mp_analysis_finish(mp_analysis_t *a)
+{
     if (a->series_merged) /* the last, partial point (there is room: a full series is halved) */
         a->series[a->nseries++] = a->series_next;
+    a->series_merged = 0;
+    free(a->st);
+    a->st = NULL;
     if (sum_sites(a) || (a->ival && ival_close(a)))
         return MEMPROF_ENOMEM;
-    if (!(a->sym = mp_symbolizer_new()))
+    if (!a->sym && !(a->sym = mp_symbolizer_new()))
         return MEMPROF_ENOMEM;
-    for (uint32_t id = 1; id <= memprof_reader_module_count(r); id++) {
-        memprof_module_t m;
-        if (memprof_reader_module(r, id, &m) == 0 &&
-            mp_symbolizer_add_module(a->sym, id, m.path, m.bias, m.build_id, m.build_id_len))
-            return MEMPROF_ENOMEM;
-    }
+    if (mp_analysis_add_modules(a))
+        return MEMPROF_ENOMEM;
     if (!a->has_end) {
         a->at_end = a->live;
         a->end_index = a->allocated.count + a->frees;
         a->end_time_us = a->last_time_us;
+    }
+    return 0;
+}
+
+int mp_analysis_add_modules(mp_analysis_t *a)
+{
+    if (!a->sym && !(a->sym = mp_symbolizer_new()))
+        return MEMPROF_ENOMEM;
+    for (uint32_t id = a->nmodules_sym + 1; id <= memprof_reader_module_count(a->r); id++) {
+        memprof_module_t m;
+        if (memprof_reader_module(a->r, id, &m) == 0 &&
+            mp_symbolizer_add_module(a->sym, id, m.path, m.bias, m.build_id, m.build_id_len))
+            return MEMPROF_ENOMEM;
+        a->nmodules_sym = id;
+    }
+    return 0;
+}
+
+int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts)
+{
+    int rc = mp_analysis_begin(a, r, opts);
+    if (rc == 0)
+        rc = mp_analysis_feed(a);
+    return rc < 0 ? rc : mp_analysis_finish(a);
+}
+
+int mp_analysis_now(mp_analysis_t *a, uint32_t thread)
+{
+    uint32_t nst = memprof_reader_node_count(a->r) + 1;
+    if (nst > a->nst) {
+        free(a->st);
+        if (!(a->st = malloc((size_t)nst * sizeof *a->st)))
+            return (a->nst = 0), MEMPROF_ENOMEM;
+        a->nst = nst;
+    }
+    memset(a->st, 0, (size_t)a->nst * sizeof *a->st);
+    for (uint32_t i = 0; i < a->nsites; i++) {
+        const mp_site_t *site = &a->sites[i];
+        if ((thread && site->thread != thread) || site->stack >= a->nst)
+            continue;
+        mp_stackstat_t *t = &a->st[site->stack];
+        const mp_stackstat_t *s = &site->s;
+        mp_amount_t peak = s->snap_epoch == a->peak_epoch ? s->snap : s->cur;
+        t->cur.bytes += s->cur.bytes, t->cur.count += s->cur.count;
+        t->total.bytes += s->total.bytes, t->total.count += s->total.count;
+        t->at_peak.bytes += peak.bytes, t->at_peak.count += peak.count;
     }
     return 0;
 }

@@ -154,7 +154,9 @@ typedef struct mp_analysis_s {
     /* native frames' names, from the objects the capture lists (made by
      * mp_analysis_run, files opened on first use) */
     struct mp_symbolizer_s *sym;
+    uint32_t nmodules_sym;      /* modules given to sym so far */
     uint32_t problems_told;     /* modules whose problem was reported */
+    int events_cut;             /* an aggregated capture of events that ended early */
 } mp_analysis_t;
 
 /* Reads every event of r. Returns 0 (also for a truncated capture: see
@@ -162,6 +164,24 @@ typedef struct mp_analysis_s {
 int mp_analysis_run(mp_analysis_t *a, memprof_reader_t *r);
 /* The same, counting only what opts lets through (NULL: everything). */
 int mp_analysis_run_opts(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts);
+/* The same in steps, for a capture read as it arrives (a stream): begin,
+ * then feed whenever the reader has more (MEMPROF_EAGAIN: it needs more
+ * input; 0: the capture ended), then finish once. In between, `live`,
+ * `peak`, `allocated` and each site's `cur` are the figures so far. An
+ * aggregated capture (memprof run --aggregate) is read back the same way;
+ * begin refuses it MEMPROF_EAGGREGATE when opts filter by thread or time
+ * or count temporary allocations other than by 1, and drops intervals. */
+int mp_analysis_begin(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_opts_t *opts);
+int mp_analysis_feed(mp_analysis_t *a);
+int mp_analysis_finish(mp_analysis_t *a);
+/* 1 for a capture of AGGREGATE records instead of events. */
+int mp_analysis_is_aggregate(const memprof_reader_t *r);
+/* While a capture is read: st[] per stack now (cur), allocated in all
+ * (total) and at the peak so far (at_peak), counting the sites of `thread`
+ * only (0: all). */
+int mp_analysis_now(mp_analysis_t *a, uint32_t thread);
+/* Gives the symbolizer the modules the capture listed since last time. */
+int mp_analysis_add_modules(mp_analysis_t *a);
 /* The size bucket (of MP_SIZE_BUCKETS) of an allocation size. */
 unsigned mp_size_bucket(uint64_t size);
 void mp_analysis_free(mp_analysis_t *a);

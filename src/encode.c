@@ -308,6 +308,19 @@ int mp_enc_time(mp_enc_t *e, uint64_t us, uint64_t rss_kib)
     return 0;
 }
 
+int mp_enc_aggregate(mp_enc_t *e, unsigned kind, const uint64_t *fields, unsigned n)
+{
+    if (kind > 15 || n > MEMPROF_AGG_FIELDS_MAX || mp_enc_room(e) < 1 + (size_t)(n + 1) * MP_VARINT_MAX)
+        return MEMPROF_ENOSPACE;
+    uint8_t *p = e->buf + e->len;
+    *p++ = tag(MEMPROF_R_AGGREGATE, kind);
+    p += mp_varint_put(p, n);
+    for (unsigned i = 0; i < n; i++)
+        p += mp_varint_put(p, fields[i]);
+    e->len = (size_t)(p - e->buf);
+    return 0;
+}
+
 int mp_enc_mark(mp_enc_t *e, unsigned kind, uint64_t us)
 {
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)

@@ -55,6 +55,8 @@ int mp_enc_module(mp_enc_t *e, uint32_t id, uint64_t bias, uint32_t path, const 
 int mp_enc_module_unload(mp_enc_t *e, uint32_t id);
 int mp_enc_time(mp_enc_t *e, uint64_t us, uint64_t rss_kib);
 int mp_enc_mark(mp_enc_t *e, unsigned kind, uint64_t us);
+/* An AGGREGATE record (MEMPROF_AGG_*): n <= MEMPROF_AGG_FIELDS_MAX fields. */
+int mp_enc_aggregate(mp_enc_t *e, unsigned kind, const uint64_t *fields, unsigned n);
 
 /* TLV entries for the header and trailer; return bytes written. Callers
  * size `p` for the worst case (1 + 10 + n). */

@@ -46,6 +46,11 @@ struct memprof_reader_s {
     const uint8_t *data;
     size_t len;
     int mapped;
+    /* a stream (memprof_reader_open_stream): data is sbuf, which holds the
+     * bytes fed and not consumed yet; `base` counts the bytes let go before */
+    int stream, ended, header_done;
+    uint8_t *sbuf;
+    size_t scap, base;
     size_t pos;             /* file offset of the next block header */
     size_t dropped;         /* the mapping's pages below this are given back */
     int state;              /* 0 reading blocks, 1 done, < 0 sticky error */
@@ -78,6 +83,10 @@ struct memprof_reader_s {
     uint32_t nthread, capthread;
     module_t *modules;
     uint32_t nmodule, capmodule;
+
+    /* the fields of the last AGGREGATE record */
+    uint64_t agg[MEMPROF_AGG_FIELDS_MAX];
+    unsigned nagg;
 };
 
 static int fail(memprof_reader_t *r, int code, const char *fmt, ...)
@@ -214,7 +223,7 @@ static int parse_header(memprof_reader_t *r)
     const uint8_t *f = d + r->pos;
     if (mp_get_le32(f) != MEMPROF_LZ4F_MAGIC || f[4] != MEMPROF_LZ4F_FLG || f[5] != MEMPROF_LZ4F_BD ||
         f[6] != (uint8_t)(mp_xxh32(f + 4, 2, 0) >> 8))
-        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: bad LZ4 frame header at offset %zu", r->pos);
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: bad LZ4 frame header at offset %zu", r->base + r->pos);
     r->pos += MP_LZ4F_HEADER_LEN;
     return 0;
 }
@@ -235,6 +244,46 @@ int memprof_reader_open_mem(const void *data, size_t len, memprof_reader_t **out
     r->len = len;
     return open_common(r, out);
 }
+
+int memprof_reader_open_stream(memprof_reader_t **out)
+{
+    memprof_reader_t *r = calloc(1, sizeof *r);
+    *out = r;
+    if (!r)
+        return MEMPROF_ENOMEM;
+    r->stream = 1;
+    r->data = (const uint8_t *)"";
+    return 0;
+}
+
+int memprof_reader_feed(memprof_reader_t *r, const void *data, size_t n)
+{
+    if (r->ended)
+        return MEMPROF_EINVAL;
+    /* let go of what was read (the block in progress is a copy) */
+    if (r->header_done && r->pos > 0 && (r->pos >= r->len / 2 || r->len + n > r->scap)) {
+        memmove(r->sbuf, r->sbuf + r->pos, r->len - r->pos);
+        r->len -= r->pos;
+        r->base += r->pos;
+        r->pos = 0;
+    }
+    if (r->len + n > r->scap) {
+        size_t cap = r->scap ? r->scap : 256 * 1024;
+        while (cap < r->len + n)
+            cap *= 2;
+        uint8_t *b = realloc(r->sbuf, cap);
+        if (!b)
+            return fail(r, MEMPROF_ENOMEM, "out of memory reading the stream");
+        r->sbuf = b;
+        r->scap = cap;
+    }
+    memcpy(r->sbuf + r->len, data, n);
+    r->len += n;
+    r->data = r->sbuf;
+    return 0;
+}
+
+void memprof_reader_feed_end(memprof_reader_t *r) { r->ended = 1; }
 
 int memprof_reader_open(const char *path, memprof_reader_t **out)
 {
@@ -277,6 +326,7 @@ void memprof_reader_close(memprof_reader_t *r)
         return;
     if (r->mapped)
         munmap((void *)r->data, r->len);
+    free(r->sbuf);
     for (uint32_t i = 0; i < r->nstr; i++)
         free(r->str[i]);
     free(r->str);
@@ -309,7 +359,7 @@ static int parse_trailer(memprof_reader_t *r)
     }
     size_t m = left < MEMPROF_MAGIC_LEN ? left : MEMPROF_MAGIC_LEN;
     if (memcmp(d, MEMPROF_TRAILER_MAGIC, m) != 0)
-        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: bad trailer at offset %zu", r->pos);
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: bad trailer at offset %zu", r->base + r->pos);
     if (left < MP_TRAILER_FIXED || left < MP_TRAILER_FIXED + (size_t)mp_get_le32(d + 8) + 4) {
         uint32_t tl = left >= MP_TRAILER_FIXED ? mp_get_le32(d + 8) : 0;
         if (tl > MEMPROF_TLV_MAX)
@@ -354,6 +404,17 @@ static int parse_trailer(memprof_reader_t *r)
 static int next_block(memprof_reader_t *r)
 {
     size_t left = r->len - r->pos;
+    if (r->stream && !r->ended) { /* a block or the trailer not all there yet */
+        const uint8_t *d = r->data + r->pos;
+        if (left < 4)
+            return MEMPROF_EAGAIN;
+        uint32_t w = mp_get_le32(d), sz = w & ~MEMPROF_LZ4F_UNCOMPRESSED;
+        if (w == 0 ? left < 4 + MP_TRAILER_FIXED ||
+                         (mp_get_le32(d + 12) <= MEMPROF_TLV_MAX &&
+                          left < 4 + MP_TRAILER_FIXED + (size_t)mp_get_le32(d + 12) + 4)
+                   : sz <= MEMPROF_BLOCK_MAX && left < 8 + (size_t)sz)
+            return MEMPROF_EAGAIN;
+    }
     if (left < 4) {
         r->info.truncated = 1;
         return 0;
@@ -366,13 +427,13 @@ static int next_block(memprof_reader_t *r)
         return rc < 0 ? rc : 0;
     }
     if (size > MEMPROF_BLOCK_MAX)
-        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: block of %u bytes at offset %zu", size, r->pos);
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: block of %u bytes at offset %zu", size, r->base + r->pos);
     if (left < 8 + (size_t)size) {
         r->info.truncated = 1;
         return 0;
     }
     if (mp_xxh32(d + 4, size, 0) != mp_get_le32(d + 4 + size))
-        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: checksum mismatch in block at offset %zu", r->pos);
+        return fail(r, MEMPROF_ECORRUPT, "corrupted capture: checksum mismatch in block at offset %zu", r->base + r->pos);
     uint8_t *prev = r->block, *next = r->block == r->blocks[0] ? r->blocks[1] : r->blocks[0];
     size_t n;
     if (word & MEMPROF_LZ4F_UNCOMPRESSED) {
@@ -382,12 +443,12 @@ static int next_block(memprof_reader_t *r)
         int k = LZ4_decompress_safe_usingDict((const char *)d + 4, (char *)next, (int)size, MEMPROF_BLOCK_MAX,
                                               (const char *)prev, prev ? (int)r->blen : 0);
         if (k <= 0)
-            return fail(r, MEMPROF_ECORRUPT, "corrupted capture: block at offset %zu does not decompress", r->pos);
+            return fail(r, MEMPROF_ECORRUPT, "corrupted capture: block at offset %zu does not decompress", r->base + r->pos);
         n = (size_t)k;
     }
     r->block = next;
     r->blen = n;
-    r->block_off = r->pos;
+    r->block_off = r->base + r->pos;
     r->pos += 8 + size;
     /* read blocks are never read again: their pages go, so that the
      * reader's memory does not grow with the file */
@@ -716,6 +777,21 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
         *ev = (memprof_event_t){MEMPROF_EV_TIME, 0, 0, 0, 0, 0, r->index, a, b};
         rc = 1;
         break;
+    case MEMPROF_R_AGGREGATE:
+        if (!(r->info.options & MEMPROF_OPT_AGGREGATE))
+            return corrupt_record(r, "aggregate record in a capture of events");
+        GET(a);
+        if (a > (uint64_t)(end - p))
+            return corrupt_record(r, "bad aggregate record");
+        r->nagg = 0;
+        for (uint64_t i = 0; i < a; i++) {
+            GET(b);
+            if (r->nagg < MEMPROF_AGG_FIELDS_MAX)
+                r->agg[r->nagg++] = b;
+        }
+        *ev = (memprof_event_t){MEMPROF_EV_AGGREGATE, arg, 0, 0, 0, 0, r->index, r->time_us, 0};
+        rc = 1;
+        break;
     case MEMPROF_R_MARK:
         GET(a);
         if (arg != MEMPROF_M_SCRIPT_END)
@@ -734,8 +810,29 @@ static int decode_record(memprof_reader_t *r, memprof_event_t *ev)
 }
 #undef GET
 
+/* A stream's header, once it is all there (or the stream ended). */
+static int stream_header(memprof_reader_t *r)
+{
+    if (!r->ended) {
+        if (r->len < MEMPROF_HEADER_FIXED)
+            return MEMPROF_EAGAIN;
+        if (memcmp(r->data, MEMPROF_MAGIC, MEMPROF_MAGIC_LEN) == 0) {
+            uint32_t tlv = mp_get_le32(r->data + 12);
+            if (tlv <= MEMPROF_TLV_MAX && r->len < MEMPROF_HEADER_FIXED + (size_t)tlv + 4 + MP_LZ4F_HEADER_LEN)
+                return MEMPROF_EAGAIN;
+        }
+    }
+    r->header_done = 1;
+    return parse_header(r);
+}
+
 int memprof_reader_next(memprof_reader_t *r, memprof_event_t *ev)
 {
+    if (r->stream && !r->header_done && r->state == 0) {
+        int rc = stream_header(r);
+        if (rc)
+            return rc;
+    }
     for (;;) {
         if (r->state != 0)
             return r->state < 0 ? r->state : 0;
@@ -758,6 +855,12 @@ int memprof_reader_next(memprof_reader_t *r, memprof_event_t *ev)
 /* ---- tables ---------------------------------------------------------------- */
 
 uint32_t memprof_reader_node_count(const memprof_reader_t *r) { return r->nodes.n; }
+
+const uint64_t *memprof_reader_fields(const memprof_reader_t *r, unsigned *n)
+{
+    *n = r->nagg;
+    return r->agg;
+}
 uint32_t memprof_reader_code_count(const memprof_reader_t *r) { return r->ncode; }
 uint32_t memprof_reader_thread_count(const memprof_reader_t *r) { return r->nthread; }
 

@@ -113,7 +113,7 @@ const char *mp_symbol_problem(const mp_analysis_t *a)
 
 static mp_amount_t amount_at(const mp_stackstat_t *s, mp_when_t when)
 {
-    return when == MP_AT_PEAK ? s->at_peak : when == MP_AT_END ? s->at_end : s->total;
+    return when == MP_AT_PEAK ? s->at_peak : when == MP_AT_END ? s->at_end : when == MP_NOW ? s->cur : s->total;
 }
 
 static int by_bytes_desc(const void *x, const void *y)

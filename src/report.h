@@ -27,7 +27,7 @@ int mp_node_frame(const mp_analysis_t *a, uint32_t id, mp_srcframe_t *out, uint3
  * file), each reported once; NULL when there is none left to say. */
 const char *mp_symbol_problem(const mp_analysis_t *a);
 
-typedef enum { MP_AT_PEAK, MP_AT_END, MP_TOTAL } mp_when_t;
+typedef enum { MP_AT_PEAK, MP_AT_END, MP_TOTAL, MP_NOW } mp_when_t;
 
 /* A location is the innermost Python frame of a stack (code object and
  * line), or its native leaf when it has no Python frame: several stacks can

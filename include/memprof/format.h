@@ -8,7 +8,7 @@
 #define MEMPROF_FORMAT_H
 
 #define MEMPROF_FORMAT_MAJOR 1
-#define MEMPROF_FORMAT_MINOR 1
+#define MEMPROF_FORMAT_MINOR 2
 
 /* File = header, one LZ4 frame of records, trailer. */
 #define MEMPROF_MAGIC "\x89MEMPROF"   /* 8 bytes, at offset 0 */
@@ -58,6 +58,8 @@ enum memprof_pystack_mode {
 #define MEMPROF_OPT_MID_RUN 0x10u        /* began mid-run (a Tracker, an attach): blocks made before are
                                             not known, and frees of them are ignored (1.1) */
 #define MEMPROF_OPT_ATTACHED 0x20u       /* started by memprof attach in a running process (1.1) */
+#define MEMPROF_OPT_AGGREGATE 0x40u      /* an aggregated capture (memprof run --aggregate): AGGREGATE
+                                            records instead of events (1.2) */
 
 /* Trailer TLV tags (after the trailer magic: u32 length, TLVs, u32 xxh32). */
 enum memprof_trailer_tag {
@@ -94,6 +96,46 @@ enum memprof_record_type {
     MEMPROF_R_MODULE = 14,      /* (1.1) arg=0 loaded: varint id (next), varint load bias, path sid,
                                    varint build-id length, build id, varint segments,
                                    per segment varint vaddr, varint memsz; arg=1 unloaded: varint id */
+    MEMPROF_R_AGGREGATE = 15,   /* (1.2) arg=MEMPROF_AGG_*; varint n, then n varints (readers
+                                   take the fields they know and skip the rest) */
+};
+
+/* AGGREGATE records: what a replay of the events found, for a capture that
+ * keeps no events. Fields in order; amounts are two fields, bytes then
+ * allocations. See docs/format.md. */
+enum memprof_aggregate_kind {
+    MEMPROF_AGG_TOTALS = 0,   /* the MEMPROF_AGGT_* fields */
+    MEMPROF_AGG_SITE = 1,     /* stack node, thread index, allocator, then amounts: allocated in all,
+                                 live at the peak, live at script end, live at exit, temporary */
+    MEMPROF_AGG_THREAD = 2,   /* thread index, amount allocated (file mappings too) */
+    MEMPROF_AGG_SIZE = 3,     /* size bucket (0: size 0, b: [2^(b-1), 2^b)), amount */
+    MEMPROF_AGG_ALLOCATOR = 4, /* allocator, amount allocated */
+    MEMPROF_AGG_POINT = 5,    /* memory over time: us since start, heap bytes, RSS KiB */
+};
+#define MEMPROF_AGG_FIELDS_MAX 64   /* most fields a reader keeps of one record */
+
+/* MEMPROF_AGG_TOTALS fields (indexes). */
+enum memprof_aggregate_totals {
+    MEMPROF_AGGT_ALLOCATED = 0,   /* amount (2 fields) */
+    MEMPROF_AGGT_FREES = 2,
+    MEMPROF_AGGT_UNMATCHED_FREES = 3,
+    MEMPROF_AGGT_AT_EXIT = 4,     /* amount */
+    MEMPROF_AGGT_PEAK = 6,        /* amount */
+    MEMPROF_AGGT_PEAK_INDEX = 8,  /* allocations and frees before the peak */
+    MEMPROF_AGGT_PEAK_TIME_US = 9,
+    MEMPROF_AGGT_HAS_END = 10,    /* 1: the script-end mark was seen */
+    MEMPROF_AGGT_AT_END = 11,     /* amount */
+    MEMPROF_AGGT_END_INDEX = 13,
+    MEMPROF_AGGT_END_TIME_US = 14,
+    MEMPROF_AGGT_LAST_TIME_US = 15,
+    MEMPROF_AGGT_SAMPLES = 16,
+    MEMPROF_AGGT_RSS_PEAK_KIB = 17,
+    MEMPROF_AGGT_TEMPORARY = 18,  /* amount */
+    MEMPROF_AGGT_FILES_LIVE = 20, /* amount */
+    MEMPROF_AGGT_FILES_PEAK = 22, /* amount */
+    MEMPROF_AGGT_FILES_TOTAL = 24, /* amount */
+    MEMPROF_AGGT_TRUNCATED = 26,  /* 1: the events ended early (the program was killed) */
+    MEMPROF_AGGT_COUNT = 27,
 };
 
 /* "addr" fields: v = zigzag(delta) << 1 | 1, or, when both the address and

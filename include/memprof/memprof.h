@@ -31,7 +31,9 @@ extern "C" {
     XX(ETRUNCATED, -8, "capture is truncated")                                      \
     XX(ENOSPACE, -9, "buffer too small")                                            \
     XX(ELIMIT, -10, "a size or count in the capture is beyond memprof's limits")    \
-    XX(EACCES, -11, "permission denied")
+    XX(EACCES, -11, "permission denied")                                            \
+    XX(EAGAIN, -12, "the stream has no more data yet")                              \
+    XX(EAGGREGATE, -13, "an aggregated capture holds totals, not events")
 
 typedef enum {
 #define MEMPROF_XX_(name, value, msg) MEMPROF_##name = value,

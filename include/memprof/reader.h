@@ -28,6 +28,8 @@ typedef enum {
     MEMPROF_EV_RESTORE = 3, /* a realloc failed: the block freed before it is live again */
     MEMPROF_EV_MARK = 4,
     MEMPROF_EV_TIME = 5,
+    MEMPROF_EV_AGGREGATE = 6, /* an aggregated capture's record: kind MEMPROF_AGG_*, fields
+                                 from memprof_reader_fields() */
 } memprof_event_type_t;
 
 typedef struct {
@@ -91,12 +93,26 @@ MEMPROF_API int memprof_reader_open(const char *path, memprof_reader_t **out);
 MEMPROF_API int memprof_reader_open_mem(const void *data, size_t len, memprof_reader_t **out);
 MEMPROF_API void memprof_reader_close(memprof_reader_t *r);
 
+/* A capture that arrives in pieces (a pipe, a socket): open it empty, feed
+ * it what comes, and say when it ends. memprof_reader_next() returns
+ * MEMPROF_EAGAIN (not an error: call it again after more is fed) while the
+ * next record, or the header, is not all there; until the header is,
+ * memprof_reader_info() is all zero. A stream that ends early is truncated,
+ * as a file would be. */
+MEMPROF_API int memprof_reader_open_stream(memprof_reader_t **out);
+MEMPROF_API int memprof_reader_feed(memprof_reader_t *r, const void *data, size_t n);
+MEMPROF_API void memprof_reader_feed_end(memprof_reader_t *r);
+
 /* 1 and *ev filled; 0 at the end (see info->truncated); < 0 on an error,
  * after which the reader returns that error again. */
 MEMPROF_API int memprof_reader_next(memprof_reader_t *r, memprof_event_t *ev);
 MEMPROF_API const memprof_info_t *memprof_reader_info(const memprof_reader_t *r);
 /* One line that says what went wrong and where (valid after an error). */
 MEMPROF_API const char *memprof_reader_error(const memprof_reader_t *r);
+
+/* The fields of the AGGREGATE record just returned (at most
+ * MEMPROF_AGG_FIELDS_MAX; *n says how many), valid until the next call. */
+MEMPROF_API const uint64_t *memprof_reader_fields(const memprof_reader_t *r, unsigned *n);
 
 /* Tables built so far. Ids are 1-based; 0 or an unknown id gives an error. */
 MEMPROF_API uint32_t memprof_reader_node_count(const memprof_reader_t *r);

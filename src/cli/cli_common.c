@@ -104,10 +104,10 @@ memprof_reader_t *mp_cli_open(const char *prog, const char *path)
     exit(2);
 }
 
-void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r)
+void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r, int events_cut)
 {
     const memprof_info_t *in = memprof_reader_info(r);
-    if (in->truncated)
+    if (in->truncated || events_cut)
         fprintf(stderr,
                 "%s: warning: %s is truncated (the process was killed or crashed); "
                 "this report covers what was written before the cut\n",
@@ -118,6 +118,14 @@ void mp_cli_fail(const char *prog, const char *path, const memprof_reader_t *r, 
 {
     if (rc == MEMPROF_ENOMEM)
         fprintf(stderr, "%s: %s: out of memory while reading the capture\n", prog, path);
+    else if (rc == MEMPROF_EAGGREGATE)
+        fprintf(stderr,
+                "%s: %s is an aggregated capture (memprof run --aggregate): it holds totals per stack, not "
+                "events, so --thread, --from, --to and --temporary-threshold cannot apply; record a full "
+                "capture for them\n",
+                prog, path);
+    else if (!strcmp(memprof_reader_error(r), "no error")) /* the analysis found it, not the reader */
+        fprintf(stderr, "%s: %s: %s\n", prog, path, memprof_strerror(rc));
     else
         fprintf(stderr, "%s: %s: %s\n", prog, path, memprof_reader_error(r));
     exit(2);

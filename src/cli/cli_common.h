@@ -24,8 +24,9 @@ int mp_create_capture(const char *path, int force, char *err, size_t len);
 void mp_cli_die(const char *prog, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
 /* Opens a capture or exits 2 with one line saying what is wrong. */
 memprof_reader_t *mp_cli_open(const char *prog, const char *path);
-/* After a full read: one warning line if the capture was cut short. */
-void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r);
+/* After a full read: one warning line if the capture was cut short, or
+ * (events_cut: mp_analysis_t.events_cut) aggregates events that were. */
+void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r, int events_cut);
 /* Exits 2 with one line for a failed read or analysis (rc < 0). */
 void mp_cli_fail(const char *prog, const char *path, const memprof_reader_t *r, int rc) __attribute__((noreturn));
 /* A count from 1 to 1000. 0 or -1. */

@@ -129,7 +129,7 @@ memprof_reader_t *mp_report_cli_run(mp_report_cli_t *c, mp_analysis_t *a)
     int rc = mp_analysis_run_opts(a, r, &c->opts);
     if (rc < 0)
         mp_cli_fail(c->prog, c->path, r, rc);
-    mp_cli_warn_truncated(c->prog, c->path, r);
+    mp_cli_warn_truncated(c->prog, c->path, r, a->events_cut);
     if (c->opts.thread && c->opts.thread > memprof_reader_thread_count(r))
         fprintf(stderr, "%s: warning: the capture has %u threads, none numbered %u: nothing is counted\n", c->prog,
                 memprof_reader_thread_count(r), c->opts.thread);

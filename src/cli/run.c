@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -21,13 +22,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "aggregate.h"
 #include "cli_common.h"
 #include "memprof/format.h"
 #include "report.h"
 
 static const char usage[] =
     "usage: memprof run [-o FILE] [--force] [--native] [--trace-python-allocators]\n"
-    "                   [--follow-fork] [--interval MS] [--python PATH] [-q]\n"
+    "                   [--follow-fork | --aggregate] [--interval MS] [--python PATH]\n"
+    "                   [-q]\n"
     "                   (script.py [args...] | -m module [args...] | -c code [args...])\n"
     "\n"
     "Runs a Python program and records every allocation it makes, with its\n"
@@ -44,6 +47,10 @@ static const char usage[] =
     "                      and OBJ domains) instead of the pymalloc arenas\n"
     "  --follow-fork       profile child processes too: a forked child, and a Python\n"
     "                      program started with exec, writes FILE.<pid>\n"
+    "  --aggregate         keep totals per stack instead of every event: the heap at\n"
+    "                      its peak, at script end and at exit, allocations in all,\n"
+    "                      and memory over time; a small file however long the run\n"
+    "                      (reports that need events, or --thread/--from/--to, say so)\n"
     "  --interval MS       sample resident memory every MS milliseconds (default 10)\n"
     "  --python PATH       interpreter to run (default: $MEMPROF_PYTHON, which\n"
     "                      `python -m memprof` and the pip-installed `memprof` set\n"
@@ -56,6 +63,7 @@ static const char *prog = "memprof run";
 typedef struct {
     const char *output, *python;
     int force, quiet;
+    int aggregate;          /* the events come here, through a pipe, and are aggregated */
     unsigned opts;           /* MEMPROF_OPT_* the program records with */
     unsigned long interval_us;
     char **target;  /* what follows the python executable: script args / -m mod args / -c code args */
@@ -79,6 +87,8 @@ static void parse(int argc, char **argv, run_opts_t *o)
             o->opts |= MEMPROF_OPT_PYMEM;
         } else if (!strcmp(a, "--follow-fork")) {
             o->opts |= MEMPROF_OPT_FOLLOW_FORK;
+        } else if (!strcmp(a, "--aggregate")) {
+            o->aggregate = 1;
         } else if (!strcmp(a, "--interval") || !strncmp(a, "--interval=", 11)) {
             const char *v = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
             char *end;
@@ -117,6 +127,9 @@ static void parse(int argc, char **argv, run_opts_t *o)
     }
     if (i >= argc)
         mp_cli_die(prog, "nothing to run: give a script, -m module or -c code; see 'memprof run --help'");
+    if (o->aggregate && (o->opts & MEMPROF_OPT_FOLLOW_FORK))
+        mp_cli_die(prog, "--aggregate keeps the totals of one process and cannot follow forks: drop one of "
+                         "--aggregate and --follow-fork");
     o->target = argv + i;
     o->ntarget = argc - i;
     if (!o->stem) {
@@ -196,14 +209,25 @@ static void child_fail(int pipefd, int code, const char *fmt, ...)
     _exit(code);
 }
 
-static void child(const run_opts_t *o, const char *python, const char *lib, int pipefd)
+/* stream_fd >= 0: the capture goes there (a pipe to memprof), and the
+ * program starts once memprof says so on go_fd (it has its output file). */
+static void child(const run_opts_t *o, const char *python, const char *lib, int pipefd, int stream_fd, int go_fd)
 {
     char out[PATH_MAX];
     default_output(o, getpid(), out, sizeof out);
     char err[PATH_MAX + 128];
-    int fd = mp_create_capture(out, o->force, err, sizeof err);
-    if (fd < 0)
+    int fd = stream_fd;
+    if (fd < 0 && (fd = mp_create_capture(out, o->force, err, sizeof err)) < 0)
         child_fail(pipefd, 2, "%s", err);
+    if (go_fd >= 0) {
+        char go = 0;
+        ssize_t k;
+        while ((k = read(go_fd, &go, 1)) < 0 && errno == EINTR)
+            ;
+        if (k != 1)
+            _exit(2); /* memprof said why */
+        close(go_fd);
+    }
     int keep = fcntl(fd, F_DUPFD, 3); /* without O_CLOEXEC: Python inherits it */
     char fdv[32], *pre;
     snprintf(fdv, sizeof fdv, "%d", keep);
@@ -247,6 +271,65 @@ static void forward(int sig)
         kill(child_pid, sig);
 }
 
+/* ---- --aggregate: the events come through a pipe and are replayed here ---- */
+
+typedef struct {
+    int in;                 /* the read end of the capture's pipe (non-blocking) */
+    memprof_reader_t *r;
+    mp_analysis_t a;
+    int rc;                 /* the analysis' first error */
+} stream_t;
+
+/* Reads what the pipe has and replays it; 0 at the end of the stream (the
+ * writers closed it), 1 when there may be more, < 0 on a read error. */
+static int stream_pump(stream_t *s)
+{
+    static uint8_t buf[1 << 18];
+    for (;;) {
+        ssize_t n = read(s->in, buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 1;
+        if (n < 0)
+            return -errno;
+        if (n == 0)
+            return 0;
+        if (s->rc == 0 && (s->rc = memprof_reader_feed(s->r, buf, (size_t)n)) == 0) {
+            int rc = mp_analysis_feed(&s->a);
+            if (rc != MEMPROF_EAGAIN && rc != 0)
+                s->rc = rc;
+        }
+    }
+}
+
+/* Until the program exits (and the pipe is drained: a process it forked
+ * may hold the pipe open long after). Returns its wait status. */
+static int stream_run(stream_t *s, pid_t pid)
+{
+    int status = 0, exited = 0;
+    for (;;) {
+        struct pollfd p = {s->in, POLLIN, 0};
+        int k = poll(&p, 1, exited ? 0 : 100);
+        int rc = k > 0 ? stream_pump(s) : 1;
+        if (rc <= 0 || (exited && k == 0))
+            break;
+        if (!exited) {
+            pid_t w = waitpid(pid, &status, WNOHANG);
+            exited = w == pid;
+        }
+    }
+    while (!exited && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+        ;
+    memprof_reader_feed_end(s->r);
+    if (s->rc == 0) {
+        int rc = mp_analysis_feed(&s->a);
+        if (rc < 0)
+            s->rc = rc;
+    }
+    return status;
+}
+
 static void report(const run_opts_t *o, pid_t pid, int status)
 {
     char out[PATH_MAX], size[32], why[64] = "";
@@ -255,8 +338,8 @@ static void report(const run_opts_t *o, pid_t pid, int status)
     uint64_t bytes = stat(out, &st) == 0 ? (uint64_t)st.st_size : 0;
     if (WIFSIGNALED(status))
         snprintf(why, sizeof why, ", truncated: the program was killed by signal %d", WTERMSIG(status));
-    fprintf(stderr, "memprof: wrote %s (%s%s); see: memprof summary %s\n", out,
-            mp_human_bytes(bytes, size, sizeof size), why, out);
+    fprintf(stderr, "memprof: wrote %s (%s%s%s); see: memprof summary %s\n", out,
+            mp_human_bytes(bytes, size, sizeof size), o->aggregate ? ", aggregated" : "", why, out);
     if (!(o->opts & MEMPROF_OPT_FOLLOW_FORK))
         return;
     /* children's captures: FILE.<pid>[.<n>] */
@@ -284,19 +367,52 @@ int main(int argc, char **argv)
     resolve_python(o.python, python, sizeof python);
     if (mp_preload_path(lib, sizeof lib) || access(lib, R_OK) != 0)
         mp_cli_die(prog, "cannot find libmemprof.so (looked for %s); is memprof installed whole?", lib);
-    int pfd[2];
+    int pfd[2], sfd[2] = {-1, -1}, gfd[2] = {-1, -1};
     if (pipe2(pfd, O_CLOEXEC) != 0)
         mp_cli_die(prog, "cannot create a pipe: %s", strerror(errno));
+    if (o.aggregate) {
+        if (pipe2(sfd, O_CLOEXEC) != 0 || pipe2(gfd, O_CLOEXEC) != 0)
+            mp_cli_die(prog, "cannot create a pipe: %s", strerror(errno));
+        (void)fcntl(sfd[0], F_SETPIPE_SZ, 1 << 20); /* fewer wake-ups; the default where refused */
+    }
     fflush(NULL);
     pid_t pid = fork();
     if (pid < 0)
         mp_cli_die(prog, "cannot fork: %s", strerror(errno));
     if (pid == 0) {
         close(pfd[0]);
-        child(&o, python, lib, pfd[1]);
+        if (o.aggregate) {
+            close(sfd[0]);
+            close(gfd[1]);
+        }
+        child(&o, python, lib, pfd[1], sfd[1], gfd[0]);
     }
     child_pid = pid;
     close(pfd[1]);
+    int out_fd = -1;
+    stream_t st = {.in = -1};
+    char out[PATH_MAX];
+    if (o.aggregate) {
+        close(sfd[1]);
+        close(gfd[0]);
+        default_output(&o, pid, out, sizeof out);
+        char err[PATH_MAX + 128];
+        if ((out_fd = mp_create_capture(out, o.force, err, sizeof err)) < 0) {
+            close(gfd[1]); /* the program does not start */
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+                ;
+            mp_cli_die(prog, "%s", err);
+        }
+        st.in = sfd[0];
+        fcntl(st.in, F_SETFL, O_NONBLOCK);
+        if (memprof_reader_open_stream(&st.r) != 0 ||
+            (st.rc = mp_analysis_begin(&st.a, st.r, NULL)) != 0) {
+            unlink(out);
+            mp_cli_die(prog, "out of memory");
+        }
+        (void)!write(gfd[1], "g", 1);
+        close(gfd[1]);
+    }
     /* The terminal's ^C and ^\ reach the program too; memprof outlives it. */
     signal(SIGINT, SIG_IGN);
     signal(SIGQUIT, SIG_IGN);
@@ -306,12 +422,33 @@ int main(int argc, char **argv)
     ssize_t n = read(pfd[0], msg, sizeof msg - 1);
     close(pfd[0]);
     int status;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    if (o.aggregate) {
+        status = stream_run(&st, pid);
+    } else {
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
     if (n > 0) {
         msg[n] = '\0';
         fprintf(stderr, "%s: %s\n", prog, msg);
+        if (o.aggregate)
+            unlink(out);
         return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
+    }
+    if (o.aggregate) {
+        int rc = st.rc ? st.rc : mp_analysis_finish(&st.a);
+        int err = 0;
+        if (rc == 0 && !memprof_reader_info(st.r)->version_major)
+            fprintf(stderr, "%s: the program wrote no capture (it did not start recording); %s is empty\n",
+                    prog, out);
+        else if (rc != 0)
+            fprintf(stderr, "%s: the events could not be aggregated: %s; %s is empty\n", prog,
+                    rc == MEMPROF_ENOMEM ? "out of memory" : memprof_reader_error(st.r), out);
+        else if ((err = mp_aggregate_write(&st.a, out_fd)) != 0 || fsync(out_fd) != 0)
+            fprintf(stderr, "%s: cannot write %s: %s\n", prog, out, strerror(err ? err : errno));
+        close(out_fd);
+        mp_analysis_free(&st.a);
+        memprof_reader_close(st.r);
     }
     if (!o.quiet)
         report(&o, pid, status);

@@ -30,7 +30,7 @@ def test_summary_newer_version_names_both(memprof, tmp_path):
     cap.write_bytes(bytes(data))
     p = memprof.cmd("summary", cap)
     line = one_line(p)
-    assert p.returncode == 2 and "2.3" in line and "1.1" in line
+    assert p.returncode == 2 and "2.3" in line and "1.2" in line
 
 
 def test_summary_corrupted_body(memprof, tmp_path):

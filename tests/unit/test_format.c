@@ -409,18 +409,18 @@ static int open_as_version(unsigned major, unsigned minor, int reseal, char *err
     return rc;
 }
 
-Test(format, this_is_format_1_1)
+Test(format, this_is_format_1_2)
 {
-    /* docs/format.md specifies 1.1: a change of version changes the spec */
+    /* docs/format.md specifies 1.2: a change of version changes the spec */
     cr_assert_eq(MEMPROF_FORMAT_MAJOR, 1);
-    cr_assert_eq(MEMPROF_FORMAT_MINOR, 1);
+    cr_assert_eq(MEMPROF_FORMAT_MINOR, 2);
 }
 
 Test(format, newer_minor_refused)
 {
     char err[256];
-    cr_assert_eq(open_as_version(1, 2, 1, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "1.2") && strstr(err, "(1.1)"), "message: %s", err);
+    cr_assert_eq(open_as_version(1, 3, 1, err, sizeof err), MEMPROF_EVERSION);
+    cr_assert(strstr(err, "1.3") && strstr(err, "(1.2)"), "message: %s", err);
     cr_assert_eq(open_as_version(1, 65535, 1, err, sizeof err), MEMPROF_EVERSION);
 }
 
@@ -428,10 +428,10 @@ Test(format, newer_major_refused)
 {
     char err[256];
     cr_assert_eq(open_as_version(2, 0, 1, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "2.0") && strstr(err, "(1.1)"), "message: %s", err);
+    cr_assert(strstr(err, "2.0") && strstr(err, "(1.2)"), "message: %s", err);
     cr_assert_eq(open_as_version(2, 1, 1, err, sizeof err), MEMPROF_EVERSION);
     cr_assert_eq(open_as_version(65535, 65535, 1, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "65535.65535") && strstr(err, "(1.1)"), "message: %s", err);
+    cr_assert(strstr(err, "65535.65535") && strstr(err, "(1.2)"), "message: %s", err);
 }
 
 Test(format, older_minor_accepted)
@@ -451,11 +451,12 @@ Test(format, version_checked_before_checksum)
 {
     /* bytes 8..11 patched, checksum left stale: still a version error */
     char err[256];
-    cr_assert_eq(open_as_version(1, 2, 0, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert(strstr(err, "1.2") && strstr(err, "(1.1)"), "message: %s", err);
+    cr_assert_eq(open_as_version(1, 3, 0, err, sizeof err), MEMPROF_EVERSION);
+    cr_assert(strstr(err, "1.3") && strstr(err, "(1.2)"), "message: %s", err);
     cr_assert_eq(open_as_version(2, 0, 0, err, sizeof err), MEMPROF_EVERSION);
-    cr_assert_eq(open_as_version(1, 0, 0, err, sizeof err), MEMPROF_ECORRUPT, "1.0 over 1.1: the checksum");
-    cr_assert_eq(open_as_version(1, 1, 0, err, sizeof err), 0, "%s", err); /* bytes unchanged */
+    cr_assert_eq(open_as_version(1, 0, 0, err, sizeof err), MEMPROF_ECORRUPT, "1.0 over 1.2: the checksum");
+    cr_assert_eq(open_as_version(1, 1, 0, err, sizeof err), MEMPROF_ECORRUPT, "1.1 over 1.2: the checksum");
+    cr_assert_eq(open_as_version(1, 2, 0, err, sizeof err), 0, "%s", err); /* bytes unchanged */
 }
 
 /* A 1.0 capture, as the 1.0 writer made it, but with what a 1.0 writer
@@ -551,8 +552,8 @@ Test(format, same_version_accepted)
 /* ---- the worked example of docs/format.md, byte for byte ----------------- */
 
 static const uint8_t example[112] = {
-    0x89, 0x4d, 0x45, 0x4d, 0x50, 0x52, 0x4f, 0x46, 0x01, 0x00, 0x01, 0x00, 0x0b, 0x00, 0x00, 0x00,
-    0x01, 0x02, 0xd2, 0x09, 0x0b, 0x05, 0x30, 0x2e, 0x31, 0x2e, 0x30, 0x58, 0x96, 0xc7, 0x24, 0x04,
+    0x89, 0x4d, 0x45, 0x4d, 0x50, 0x52, 0x4f, 0x46, 0x01, 0x00, 0x02, 0x00, 0x0b, 0x00, 0x00, 0x00,
+    0x01, 0x02, 0xd2, 0x09, 0x0b, 0x05, 0x30, 0x2e, 0x31, 0x2e, 0x30, 0x4b, 0x3e, 0xc7, 0xa2, 0x04,
     0x22, 0x4d, 0x18, 0x50, 0x40, 0xc0, 0x22, 0x00, 0x00, 0x80, 0x04, 0x04, 0x61, 0x2e, 0x70, 0x79,
     0x04, 0x01, 0x66, 0x05, 0x01, 0x02, 0x0a, 0x06, 0x01, 0x01, 0x05, 0x13, 0xd2, 0x09, 0x11, 0x80,
     0x08, 0x64, 0x02, 0x1a, 0xa1, 0x03, 0x18, 0x1b, 0x0c, 0x40, 0x22, 0x00, 0x10, 0x61, 0x01, 0xb7,
@@ -702,17 +703,17 @@ Test(format, worked_example_of_the_spec)
     cr_assert_eq(tk_read_all(r, ev, 6, 5, &rc), 5);
     cr_assert(rc == 0 && memprof_reader_info(r)->truncated == 1);
     memprof_reader_close(r);
-    /* with byte 10 set to 2 it is refused as format 1.2 (before its checksum) */
+    /* with byte 10 set to 3 it is refused as format 1.3 (before its checksum) */
     uint8_t newer[sizeof example];
     memcpy(newer, example, sizeof example);
-    newer[10] = 2;
+    newer[10] = 3;
     r = NULL;
     cr_assert_eq(memprof_reader_open_mem(newer, sizeof newer, &r), MEMPROF_EVERSION);
-    cr_assert(strstr(memprof_reader_error(r), "format 1.2 is newer"), "%s", memprof_reader_error(r));
+    cr_assert(strstr(memprof_reader_error(r), "format 1.3 is newer"), "%s", memprof_reader_error(r));
     memprof_reader_close(r);
-    /* the header the spec spells out: 1.1, checksum 0x24c79658 */
+    /* the header the spec spells out: 1.2, checksum 0xa2c73e4b */
     cr_assert(example[8] == 1 && example[9] == 0 && example[10] == MEMPROF_FORMAT_MINOR && example[11] == 0);
-    cr_assert_eq(mp_xxh32(example, 27, 0), 0x24c79658u);
+    cr_assert_eq(mp_xxh32(example, 27, 0), 0xa2c73e4bu);
     /* the frame header the spec spells out: FLG 0x50 (linked blocks), HC 0xc0 */
     cr_assert(example[35] == MEMPROF_LZ4F_FLG && example[35] == 0x50 && example[36] == 0x40 && example[37] == 0xc0);
     cr_assert_eq(mp_xxh32((const uint8_t[]){0x50, 0x40}, 2, 0), 0xc50ac075u);

@@ -222,7 +222,7 @@ typedef struct {
  * with first line 1 and one node. */
 static bad_record_t bad_records[] = {
     {"type 0", RAW(0x00), 0, 0, "unknown record type"},
-    {"type 15", RAW(0x0f), 0, 0, "unknown record type"},
+    {"aggregate in a capture of events", RAW(0x0f, 0x01, 0x00), 0, 0, "aggregate record in a capture"},
     {"alloc kind 0", RAW(0x01, 0x00, 0x08, 0x00), 0, 0, "bad allocation"},
     {"alloc without a thread", RAW(0x11, 0x02, 0x08, 0x00), 1, 0, "before any thread"},
     {"alloc naming stack 2 of 1", RAW(0x11, 0x02, 0x08, 0x02), 0, 0, "unknown stack"},    /* prev 1, +1 */
