@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -116,6 +117,9 @@ static struct {
     mp_thread_t *free_threads, *live_threads;
     pthread_key_t key;
     int lazy;               /* a fork child: the capture is created at its first event */
+    int raw_blocks;         /* the capture goes to a pipe, to memprof run --aggregate or --live on
+                               this machine: blocks are not compressed (it would cost more CPU
+                               than the pipe's copying saves) */
     off_t trailer_at;       /* exec: where the trailer went, to take it back if exec fails */
     struct {
         unsigned long ident;
@@ -201,7 +205,7 @@ static void futex_wait_ns(atomic_uint *w, unsigned seen, uint64_t ns)
 static void write_block(unsigned k)
 {
     unsigned b = k % NBUF;
-    size_t n = mp_lz4f_block(&lz4_stream, bufs.raw[b].data, bufs.len[b], bufs.out);
+    size_t n = mp_lz4f_block(W.raw_blocks ? NULL : &lz4_stream, bufs.raw[b].data, bufs.len[b], bufs.out);
     int err = write_all(bufs.out, n);
     if (err)
         mp_stop_recording("memprof: cannot write the capture, recording stopped", err);
@@ -446,6 +450,7 @@ static MP_COLD MP_NOINLINE int open_child_locked(void)
         W.fd = fd;
     else
         close(fd);
+    W.raw_blocks = 0;
     W.start_ns = W.block_ns = now_ns(CLOCK_MONOTONIC);
     int e = write_header();
     if (e) {
@@ -1077,6 +1082,8 @@ __attribute__((constructor)) static void mp_start(void)
             goto out;
         }
         close(fd);
+        struct stat st;
+        W.raw_blocks = fstat(W.fd, &st) == 0 && S_ISFIFO(st.st_mode);
         int err = write_header();
         if (err) {
             mp_log("memprof: cannot write the capture header, not recording", strerrordesc_np(err));
@@ -1128,6 +1135,8 @@ int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns)
         err = errno;
         goto out;
     }
+    struct stat st;
+    W.raw_blocks = fstat(W.fd, &st) == 0 && S_ISFIFO(st.st_mode);
     mp_opts = opts;
     CFG.interval_ns = interval_ns ? interval_ns : 10000000ull;
     CFG.parent = 0;

@@ -105,6 +105,7 @@ typedef struct {
     size_t nsites, nivals;
     uint32_t nbuckets;
     uint64_t bucket_us;
+    uint64_t *heap, *rss_kib;   /* the chart: the analysis' buckets, or series_chart's (owned) */
 } fg_t;
 
 static mp_amount_t site_value(const mp_site_t *s, int mode)
@@ -287,6 +288,42 @@ static int collect(fg_t *g)
 
 /* ---- the JSON ---- */
 
+/* An aggregated capture has no intervals, only its memory-over-time series:
+ * the chart's buckets are made from it (the highest of the points in each,
+ * a bucket without one keeps the heap of the one before). */
+static int series_chart(fg_t *g)
+{
+    const mp_analysis_t *a = g->a;
+    uint64_t end = a->last_time_us > a->end_time_us ? a->last_time_us : a->end_time_us;
+    for (uint32_t i = 0; i < a->nseries; i++)
+        end = a->series[i].time_us > end ? a->series[i].time_us : end;
+    uint64_t bucket = memprof_reader_info(a->r)->interval_us * a->series_stride;
+    bucket = bucket ? bucket : 10000;
+    while (end / bucket >= MP_SERIES_MAX)
+        bucket *= 2;
+    g->bucket_us = bucket;
+    g->nbuckets = (uint32_t)(end / bucket + 1);
+    g->heap = calloc(g->nbuckets, sizeof *g->heap);
+    g->rss_kib = calloc(g->nbuckets, sizeof *g->rss_kib);
+    uint8_t *seen = calloc(g->nbuckets, 1);
+    if (!g->heap || !g->rss_kib || !seen) {
+        free(seen);
+        return -1;
+    }
+    for (uint32_t i = 0; i < a->nseries; i++) {
+        const mp_point_t *p = &a->series[i];
+        uint32_t k = (uint32_t)(p->time_us / bucket);
+        g->heap[k] = p->heap > g->heap[k] ? p->heap : g->heap[k];
+        g->rss_kib[k] = p->rss_kib > g->rss_kib[k] ? p->rss_kib : g->rss_kib[k];
+        seen[k] = 1;
+    }
+    for (uint32_t k = 1; k < g->nbuckets; k++)
+        if (!seen[k])
+            g->heap[k] = g->heap[k - 1];
+    free(seen);
+    return 0;
+}
+
 static void rows_json(mp_buf_t *b, const row_t *v, size_t n, int with_times)
 {
     static const char *const keys[] = {"node", "thread", "a", "f", "bytes", "count"};
@@ -433,11 +470,11 @@ static int write_data(const fg_t *g, const mp_report_cli_t *c, mp_buf_t *b)
     rows_json(b, g->sites, g->nsites, 0);
     mp_buf_printf(b, ",\"chart\":{\"bucket_s\":%.6f,\"heap\":[", (double)g->bucket_us / 1e6);
     for (uint32_t i = 0; i < g->nbuckets; i++)
-        mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)a->ival_heap[i]);
+        mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)g->heap[i]);
     mp_buf_str(b, "],\"rss\":[");
     for (uint32_t i = 0; i < g->nbuckets; i++) {
-        if (a->ival_rss_kib[i])
-            mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)a->ival_rss_kib[i] * 1024);
+        if (g->rss_kib[i])
+            mp_buf_printf(b, "%s%llu", i ? "," : "", (unsigned long long)g->rss_kib[i] * 1024);
         else
             mp_buf_str(b, i ? ",null" : "null");
     }
@@ -469,7 +506,9 @@ int main(int argc, char **argv)
     memprof_reader_t *r = mp_report_cli_run(&c, &a);
     fg_t g = {.a = &a, .mode = o.mode};
     mp_buf_t data = {0};
-    if (pick_nodes(&g, o.merge_below) || collect(&g) || write_data(&g, &c, &data))
+    if (pick_nodes(&g, o.merge_below) || collect(&g) ||
+        (!(g.heap = a.ival_heap, g.rss_kib = a.ival_rss_kib) && series_chart(&g)) ||
+        write_data(&g, &c, &data))
         mp_cli_die(c.prog, "out of memory");
     if (c.json) {
         fwrite(data.p, 1, data.n, stdout);
@@ -496,6 +535,10 @@ int main(int argc, char **argv)
     free(g.out);
     free(g.sites);
     free(g.ivals);
+    if (g.heap != a.ival_heap) {
+        free(g.heap);
+        free(g.rss_kib);
+    }
     free(path);
     mp_report_cli_done(&c, &a, r);
     return 0;

@@ -87,6 +87,9 @@ static void print_text(const mp_analysis_t *a, const char *path, size_t top)
                "and %s frees of it were left out\n",
                in->options & MEMPROF_OPT_ATTACHED ? "memprof attach" : "a Tracker block",
                mp_group_digits(a->unmatched_frees, c1, sizeof c1));
+    if (in->options & MEMPROF_OPT_AGGREGATE)
+        printf("note             an aggregated capture (memprof run --aggregate): totals per stack, so "
+               "no --thread, --from or --to\n");
     if (in->pystack_mode != 1)
         printf("note             no Python stacks in this capture (%s)\n",
                in->pystack_mode == 2 ? "this Python version is not supported" : "not a Python program");

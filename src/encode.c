@@ -382,8 +382,9 @@ size_t mp_lz4f_block_bound(size_t n) { return 8 + (size_t)LZ4_COMPRESSBOUND(n); 
 
 size_t mp_lz4f_block(void *stream, const uint8_t *src, size_t n, uint8_t *dst)
 {
-    int c = LZ4_compress_fast_continue(stream, (const char *)src, (char *)dst + 4, (int)n,
-                                       LZ4_COMPRESSBOUND((int)n), 1);
+    int c = stream ? LZ4_compress_fast_continue(stream, (const char *)src, (char *)dst + 4, (int)n,
+                                                LZ4_COMPRESSBOUND((int)n), 1)
+                   : 0;
     uint32_t size;
     if (c > 0 && (size_t)c < n) {
         size = (uint32_t)c;

@@ -78,7 +78,10 @@ size_t mp_lz4f_block_bound(size_t n);
  * bytes) with an LZ4_stream_t (LZ4_initStream'ed, in caller memory). Blocks
  * are linked: successive blocks must come from two buffers used in turn,
  * not adjacent in memory, so that each block refers to its predecessor only
- * and the previous block stays intact while the next is compressed. */
+ * and the previous block stays intact while the next is compressed.
+ * stream NULL: the block is stored as is (uncompressed, as the frame format
+ * allows), for a reader on the same machine, to which compressing costs
+ * more than the bytes it saves. */
 size_t mp_lz4f_block(void *stream, const uint8_t *src, size_t n, uint8_t *dst);
 size_t mp_lz4f_end(uint8_t *out);
 

@@ -371,6 +371,7 @@ cJSON *mp_json_capture(const memprof_reader_t *r, const char *path)
         cJSON_AddNumberToObject(o, "tracker_allocations", (double)in->tracker_allocs);
     cJSON_AddBoolToObject(o, "began_mid_run", (in->options & MEMPROF_OPT_MID_RUN) != 0);
     cJSON_AddBoolToObject(o, "attached", (in->options & MEMPROF_OPT_ATTACHED) != 0);
+    cJSON_AddBoolToObject(o, "aggregated", (in->options & MEMPROF_OPT_AGGREGATE) != 0);
     return o;
 }
 

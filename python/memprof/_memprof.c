@@ -162,6 +162,8 @@ static analysed_t *analyse(const char *path)
     if (rc >= 0)
         return x;
     const char *why = rc == MEMPROF_ENOMEM || !x->r ? memprof_strerror(rc) : memprof_reader_error(x->r);
+    if (!strcmp(why, "no error")) /* the analysis found it, not the reader */
+        why = memprof_strerror(rc);
     PyObject *type = rc == MEMPROF_ENOENT ? PyExc_FileNotFoundError
                      : rc == MEMPROF_EACCES ? PyExc_PermissionError
                      : rc == MEMPROF_EIO ? PyExc_OSError

@@ -10,7 +10,8 @@
 //   "mode": "peak" | "leaks" | "temporary",      what the flamegraph shows
 //   "title": str,
 //   "capture": {"path": str, "pid": int, "argv": [str], "python": str, "duration_s": num,
-//               "truncated": bool, "native": bool},
+//               "truncated": bool, "native": bool, "aggregated": bool},
+//       aggregated (memprof run --aggregate): no intervals, and the chart has no range to select
 //   "total": {"bytes": int, "allocations": int},  whole-run figure of the mode, all threads
 //   "peak_time_s": num,
 //   "strings": [str],                             string table
@@ -396,6 +397,8 @@
 
   // ---- the memory chart
 
+  function aggregated() { return !!(D.capture && D.capture.aggregated); }
+
   function byteTicks(max) {
     var unit = 1;
     while (max / unit >= 1024 && unit < Math.pow(1024, 5)) unit *= 1024;
@@ -453,6 +456,10 @@
     if (D.end_bucket != null && D.end_bucket < nb - 1) marker('end', (D.end_bucket + 1) * bs, 'script end');
     if (D.peak_time_s != null) marker('peak', +D.peak_time_s, 'peak');
     var point = svg.append('rect').attr('class', 'point').attr('y', M.top).attr('height', H - M.top - M.bottom);
+    if (aggregated()) { // totals per stack: no range of time to select
+      $('whole-run').hidden = true;
+      return;
+    }
     var brush = d3.brushX().extent([[M.left, M.top], [W - M.right, H - M.bottom]]).on('end', brushed);
     var gBrush = svg.append('g').attr('class', 'brush').call(brush);
     timeline = {x: x, brush: brush, gBrush: gBrush, point: point, buckets: nb};
@@ -497,6 +504,12 @@
     var add = function (text, bold) {
       el.appendChild(bold ? document.createElement('b') : document.createTextNode('')).textContent = text;
     };
+    if (!r && aggregated()) {
+      add('Whole run', true);
+      add(': an aggregated capture (memprof run --aggregate) holds totals per stack, not events, so it ' +
+        'has no ranges of time; record without --aggregate to see one.');
+      return;
+    }
     if (!r) {
       add('Whole run', true);
       add(': drag on the chart to see a range of time; "whole run" or a click beside the range comes back here.');
