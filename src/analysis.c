@@ -982,7 +982,8 @@ int mp_analysis_feed(mp_analysis_t *a)
     memprof_event_t ev;
     int rc;
     while ((rc = memprof_reader_next(a->r, &ev)) > 0) {
-        a->last_time_us = ev.time_us;
+        if (ev.type != MEMPROF_EV_AGGREGATE) /* those carry their own times */
+            a->last_time_us = ev.time_us;
         a->ival_now = ev.index + (ev.type == MEMPROF_EV_ALLOC || ev.type == MEMPROF_EV_FREE);
         if (a->ival && (rc = ival_advance(a, &ev)) < 0)
             return rc;
