@@ -786,6 +786,7 @@ static int series_add(mp_analysis_t *a, const mp_point_t *p)
 static int on_time(mp_analysis_t *a, const memprof_event_t *ev)
 {
     a->samples++;
+    a->rss_now_kib = ev->rss_kib;
     if (ev->rss_kib > a->rss_peak_kib)
         a->rss_peak_kib = ev->rss_kib;
     if (a->ival_rss_kib && ev->rss_kib > a->ival_rss_kib[a->ival_bucket])

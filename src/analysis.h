@@ -112,6 +112,7 @@ typedef struct mp_analysis_s {
     uint64_t end_index, end_time_us;
     uint64_t last_time_us;
     uint64_t samples, rss_peak_kib;     /* memory samples (TIME records) and their largest RSS */
+    uint64_t rss_now_kib;       /* the last sample's RSS (events only: not in an aggregate) */
     mp_stackstat_t *st;         /* indexed by node id, 0 = none (sums of the sites, after the replay) */
     uint32_t nst;
     mp_site_t *sites;

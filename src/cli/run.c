@@ -12,25 +12,28 @@
 #include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "aggregate.h"
 #include "cli_common.h"
+#include "live.h"
 #include "memprof/format.h"
 #include "report.h"
 
 static const char usage[] =
     "usage: memprof run [-o FILE] [--force] [--native] [--trace-python-allocators]\n"
-    "                   [--follow-fork | --aggregate] [--interval MS] [--python PATH]\n"
-    "                   [-q]\n"
+    "                   [--follow-fork | --aggregate | --live | --live-remote PORT]\n"
+    "                   [--interval MS] [--python PATH] [-q]\n"
     "                   (script.py [args...] | -m module [args...] | -c code [args...])\n"
     "\n"
     "Runs a Python program and records every allocation it makes, with its\n"
@@ -51,6 +54,14 @@ static const char usage[] =
     "                      its peak, at script end and at exit, allocations in all,\n"
     "                      and memory over time; a small file however long the run\n"
     "                      (reports that need events, or --thread/--from/--to, say so)\n"
+    "  --live              show the heap, RSS, allocation rate and the top locations\n"
+    "                      in this terminal while the program runs (q leaves the view,\n"
+    "                      not the program; s sorts, t picks a thread). The program's\n"
+    "                      output is held until the view is left, its input is empty.\n"
+    "                      No capture is written unless -o FILE is given (aggregated)\n"
+    "  --live-remote PORT  the same, for 'memprof live PORT' run in another terminal:\n"
+    "                      waits for it on 127.0.0.1:PORT before the program starts;\n"
+    "                      the program runs on if the viewer leaves\n"
     "  --interval MS       sample resident memory every MS milliseconds (default 10)\n"
     "  --python PATH       interpreter to run (default: $MEMPROF_PYTHON, which\n"
     "                      `python -m memprof` and the pip-installed `memprof` set\n"
@@ -64,6 +75,8 @@ typedef struct {
     const char *output, *python;
     int force, quiet;
     int aggregate;          /* the events come here, through a pipe, and are aggregated */
+    int live;               /* ... and shown on this terminal */
+    int port;               /* ... or relayed to memprof live on 127.0.0.1:port */
     unsigned opts;           /* MEMPROF_OPT_* the program records with */
     unsigned long interval_us;
     char **target;  /* what follows the python executable: script args / -m mod args / -c code args */
@@ -89,6 +102,15 @@ static void parse(int argc, char **argv, run_opts_t *o)
             o->opts |= MEMPROF_OPT_FOLLOW_FORK;
         } else if (!strcmp(a, "--aggregate")) {
             o->aggregate = 1;
+        } else if (!strcmp(a, "--live")) {
+            o->live = 1;
+        } else if (!strcmp(a, "--live-remote") || !strncmp(a, "--live-remote=", 14)) {
+            const char *v = a[13] == '=' ? a + 14 : (i + 1 < argc ? argv[++i] : NULL);
+            char *end;
+            long port = v ? strtol(v, &end, 10) : 0;
+            if (!v || !*v || *end || port < 1 || port > 65535)
+                mp_cli_die(prog, "--live-remote needs a TCP port from 1 to 65535, e.g. --live-remote 9001");
+            o->port = (int)port;
         } else if (!strcmp(a, "--interval") || !strncmp(a, "--interval=", 11)) {
             const char *v = a[10] == '=' ? a + 11 : (i + 1 < argc ? argv[++i] : NULL);
             char *end;
@@ -127,9 +149,19 @@ static void parse(int argc, char **argv, run_opts_t *o)
     }
     if (i >= argc)
         mp_cli_die(prog, "nothing to run: give a script, -m module or -c code; see 'memprof run --help'");
-    if (o->aggregate && (o->opts & MEMPROF_OPT_FOLLOW_FORK))
-        mp_cli_die(prog, "--aggregate keeps the totals of one process and cannot follow forks: drop one of "
-                         "--aggregate and --follow-fork");
+    const char *mode = o->live && o->port ? "--live and --live-remote"
+                       : o->aggregate && o->live ? "--aggregate and --live"
+                       : o->aggregate && o->port ? "--aggregate and --live-remote" : NULL;
+    if (mode)
+        mp_cli_die(prog, "%s do not go together: --live and --live-remote write an aggregated capture when "
+                         "given -o FILE; pick one", mode);
+    mode = o->aggregate ? "--aggregate" : o->live ? "--live" : o->port ? "--live-remote" : NULL;
+    if (mode && (o->opts & MEMPROF_OPT_FOLLOW_FORK))
+        mp_cli_die(prog, "%s follows one process and cannot follow forks: drop one of %s and --follow-fork", mode,
+                   mode);
+    if (o->live && (!isatty(STDIN_FILENO) || !isatty(STDOUT_FILENO)))
+        mp_cli_die(prog, "--live draws on a terminal, and this one's input or output is not one; use "
+                         "--live-remote PORT and 'memprof live PORT' in a terminal");
     o->target = argv + i;
     o->ntarget = argc - i;
     if (!o->stem) {
@@ -209,25 +241,35 @@ static void child_fail(int pipefd, int code, const char *fmt, ...)
     _exit(code);
 }
 
-/* stream_fd >= 0: the capture goes there (a pipe to memprof), and the
- * program starts once memprof says so on go_fd (it has its output file). */
-static void child(const run_opts_t *o, const char *python, const char *lib, int pipefd, int stream_fd, int go_fd)
+/* The descriptors a child is given (-1: none). */
+typedef struct {
+    int fail;       /* says why it could not start (closed on exec) */
+    int stream;     /* the capture goes there (a pipe to memprof) instead of FILE */
+    int go;         /* ... and the program starts once memprof says so on it */
+    int in, out, err; /* --live: its stdin, stdout and stderr */
+} child_fds_t;
+
+static void child(const run_opts_t *o, const char *python, const char *lib, const child_fds_t *c)
 {
+    int pipefd = c->fail;
     char out[PATH_MAX];
     default_output(o, getpid(), out, sizeof out);
     char err[PATH_MAX + 128];
-    int fd = stream_fd;
+    int fd = c->stream;
     if (fd < 0 && (fd = mp_create_capture(out, o->force, err, sizeof err)) < 0)
         child_fail(pipefd, 2, "%s", err);
-    if (go_fd >= 0) {
+    if (c->go >= 0) {
         char go = 0;
         ssize_t k;
-        while ((k = read(go_fd, &go, 1)) < 0 && errno == EINTR)
+        while ((k = read(c->go, &go, 1)) < 0 && errno == EINTR)
             ;
         if (k != 1)
             _exit(2); /* memprof said why */
-        close(go_fd);
+        close(c->go);
     }
+    if ((c->in >= 0 && dup2(c->in, STDIN_FILENO) < 0) || (c->out >= 0 && dup2(c->out, STDOUT_FILENO) < 0) ||
+        (c->err >= 0 && dup2(c->err, STDERR_FILENO) < 0))
+        child_fail(pipefd, 2, "cannot give the program its input and output: %s", strerror(errno));
     int keep = fcntl(fd, F_DUPFD, 3); /* without O_CLOEXEC: Python inherits it */
     char fdv[32], *pre;
     snprintf(fdv, sizeof fdv, "%d", keep);
@@ -271,18 +313,50 @@ static void forward(int sig)
         kill(child_pid, sig);
 }
 
-/* ---- --aggregate: the events come through a pipe and are replayed here ---- */
+/* ---- --aggregate, --live, --live-remote: the capture comes through a pipe ---- */
 
 typedef struct {
-    int in;                 /* the read end of the capture's pipe (non-blocking) */
-    memprof_reader_t *r;
-    mp_analysis_t a;
-    int rc;                 /* the analysis' first error */
-} stream_t;
+    pid_t pid;
+    int status, exited;
+    int in;                 /* the capture's pipe (non-blocking); -1 once it ended */
+    mp_liveview_t *lv;          /* its replay (NULL: nothing needs it) */
+    int replay;             /* replay what comes (not once the view is left, without -o) */
+    int keep_replaying;     /* an aggregated capture is written at the end */
+    int view;               /* --live: the view is on the terminal */
+    int sock;               /* --live-remote: the viewer's connection; -1 once it left */
+    int pout[2];            /* --live: the program's stdout and stderr (non-blocking; -1 at the end) */
+    FILE *held[2];          /* ... what they said while the view was up */
+} relay_t;
 
-/* Reads what the pipe has and replays it; 0 at the end of the stream (the
- * writers closed it), 1 when there may be more, < 0 on a read error. */
-static int stream_pump(stream_t *s)
+static int write_all(int fd, const void *p, size_t n)
+{
+    const char *c = p;
+    while (n) {
+        ssize_t k = write(fd, c, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        c += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* The capture ended: the viewer learns it when its connection closes. */
+static void end_capture(relay_t *s)
+{
+    close(s->in);
+    s->in = -1;
+    if (s->sock >= 0) {
+        close(s->sock);
+        s->sock = -1;
+    }
+}
+
+/* Replays what the capture's pipe holds and relays it to the viewer; 0
+ * once the pipe is at its end. */
+static int relay_capture(relay_t *s)
 {
     static uint8_t buf[1 << 18];
     for (;;) {
@@ -291,43 +365,164 @@ static int stream_pump(stream_t *s)
             continue;
         if (n < 0 && errno == EAGAIN)
             return 1;
-        if (n < 0)
-            return -errno;
-        if (n == 0)
+        if (n <= 0)
             return 0;
-        if (s->rc == 0 && (s->rc = memprof_reader_feed(s->r, buf, (size_t)n)) == 0) {
-            int rc = mp_analysis_feed(&s->a);
-            if (rc != MEMPROF_EAGAIN && rc != 0)
-                s->rc = rc;
+        if (s->replay)
+            mp_live_feed(s->lv, buf, (size_t)n);
+        if (s->sock >= 0 && write_all(s->sock, buf, (size_t)n) != 0) {
+            close(s->sock);
+            s->sock = -1;
+            fprintf(stderr, "%s: the viewer left; the program runs on\n", prog);
         }
     }
 }
 
-/* Until the program exits (and the pipe is drained: a process it forked
- * may hold the pipe open long after). Returns its wait status. */
-static int stream_run(stream_t *s, pid_t pid)
+/* The program's output: held while the view is up, else passed on. 0 at
+ * its end. */
+static int relay_output(relay_t *s, int i)
 {
-    int status = 0, exited = 0;
+    char buf[1 << 16];
     for (;;) {
-        struct pollfd p = {s->in, POLLIN, 0};
-        int k = poll(&p, 1, exited ? 0 : 100);
-        int rc = k > 0 ? stream_pump(s) : 1;
-        if (rc <= 0 || (exited && k == 0))
+        ssize_t n = read(s->pout[i], buf, sizeof buf);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && errno == EAGAIN)
+            return 1;
+        if (n <= 0)
+            return 0;
+        if (s->view && (s->held[i] || (s->held[i] = tmpfile())))
+            fwrite(buf, 1, (size_t)n, s->held[i]);
+        else
+            (void)write_all(i + 1, buf, (size_t)n);
+    }
+}
+
+static void leave_view(relay_t *s)
+{
+    mp_live_hide(s->lv);
+    s->view = 0;
+    s->replay = s->keep_replaying;
+    for (int i = 0; i < 2; i++) {
+        if (!s->held[i])
+            continue;
+        char buf[1 << 16];
+        size_t n;
+        rewind(s->held[i]);
+        while ((n = fread(buf, 1, sizeof buf, s->held[i])) > 0)
+            (void)write_all(i + 1, buf, n);
+        fclose(s->held[i]);
+        s->held[i] = NULL;
+    }
+}
+
+/* What the view's last line says once the capture ended. */
+static void say_ended(relay_t *s)
+{
+    char why[128];
+    if (!s->exited)
+        snprintf(why, sizeof why, "the capture ended; the program runs on");
+    else if (WIFSIGNALED(s->status))
+        snprintf(why, sizeof why, "the program was killed by signal %d (%s)", WTERMSIG(s->status),
+                 strsignal(WTERMSIG(s->status)));
+    else
+        snprintf(why, sizeof why, "the program exited with status %d", WEXITSTATUS(s->status));
+    mp_live_ended(s->lv, why);
+}
+
+/* Until the program has exited, its pipes are drained (a process it
+ * started may hold them open long after: what does not come at once after
+ * the exit is not waited for) and the view is left. */
+static void relay_run(relay_t *s)
+{
+    for (;;) {
+        if (!s->exited && waitpid(s->pid, &s->status, WNOHANG) == s->pid)
+            s->exited = 1;
+        struct pollfd p[4];
+        int np = 0, at[4];
+        if (s->in >= 0)
+            at[np] = -1, p[np++] = (struct pollfd){s->in, POLLIN, 0};
+        for (int i = 0; i < 2; i++)
+            if (s->pout[i] >= 0)
+                at[np] = i, p[np++] = (struct pollfd){s->pout[i], POLLIN, 0};
+        if (s->view)
+            at[np] = 2, p[np++] = (struct pollfd){STDIN_FILENO, POLLIN, 0};
+        if (np == 0)
             break;
-        if (!exited) {
-            pid_t w = waitpid(pid, &status, WNOHANG);
-            exited = w == pid;
+        int timeout = s->exited ? 0 : 100;
+        if (s->view && (s->exited || mp_live_wait_ms(s->lv) < timeout))
+            timeout = mp_live_wait_ms(s->lv);
+        int k = poll(p, (nfds_t)np, timeout);
+        if (k < 0 && errno != EINTR)
+            break;
+        for (int j = 0; k > 0 && j < np; j++) {
+            if (!p[j].revents || at[j] == 2)
+                continue;
+            if (at[j] < 0 && !relay_capture(s)) {
+                end_capture(s);
+            } else if (at[j] >= 0 && !relay_output(s, at[j])) {
+                close(s->pout[at[j]]);
+                s->pout[at[j]] = -1;
+            }
+        }
+        if (s->exited && k == 0) { /* drained: what holds them open is not the program */
+            if (s->in >= 0)
+                end_capture(s);
+            for (int i = 0; i < 2; i++)
+                if (s->pout[i] >= 0)
+                    close(s->pout[i]), s->pout[i] = -1;
+        }
+        if (s->lv && s->in < 0)
+            say_ended(s);
+        if (s->view) {
+            if (mp_live_keys(s->lv))
+                leave_view(s);
+            else
+                mp_live_draw(s->lv, 0);
         }
     }
-    while (!exited && waitpid(pid, &status, 0) < 0 && errno == EINTR)
+    while (!s->exited && waitpid(s->pid, &s->status, 0) < 0 && errno == EINTR)
         ;
-    memprof_reader_feed_end(s->r);
-    if (s->rc == 0) {
-        int rc = mp_analysis_feed(&s->a);
-        if (rc < 0)
-            s->rc = rc;
-    }
-    return status;
+    s->exited = 1;
+}
+
+/* --live-remote: 127.0.0.1:port, listening. Dies with one line. */
+static int listen_on(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        mp_cli_die(prog, "cannot create a socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+        mp_cli_die(prog, "cannot listen on 127.0.0.1:%d: %s%s", port, strerror(errno),
+                   errno == EADDRINUSE ? "; pick another port" : "");
+    if (listen(fd, 1) != 0)
+        mp_cli_die(prog, "cannot listen on 127.0.0.1:%d: %s", port, strerror(errno));
+    return fd;
+}
+
+static volatile sig_atomic_t interrupted;
+static void on_interrupt(int sig) { interrupted = sig; }
+
+/* The viewer's connection, or -1 when ^C (or a signal) came first. */
+static int wait_viewer(int listener, int port)
+{
+    fprintf(stderr, "memprof: waiting for the viewer: run 'memprof live %d' in another terminal "
+                    "(^C gives up)\n", port);
+    struct sigaction sa = {.sa_handler = on_interrupt}, old[3];
+    static const int sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+    for (int i = 0; i < 3; i++)
+        sigaction(sigs[i], &sa, &old[i]); /* no SA_RESTART: accept returns */
+    int fd;
+    while ((fd = accept4(listener, NULL, NULL, SOCK_CLOEXEC)) < 0 && !interrupted &&
+           (errno == EINTR || errno == ECONNABORTED))
+        ;
+    for (int i = 0; i < 3; i++)
+        sigaction(sigs[i], &old[i], NULL);
+    close(listener);
+    return fd;
 }
 
 static void report(const run_opts_t *o, pid_t pid, int status)
@@ -339,7 +534,8 @@ static void report(const run_opts_t *o, pid_t pid, int status)
     if (WIFSIGNALED(status))
         snprintf(why, sizeof why, ", truncated: the program was killed by signal %d", WTERMSIG(status));
     fprintf(stderr, "memprof: wrote %s (%s%s%s); see: memprof summary %s\n", out,
-            mp_human_bytes(bytes, size, sizeof size), o->aggregate ? ", aggregated" : "", why, out);
+            mp_human_bytes(bytes, size, sizeof size), o->aggregate || o->live || o->port ? ", aggregated" : "",
+            why, out);
     if (!(o->opts & MEMPROF_OPT_FOLLOW_FORK))
         return;
     /* children's captures: FILE.<pid>[.<n>] */
@@ -359,6 +555,24 @@ static void report(const run_opts_t *o, pid_t pid, int status)
     }
 }
 
+/* Stops a program that has not started (its go pipe closes unwritten) and
+ * removes the capture made for it; then dies with one line. */
+static void give_up(pid_t pid, int go, const char *out, const char *fmt, ...) __attribute__((noreturn, format(printf, 4, 5)));
+static void give_up(pid_t pid, int go, const char *out, const char *fmt, ...)
+{
+    close(go);
+    while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
+        ;
+    if (out)
+        unlink(out);
+    char msg[PATH_MAX * 2];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    mp_cli_die(prog, "%s", msg);
+}
+
 int main(int argc, char **argv)
 {
     run_opts_t o = {0};
@@ -367,13 +581,26 @@ int main(int argc, char **argv)
     resolve_python(o.python, python, sizeof python);
     if (mp_preload_path(lib, sizeof lib) || access(lib, R_OK) != 0)
         mp_cli_die(prog, "cannot find libmemprof.so (looked for %s); is memprof installed whole?", lib);
-    int pfd[2], sfd[2] = {-1, -1}, gfd[2] = {-1, -1};
+    /* the capture comes here through a pipe; a file is written by memprof run
+     * (aggregated) with --aggregate, and with --live and --live-remote when -o says where */
+    int streamed = o.aggregate || o.live || o.port;
+    int file = !streamed || o.aggregate || o.output;
+    int listener = o.port ? listen_on(o.port) : -1;
+    int pfd[2], sfd[2] = {-1, -1}, gfd[2] = {-1, -1}, ofd[2][2] = {{-1, -1}, {-1, -1}};
     if (pipe2(pfd, O_CLOEXEC) != 0)
         mp_cli_die(prog, "cannot create a pipe: %s", strerror(errno));
-    if (o.aggregate) {
+    if (streamed) {
         if (pipe2(sfd, O_CLOEXEC) != 0 || pipe2(gfd, O_CLOEXEC) != 0)
             mp_cli_die(prog, "cannot create a pipe: %s", strerror(errno));
         (void)fcntl(sfd[0], F_SETPIPE_SZ, 1 << 20); /* fewer wake-ups; the default where refused */
+    }
+    child_fds_t cf = {pfd[1], sfd[1], gfd[0], -1, -1, -1};
+    if (o.live) {
+        if (pipe2(ofd[0], O_CLOEXEC) != 0 || pipe2(ofd[1], O_CLOEXEC) != 0 ||
+            (cf.in = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
+            mp_cli_die(prog, "cannot set up the program's input and output: %s", strerror(errno));
+        cf.out = ofd[0][1];
+        cf.err = ofd[1][1];
     }
     fflush(NULL);
     pid_t pid = fork();
@@ -381,35 +608,49 @@ int main(int argc, char **argv)
         mp_cli_die(prog, "cannot fork: %s", strerror(errno));
     if (pid == 0) {
         close(pfd[0]);
-        if (o.aggregate) {
+        if (streamed) {
             close(sfd[0]);
             close(gfd[1]);
         }
-        child(&o, python, lib, pfd[1], sfd[1], gfd[0]);
+        if (listener >= 0)
+            close(listener);
+        if (o.live)
+            close(ofd[0][0]), close(ofd[1][0]);
+        child(&o, python, lib, &cf);
     }
     child_pid = pid;
     close(pfd[1]);
     int out_fd = -1;
-    stream_t st = {.in = -1};
     char out[PATH_MAX];
-    if (o.aggregate) {
+    default_output(&o, pid, out, sizeof out);
+    relay_t s = {.pid = pid, .in = -1, .sock = -1, .pout = {-1, -1}};
+    if (streamed) {
         close(sfd[1]);
         close(gfd[0]);
-        default_output(&o, pid, out, sizeof out);
+        if (o.live) {
+            close(cf.in);
+            close(cf.out);
+            close(cf.err);
+            s.pout[0] = ofd[0][0];
+            s.pout[1] = ofd[1][0];
+            fcntl(s.pout[0], F_SETFL, O_NONBLOCK);
+            fcntl(s.pout[1], F_SETFL, O_NONBLOCK);
+        }
         char err[PATH_MAX + 128];
-        if ((out_fd = mp_create_capture(out, o.force, err, sizeof err)) < 0) {
-            close(gfd[1]); /* the program does not start */
-            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR)
-                ;
-            mp_cli_die(prog, "%s", err);
-        }
-        st.in = sfd[0];
-        fcntl(st.in, F_SETFL, O_NONBLOCK);
-        if (memprof_reader_open_stream(&st.r) != 0 ||
-            (st.rc = mp_analysis_begin(&st.a, st.r, NULL)) != 0) {
-            unlink(out);
-            mp_cli_die(prog, "out of memory");
-        }
+        if (file && (out_fd = mp_create_capture(out, o.force, err, sizeof err)) < 0)
+            give_up(pid, gfd[1], NULL, "%s", err);
+        const char *made = file ? out : NULL;
+        s.in = sfd[0];
+        fcntl(s.in, F_SETFL, O_NONBLOCK);
+        s.replay = s.keep_replaying = file;
+        if ((o.live || file) && !(s.lv = mp_live_new()))
+            give_up(pid, gfd[1], made, "out of memory");
+        s.replay = s.lv != NULL;
+        if (listener >= 0 && (s.sock = wait_viewer(listener, o.port)) < 0)
+            give_up(pid, gfd[1], made, "%s", interrupted ? "no viewer came; the program did not start" : strerror(errno));
+        if (o.live && mp_live_show(s.lv, err, sizeof err) != 0)
+            give_up(pid, gfd[1], made, "%s; try --live-remote PORT and 'memprof live PORT'", err);
+        s.view = o.live;
         (void)!write(gfd[1], "g", 1);
         close(gfd[1]);
     }
@@ -418,12 +659,18 @@ int main(int argc, char **argv)
     signal(SIGQUIT, SIG_IGN);
     signal(SIGTERM, forward);
     signal(SIGHUP, forward);
+    signal(SIGPIPE, SIG_IGN); /* a viewer that left: EPIPE */
     char msg[PATH_MAX * 2];
     ssize_t n = read(pfd[0], msg, sizeof msg - 1);
     close(pfd[0]);
+    if (n > 0 && s.view) {
+        mp_live_hide(s.lv);
+        s.view = 0;
+    }
     int status;
-    if (o.aggregate) {
-        status = stream_run(&st, pid);
+    if (streamed) {
+        relay_run(&s);
+        status = s.status;
     } else {
         while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
             ;
@@ -431,26 +678,26 @@ int main(int argc, char **argv)
     if (n > 0) {
         msg[n] = '\0';
         fprintf(stderr, "%s: %s\n", prog, msg);
-        if (o.aggregate)
+        if (streamed && file)
             unlink(out);
+        mp_live_free(s.lv);
         return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
     }
-    if (o.aggregate) {
-        int rc = st.rc ? st.rc : mp_analysis_finish(&st.a);
+    if (streamed && file) {
+        int rc = mp_live_finish(s.lv);
         int err = 0;
-        if (rc == 0 && !memprof_reader_info(st.r)->version_major)
+        if (rc == 0 && !memprof_reader_info(mp_live_analysis(s.lv)->r)->version_major)
             fprintf(stderr, "%s: the program wrote no capture (it did not start recording); %s is empty\n",
                     prog, out);
         else if (rc != 0)
             fprintf(stderr, "%s: the events could not be aggregated: %s; %s is empty\n", prog,
-                    rc == MEMPROF_ENOMEM ? "out of memory" : memprof_reader_error(st.r), out);
-        else if ((err = mp_aggregate_write(&st.a, out_fd)) != 0 || fsync(out_fd) != 0)
+                    mp_live_error(s.lv), out);
+        else if ((err = mp_aggregate_write(mp_live_analysis(s.lv), out_fd)) != 0 || fsync(out_fd) != 0)
             fprintf(stderr, "%s: cannot write %s: %s\n", prog, out, strerror(err ? err : errno));
         close(out_fd);
-        mp_analysis_free(&st.a);
-        memprof_reader_close(st.r);
     }
-    if (!o.quiet)
+    mp_live_free(s.lv);
+    if (!o.quiet && file)
         report(&o, pid, status);
     if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);

@@ -61,6 +61,7 @@ def test_pip_install_gives_a_memprof_command(venv, tmp_path):
     s = json.loads(run([venv / "bin" / "python", "-m", "memprof", "summary", "--json", cap]).stdout)
     assert sized_answer(s) == SIZED
     assert "usage: memprof" in run([venv / "bin" / "python", "-m", "memprof", "--help"]).stdout
+    assert "usage: memprof live PORT" in run([venv / "bin" / "memprof", "live", "--help"]).stdout
 
 
 def test_pip_install_package_finds_its_pieces(venv, tmp_path):
@@ -90,6 +91,7 @@ def test_cmake_install_into_a_prefix(tmp_path):
     p = run([prefix / "bin" / "memprof", "run", "-q", "-o", cap, SCRIPTS / "sized.py"], cwd=tmp_path)
     assert p.stdout.splitlines()[0] == CONFIG["python"]  # the interpreter it was built for
     assert sized_answer(json.loads(run([prefix / "bin" / "memprof", "summary", "--json", cap]).stdout)) == SIZED
+    assert "usage: memprof live PORT" in run([prefix / "bin" / "memprof", "live", "--help"]).stdout
     assert (prefix / "lib" / "memprof" / "libmemprof.so").exists() or list(prefix.glob("lib/*/memprof/libmemprof.so"))
     site = next(prefix.rglob("_memprof*.so")).parent.parent
     p = run([CONFIG["python"], SCRIPTS / "wheel_check.py", tmp_path / "t.memprof"], cwd=tmp_path,
