@@ -257,20 +257,6 @@ char *mp_page_target(const char *prog, const mp_page_out_t *o, const char *captu
     return p;
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 void mp_page_save(const char *prog, const char *path, int force, const mp_buf_t *b)
 {
     if (b->oom)
@@ -293,7 +279,7 @@ void mp_page_save(const char *prog, const char *path, int force, const mp_buf_t 
     int err = 0;
     mode_t mask = umask(0);
     umask(mask);
-    if (write_all(fd, b->p, b->n) || (force && fchmod(fd, 0644 & ~mask)))
+    if (mp_write_all(fd, b->p, b->n) || (force && fchmod(fd, 0644 & ~mask)))
         err = errno ? errno : EIO;
     if (close(fd) && !err)
         err = errno;

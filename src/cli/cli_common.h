@@ -29,6 +29,12 @@ memprof_reader_t *mp_cli_open(const char *prog, const char *path);
 void mp_cli_warn_truncated(const char *prog, const char *path, const memprof_reader_t *r, int events_cut);
 /* Exits 2 with one line for a failed read or analysis (rc < 0). */
 void mp_cli_fail(const char *prog, const char *path, const memprof_reader_t *r, int rc) __attribute__((noreturn));
+/* Writes all n bytes (again after EINTR and short writes). 0 or -1 (errno). */
+int mp_write_all(int fd, const void *p, size_t n);
+/* One read of what fd has (again after EINTR): the bytes read (> 0), 0 at
+ * its end (or on an error), -1 when a non-blocking fd has nothing yet. */
+long mp_read_now(int fd, void *buf, size_t len);
+
 /* A count from 1 to 1000. 0 or -1. */
 int mp_parse_count(const char *s, size_t *out);
 

@@ -91,10 +91,10 @@ int main(int argc, char **argv)
         if (k < 0 && errno != EINTR)
             break;
         if (open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
-            ssize_t n = read(fd, buf, sizeof buf);
+            long n = mp_read_now(fd, buf, sizeof buf);
             if (n > 0) {
                 mp_live_feed(lv, buf, (size_t)n);
-            } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+            } else if (n == 0) {
                 open = 0;
                 close(fd);
                 mp_live_ended(lv, "");

@@ -328,21 +328,6 @@ typedef struct {
     FILE *held[2];          /* ... what they said while the view was up */
 } relay_t;
 
-static int write_all(int fd, const void *p, size_t n)
-{
-    const char *c = p;
-    while (n) {
-        ssize_t k = write(fd, c, n);
-        if (k < 0 && errno == EINTR)
-            continue;
-        if (k <= 0)
-            return -1;
-        c += k;
-        n -= (size_t)k;
-    }
-    return 0;
-}
-
 /* The capture ended: the viewer learns it when its connection closes. */
 static void end_capture(relay_t *s)
 {
@@ -359,22 +344,18 @@ static void end_capture(relay_t *s)
 static int relay_capture(relay_t *s)
 {
     static uint8_t buf[1 << 18];
-    for (;;) {
-        ssize_t n = read(s->in, buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return 1;
-        if (n <= 0)
+    for (long n; (n = mp_read_now(s->in, buf, sizeof buf)) != -1;) {
+        if (n == 0)
             return 0;
         if (s->replay)
             mp_live_feed(s->lv, buf, (size_t)n);
-        if (s->sock >= 0 && write_all(s->sock, buf, (size_t)n) != 0) {
+        if (s->sock >= 0 && mp_write_all(s->sock, buf, (size_t)n) != 0) {
             close(s->sock);
             s->sock = -1;
             fprintf(stderr, "%s: the viewer left; the program runs on\n", prog);
         }
     }
+    return 1;
 }
 
 /* The program's output: held while the view is up, else passed on. 0 at
@@ -382,19 +363,15 @@ static int relay_capture(relay_t *s)
 static int relay_output(relay_t *s, int i)
 {
     char buf[1 << 16];
-    for (;;) {
-        ssize_t n = read(s->pout[i], buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && errno == EAGAIN)
-            return 1;
-        if (n <= 0)
+    for (long n; (n = mp_read_now(s->pout[i], buf, sizeof buf)) != -1;) {
+        if (n == 0)
             return 0;
         if (s->view && (s->held[i] || (s->held[i] = tmpfile())))
             fwrite(buf, 1, (size_t)n, s->held[i]);
         else
-            (void)write_all(i + 1, buf, (size_t)n);
+            (void)mp_write_all(i + 1, buf, (size_t)n);
     }
+    return 1;
 }
 
 static void leave_view(relay_t *s)
@@ -409,7 +386,7 @@ static void leave_view(relay_t *s)
         size_t n;
         rewind(s->held[i]);
         while ((n = fread(buf, 1, sizeof buf, s->held[i])) > 0)
-            (void)write_all(i + 1, buf, n);
+            (void)mp_write_all(i + 1, buf, n);
         fclose(s->held[i]);
         s->held[i] = NULL;
     }

@@ -79,7 +79,8 @@ def test_pprof_read_by_go_tool_pprof(memprof, leaky, tmp_path):
     go = shutil.which("go") or next((g for g in ("/usr/lib/go/bin/go", "/usr/local/go/bin/go")
                                      if os.access(g, os.X_OK)), None)
     if not go:
-        pytest.skip("go tool pprof is not installed: apt-get install golang-go to run this check")
+        pytest.skip("go tool pprof is not installed: apt-get install golang-go (.ci/deps --tests tries to) "
+                    "to run this check")
     r = subprocess.run([go, "tool", "pprof", "-top", "-unit=B", "-sample_index=inuse_space", str(out)],
                        capture_output=True, text=True, timeout=300,
                        env=dict(os.environ, HOME=str(tmp_path), GOCACHE=str(tmp_path / "gocache")))

@@ -7,7 +7,7 @@ the icicle view, and range selection on the memory chart; a screenshot is kept a
 Chromium is driven over the DevTools protocol on a pipe (--remote-debugging-pipe) with the
 standard library only: no chromedriver whose version must match the browser, no Python package,
 so the same code runs under Debian's python3 and any other. Skipped only when Chromium is
-missing and cannot be installed (.ci/deps installs it).
+missing and cannot be installed (.ci/deps --tests installs it).
 
 For other tests: the `browser` fixture and open_flamegraph(browser, html_path) give a Page whose
 eval/click/screenshot/... drive the page; assert_clean(page) checks for JS errors and requests
@@ -67,14 +67,14 @@ def chromium_or_skip():
     elif not can_install:
         why = "installing needs root or password-less sudo"
     else:
-        p = subprocess.run(["bash", str(deps)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+        p = subprocess.run(["bash", str(deps), "--tests"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
                            timeout=1200)
         exe = find_chromium()
         if exe:
             return exe
         why = f"{deps} exited {p.returncode}: {p.stderr.strip()[-600:]}"
     pytest.skip(f"headless Chromium not found and could not be installed ({why}); "
-                "install Debian's chromium package (.ci/deps does) or set MEMPROF_CHROMIUM")
+                "install Debian's chromium package (.ci/deps --tests does) or set MEMPROF_CHROMIUM")
 
 
 class Browser:

@@ -17,7 +17,7 @@ import pytest
 from conftest import SCRIPTS, script_line
 
 pytestmark = pytest.mark.skipif(shutil.which("tmux") is None,
-                                reason="tmux is not installed (Debian's tmux package; .ci/deps installs it)")
+                                reason="tmux is not installed (Debian's tmux package; .ci/deps --tests installs it)")
 
 TARGET = SCRIPTS / "live_target.py"
 
