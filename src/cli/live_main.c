@@ -88,8 +88,8 @@ int main(int argc, char **argv)
     for (;;) {
         struct pollfd p[2] = {{STDIN_FILENO, POLLIN, 0}, {open ? fd : -1, POLLIN, 0}};
         int k = poll(p, 2, mp_live_wait_ms(lv));
-        if (k < 0 && errno != EINTR)
-            break;
+        if ((k < 0 && errno != EINTR) || (p[0].revents & (POLLHUP | POLLERR | POLLNVAL)))
+            break; /* the terminal went away */
         if (open && (p[1].revents & (POLLIN | POLLHUP | POLLERR))) {
             long n = mp_read_now(fd, buf, sizeof buf);
             if (n > 0) {

@@ -432,6 +432,8 @@ static void relay_run(relay_t *s)
         if (k < 0 && errno != EINTR)
             break;
         for (int j = 0; k > 0 && j < np; j++) {
+            if (at[j] == 2 && (p[j].revents & (POLLHUP | POLLERR | POLLNVAL)))
+                leave_view(s); /* the terminal went away: no one to show it to */
             if (!p[j].revents || at[j] == 2)
                 continue;
             if (at[j] < 0 && !relay_capture(s)) {

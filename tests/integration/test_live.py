@@ -243,3 +243,27 @@ def test_nothing_listens_says_how_to_start_one(memprof, tmux):
     tmux.start("view", f"{shlex.quote(str(memprof.bin / 'memprof'))} live {port}")
     text = tmux.wait("view", lambda t: "EXIT=" in t, "the viewer's exit")
     assert f"nothing listens on 127.0.0.1:{port}" in text and f"--live-remote {port}" in text and "EXIT=2" in text
+
+
+def test_terminal_closing_ends_the_view_and_the_program(memprof, tmux):
+    # the terminal hangs up under the view: memprof does not spin on it, the program gets SIGHUP
+    stop = memprof.tmp / "stop"
+    cmd = f"{shlex.quote(str(memprof.bin / 'memprof'))} run --live {shlex.quote(str(TARGET))} {shlex.quote(str(stop))} 60"
+    tmux.start("run", cmd)
+    tmux.wait("run", settled, "the view")
+    tmux.close()
+    end = time.monotonic() + 15
+    while time.monotonic() < end:
+        left = [p for p in os.listdir("/proc") if p.isdigit() and str(stop).encode() in _cmdline(p)]
+        if not left:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"still running after the terminal closed: {left}")
+
+
+def _cmdline(pid):
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
