@@ -17,14 +17,14 @@
 #include <string.h>
 
 #include "memprof/format.h"
+#include "mp_common.h"
 #include "symbolize.h"
 
-static inline uint64_t addr_hash(uint64_t a)
+/* An address's home slot in a table of cap (a power of 2) slots:
+ * Fibonacci hashing, the top bits of one multiplication. */
+static inline uint64_t map_home(uint64_t addr, uint64_t cap)
 {
-    a ^= a >> 31;
-    a *= 0x7fb5d329728ea185ull;
-    a ^= a >> 27;
-    return a;
+    return (addr * 0x9e3779b97f4a7c15ull) >> (64 - __builtin_ctzll(cap));
 }
 
 static int map_grow(mp_analysis_t *a)
@@ -36,7 +36,7 @@ static int map_grow(mp_analysis_t *a)
     for (uint64_t i = 0; i < a->map_cap; i++) {
         if (!a->map[i].addr)
             continue;
-        uint64_t j = addr_hash(a->map[i].addr) & (ncap - 1);
+        uint64_t j = map_home(a->map[i].addr, ncap);
         while (m[j].addr)
             j = (j + 1) & (ncap - 1);
         m[j] = a->map[i];
@@ -51,7 +51,7 @@ static mp_live_t *map_find(mp_analysis_t *a, uint64_t addr)
 {
     if (!a->map_cap || !addr) /* 0 marks empty slots: never a live block */
         return NULL;
-    for (uint64_t j = addr_hash(addr) & (a->map_cap - 1);; j = (j + 1) & (a->map_cap - 1)) {
+    for (uint64_t j = map_home(addr, a->map_cap);; j = (j + 1) & (a->map_cap - 1)) {
         if (a->map[j].addr == addr)
             return &a->map[j];
         if (!a->map[j].addr)
@@ -67,7 +67,7 @@ static void map_remove(mp_analysis_t *a, mp_live_t *e)
         j = (j + 1) & mask;
         if (!a->map[j].addr)
             break;
-        uint64_t k = addr_hash(a->map[j].addr) & mask;
+        uint64_t k = map_home(a->map[j].addr, a->map_cap);
         if ((j > i && (k <= i || k > j)) || (j < i && (k <= i && k > j))) {
             a->map[i] = a->map[j];
             i = j;
@@ -579,10 +579,8 @@ static int grow_zeroed(void **p, size_t old, size_t n, size_t elem)
     return 0;
 }
 
-static int thread_slots(mp_analysis_t *a, uint32_t thread)
+static MP_NOINLINE int thread_slots_grow(mp_analysis_t *a, uint32_t thread)
 {
-    if (a->thr && thread <= a->nthreads)
-        return 0;
     uint32_t old = a->thr ? a->nthreads : 0, n = thread + 16;
     if (grow_zeroed((void **)&a->thr, a->thr ? old + 1 : 0, n + 1, sizeof *a->thr) ||
         grow_zeroed((void **)&a->thr_seq, a->thr_seq ? old + 1 : 0, n + 1, sizeof *a->thr_seq) ||
@@ -592,6 +590,12 @@ static int thread_slots(mp_analysis_t *a, uint32_t thread)
         return MEMPROF_ENOMEM;
     a->nthreads = n;
     return 0;
+}
+
+/* Room for `thread` in the per-thread arrays. 0 or MEMPROF_ENOMEM. */
+static inline int thread_slots(mp_analysis_t *a, uint32_t thread)
+{
+    return a->thr && thread <= a->nthreads ? 0 : thread_slots_grow(a, thread);
 }
 
 static int on_unmap(mp_analysis_t *a, const memprof_event_t *ev)
@@ -634,7 +638,7 @@ static int on_alloc(mp_analysis_t *a, const memprof_event_t *ev)
     if (site < 0)
         return MEMPROF_ENOMEM;
     uint32_t seq = ++a->thr_seq[ev->thread];
-    int out = !wanted(a, ev);
+    int out = a->filtered && !wanted(a, ev);
     if (ev->kind == MEMPROF_A_MMAP || ev->kind == MEMPROF_A_MMAP_FILE)
         return on_map(a, ev, (uint32_t)site, ev->kind == MEMPROF_A_MMAP_FILE, out);
     if (ev->kind == MEMPROF_A_MREMAP) {
@@ -651,25 +655,26 @@ static int on_alloc(mp_analysis_t *a, const memprof_event_t *ev)
 /* A block becomes live (a new one, or one a failed realloc gave back). */
 static int on_heap_alloc(mp_analysis_t *a, const memprof_event_t *ev, uint32_t site, int out, uint32_t seq)
 {
-    mp_live_t *old = map_find(a, ev->addr);
-    if (old) { /* its free was never seen: drop the stale block */
-        if (!old->out) {
-            account(a, old->site, old->size, 1, -1);
-            if (a->ival && ival_free(a, old->site, old->made, old->size, 1, 0))
-                return MEMPROF_ENOMEM;
-        }
-        map_remove(a, old);
-    }
     if (!ev->addr) /* nobody's block (and the live map's empty mark): made, never live */
         return 0;
-    if ((a->map_n + 1) * 10 > a->map_cap * 7 && map_grow(a))
+    if ((a->map_n + 1) * 2 > a->map_cap && map_grow(a)) /* at most half full: short probes */
         return MEMPROF_ENOMEM;
-    uint64_t j = addr_hash(ev->addr) & (a->map_cap - 1);
-    while (a->map[j].addr)
+    /* one probe: the block at this address, or the free slot the new one takes */
+    uint64_t j = map_home(ev->addr, a->map_cap);
+    while (a->map[j].addr && a->map[j].addr != ev->addr)
         j = (j + 1) & (a->map_cap - 1);
-    a->map[j] = (mp_live_t){.addr = ev->addr, .size = ev->size, .made = a->ival_now, .site = site,
-                            .out = (uint32_t)out, .seq = seq};
-    a->map_n++;
+    mp_live_t *e = &a->map[j];
+    if (e->addr) { /* its free was never seen: the stale block goes, the new one takes its slot */
+        if (!e->out) {
+            account(a, e->site, e->size, 1, -1);
+            if (a->ival && ival_free(a, e->site, e->made, e->size, 1, 0))
+                return MEMPROF_ENOMEM;
+        }
+    } else {
+        a->map_n++;
+    }
+    *e = (mp_live_t){.addr = ev->addr, .size = ev->size, .made = a->ival_now, .site = site, .out = (uint32_t)out,
+                     .seq = seq};
     if (out)
         return 0;
     account(a, site, ev->size, 1, 1);
@@ -958,6 +963,7 @@ int mp_analysis_begin(mp_analysis_t *a, memprof_reader_t *r, const mp_analysis_o
             return MEMPROF_EAGGREGATE;
         a->opts.intervals = 0;
     }
+    a->filtered = a->opts.thread || a->opts.from_us || a->opts.to_us;
     if (a->opts.intervals) {
         a->ival_heap = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_heap);
         a->ival_snap = calloc(MP_IVAL_BUCKETS, sizeof *a->ival_snap);

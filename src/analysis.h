@@ -94,6 +94,7 @@ typedef struct {
 typedef struct mp_analysis_s {
     memprof_reader_t *r;
     mp_analysis_opts_t opts;
+    int filtered;               /* opts let some allocations out (by thread or time) */
     mp_amount_t temporary;      /* heap blocks freed right after they were made */
     mp_amount_t sizes[MP_SIZE_BUCKETS];
     /* per thread (indexed by thread id, [0] for none): what st[] holds per stack */
