@@ -104,9 +104,12 @@ void mp_live_ended(mp_liveview_t *lv, const char *why)
                 lv->rc = rc;
         }
         lv->ended = 1;
+        lv->next_draw_ms = 0;
     }
-    snprintf(lv->why, sizeof lv->why, "%s", why);
-    lv->next_draw_ms = 0;
+    if (strncmp(lv->why, why, sizeof lv->why - 1)) { /* news: shown at once */
+        snprintf(lv->why, sizeof lv->why, "%s", why);
+        lv->next_draw_ms = 0;
+    }
 }
 
 const char *mp_live_error(const mp_liveview_t *lv)

@@ -155,11 +155,22 @@ def test_live_view_stays_after_the_program_ends(memprof, tmux):
     tmux.start("run", cmd)
     text = tmux.wait("run", lambda t: "the program exited with status 0" in t, "the end, on the view")
     assert "ran " in text and "EXIT=" not in text
+    # waiting for q is waiting: memprof does not spin meanwhile
+    sh = tmux.tmux("display", "-p", "-t", "run", "#{pane_pid}").stdout.strip()
+    (pid,) = subprocess.run(["pgrep", "-P", sh], capture_output=True, text=True).stdout.split()
+    before = cpu_ticks(pid)
+    time.sleep(2)
+    assert cpu_ticks(pid) - before < 40, "memprof used the CPU while the view waited"
     tmux.keys("run", "q")
     text = tmux.wait("run", lambda t: "EXIT=" in t, "memprof's exit")
     assert "EXIT=0" in text and "leaky: intended_leaked_bytes=17891328" in text
     s = memprof.summary(out)
     assert s["capture"]["aggregated"] is True and s["leaked"]["bytes"] >= 17_891_328
+
+
+def cpu_ticks(pid):
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime, in clock ticks (1/100 s)
 
 
 def free_port():
