@@ -323,9 +323,10 @@ static void bar(int y, const char *left, const char *right)
 {
     attron(A_REVERSE);
     mvhline(y, 0, ' ', COLS);
-    put(y, 1, "%s", left);
-    int w = (int)strlen(right);
-    if (w + 2 + (int)strlen(left) < COLS)
+    int w = (int)strlen(right), room = COLS - 1 - (w ? w + 3 : 0); /* the right part is kept whole */
+    if (room > 0)
+        mvaddnstr(y, 1, left, room);
+    if (w && w + 2 < COLS)
         put(y, COLS - w - 1, "%s", right);
     attroff(A_REVERSE);
 }

@@ -84,7 +84,9 @@ def test_leaky_same_leaks_as_a_full_capture(memprof):
             assert got == [(size * n, n)], (fn, line)
     la = report(memprof, "leaks", "--json", "--top", "1000", agg)
     lf = report(memprof, "leaks", "--json", "--top", "1000", full)
-    assert ours(la["stacks"], "leaky.py") == ours(lf["stacks"], "leaky.py") and la["total"] == lf["total"]
+    assert ours(la["stacks"], "leaky.py") == ours(lf["stacks"], "leaky.py")
+    # (the interpreter's own blocks may sit under one stack more or less from run to run)
+    assert (la["total"]["bytes"], la["total"]["allocations"]) == (lf["total"]["bytes"], lf["total"]["allocations"])
     assert sum(x["bytes"] for x in ours(la["stacks"], "leaky.py")) >= 17_891_328
     # flamegraph data: the same sites in every mode; no intervals, a chart from the samples
     for mode in ((), ("--leaks",), ("--temporary",)):
