@@ -15,13 +15,16 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "aggregate.h"
@@ -305,73 +308,139 @@ static void child(const run_opts_t *o, const char *python, const char *lib, cons
     child_fail(pipefd, 127, "cannot run %s: %s", python, strerror(errno));
 }
 
-static pid_t child_pid;
+static volatile pid_t child_pid;
+static volatile sig_atomic_t stop_sig; /* SIGTERM or SIGHUP once the program was gone */
 
 static void forward(int sig)
 {
     if (child_pid > 0)
         kill(child_pid, sig);
+    else
+        stop_sig = sig;
 }
 
 /* ---- --aggregate, --live, --live-remote: the capture comes through a pipe ---- */
+
+#define VIEWER_QUEUE_MAX (64u << 20) /* bytes a slow viewer may be behind before it is let go */
+#define VIEWER_GRACE_MS 10000        /* after the end: how long a viewer that reads nothing is waited for */
 
 typedef struct {
     pid_t pid;
     int status, exited;
     int in;                 /* the capture's pipe (non-blocking); -1 once it ended */
-    mp_liveview_t *lv;          /* its replay (NULL: nothing needs it) */
+    mp_liveview_t *lv;      /* its replay (NULL: nothing needs it) */
     int replay;             /* replay what comes (not once the view is left, without -o) */
     int keep_replaying;     /* an aggregated capture is written at the end */
     int view;               /* --live: the view is on the terminal */
-    int sock;               /* --live-remote: the viewer's connection; -1 once it left */
-    int pout[2];            /* --live: the program's stdout and stderr (non-blocking; -1 at the end) */
-    FILE *held[2];          /* ... what they said while the view was up */
+    int sock;               /* --live-remote: the viewer's connection (non-blocking); -1 once it left */
+    uint8_t *q;             /* ... the capture's bytes it has not taken yet */
+    size_t qlen, qoff, qcap;
+    uint64_t stalled_ms;    /* ... when the capture ended with bytes still for it */
+    int out[2];             /* --live: the files the program's stdout and stderr go to */
+    off_t done[2];          /* ... how much of them has been passed on */
 } relay_t;
 
-/* The capture ended: the viewer learns it when its connection closes. */
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static void drop_viewer(relay_t *s, const char *why)
+{
+    close(s->sock);
+    s->sock = -1;
+    free(s->q);
+    s->q = NULL;
+    s->qlen = s->qoff = s->qcap = 0;
+    fprintf(stderr, "%s: %s; the program runs on\n", prog, why);
+}
+
+/* Gives the viewer what it takes without waiting. */
+static void viewer_flush(relay_t *s)
+{
+    while (s->sock >= 0 && s->qoff < s->qlen) {
+        ssize_t k = send(s->sock, s->q + s->qoff, s->qlen - s->qoff, MSG_NOSIGNAL);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return;
+        if (k <= 0) {
+            drop_viewer(s, "the viewer left");
+            return;
+        }
+        s->qoff += (size_t)k;
+    }
+    s->qlen = s->qoff = 0;
+}
+
+static void viewer_queue(relay_t *s, const uint8_t *p, size_t n)
+{
+    if (s->qoff && s->qlen + n > s->qcap) { /* room at the front first */
+        memmove(s->q, s->q + s->qoff, s->qlen - s->qoff);
+        s->qlen -= s->qoff;
+        s->qoff = 0;
+    }
+    if (s->qlen + n > s->qcap) {
+        size_t cap = s->qcap ? s->qcap : 1 << 20;
+        while (cap < s->qlen + n)
+            cap *= 2;
+        uint8_t *q = cap <= VIEWER_QUEUE_MAX ? realloc(s->q, cap) : NULL;
+        if (!q) {
+            drop_viewer(s, "the viewer fell too far behind (stopped?), so it was let go");
+            return;
+        }
+        s->q = q;
+        s->qcap = cap;
+    }
+    memcpy(s->q + s->qlen, p, n);
+    s->qlen += n;
+    viewer_flush(s);
+}
+
+/* The capture ended: the viewer learns it when its connection closes,
+ * once it has taken the rest. */
 static void end_capture(relay_t *s)
 {
     close(s->in);
     s->in = -1;
-    if (s->sock >= 0) {
-        close(s->sock);
-        s->sock = -1;
-    }
+    s->stalled_ms = now_ms();
 }
 
-/* Replays what the capture's pipe holds and relays it to the viewer; 0
- * once the pipe is at its end. */
+/* Replays what the capture's pipe holds (a few MiB at most, so that keys
+ * and drawing are not starved) and relays it to the viewer; 0 once the
+ * pipe is at its end. */
 static int relay_capture(relay_t *s)
 {
     static uint8_t buf[1 << 18];
-    for (long n; (n = mp_read_now(s->in, buf, sizeof buf)) != -1;) {
+    for (int pass = 0; pass < 16; pass++) {
+        long n = mp_read_now(s->in, buf, sizeof buf);
+        if (n == -1)
+            return 1;
         if (n == 0)
             return 0;
         if (s->replay)
             mp_live_feed(s->lv, buf, (size_t)n);
-        if (s->sock >= 0 && mp_write_all(s->sock, buf, (size_t)n) != 0) {
-            close(s->sock);
-            s->sock = -1;
-            fprintf(stderr, "%s: the viewer left; the program runs on\n", prog);
-        }
+        if (s->sock >= 0)
+            viewer_queue(s, buf, (size_t)n);
     }
     return 1;
 }
 
-/* The program's output: held while the view is up, else passed on. 0 at
- * its end. */
-static int relay_output(relay_t *s, int i)
+/* Passes on what the program wrote since last time (not while the view is
+ * up: it waits in the file). The files, not pipes: a process the program
+ * leaves running may write after memprof is gone, and must not get SIGPIPE. */
+static void relay_output(relay_t *s)
 {
     char buf[1 << 16];
-    for (long n; (n = mp_read_now(s->pout[i], buf, sizeof buf)) != -1;) {
-        if (n == 0)
-            return 0;
-        if (s->view && (s->held[i] || (s->held[i] = tmpfile())))
-            fwrite(buf, 1, (size_t)n, s->held[i]);
-        else
+    for (int i = 0; i < 2 && !s->view; i++) {
+        ssize_t n;
+        while (s->out[i] >= 0 && (n = pread(s->out[i], buf, sizeof buf, s->done[i])) > 0) {
             (void)mp_write_all(i + 1, buf, (size_t)n);
+            s->done[i] += n;
+        }
     }
-    return 1;
 }
 
 static void leave_view(relay_t *s)
@@ -379,17 +448,7 @@ static void leave_view(relay_t *s)
     mp_live_hide(s->lv);
     s->view = 0;
     s->replay = s->keep_replaying;
-    for (int i = 0; i < 2; i++) {
-        if (!s->held[i])
-            continue;
-        char buf[1 << 16];
-        size_t n;
-        rewind(s->held[i]);
-        while ((n = fread(buf, 1, sizeof buf, s->held[i])) > 0)
-            (void)mp_write_all(i + 1, buf, n);
-        fclose(s->held[i]);
-        s->held[i] = NULL;
-    }
+    relay_output(s);
 }
 
 /* What the view's last line says once the capture ended. */
@@ -406,50 +465,69 @@ static void say_ended(relay_t *s)
     mp_live_ended(s->lv, why);
 }
 
-/* Until the program has exited, its pipes are drained (a process it
- * started may hold them open long after: what does not come at once after
- * the exit is not waited for) and the view is left. */
+/* Until the program has exited, its capture is drained (a process it
+ * started may hold the pipe open long after: what does not come at once
+ * after the exit is not waited for), the viewer has the rest and the view
+ * is left. */
 static void relay_run(relay_t *s)
 {
     for (;;) {
-        if (!s->exited && waitpid(s->pid, &s->status, WNOHANG) == s->pid)
+        if (!s->exited && waitpid(s->pid, &s->status, WNOHANG) == s->pid) {
             s->exited = 1;
-        struct pollfd p[4];
-        int np = 0, at[4];
+            child_pid = 0;
+        }
+        if (stop_sig) { /* SIGTERM or SIGHUP after the program ended: memprof ends too */
+            if (s->view)
+                leave_view(s);
+            if (s->in >= 0)
+                end_capture(s);
+            if (s->sock >= 0)
+                drop_viewer(s, "stopped");
+        }
+        if (s->sock >= 0 && s->in < 0 && s->qoff == s->qlen) { /* the viewer has it all */
+            close(s->sock);
+            s->sock = -1;
+        }
+        if (s->sock >= 0 && s->in < 0 && now_ms() - s->stalled_ms > VIEWER_GRACE_MS)
+            drop_viewer(s, "the viewer took nothing for 10 s after the end, so it was let go");
+        struct pollfd p[3];
+        int np = 0, at[3];
         if (s->in >= 0)
-            at[np] = -1, p[np++] = (struct pollfd){s->in, POLLIN, 0};
-        for (int i = 0; i < 2; i++)
-            if (s->pout[i] >= 0)
-                at[np] = i, p[np++] = (struct pollfd){s->pout[i], POLLIN, 0};
+            at[np] = 0, p[np++] = (struct pollfd){s->in, POLLIN, 0};
+        if (s->sock >= 0 && s->qoff < s->qlen)
+            at[np] = 1, p[np++] = (struct pollfd){s->sock, POLLOUT, 0};
         if (s->view)
             at[np] = 2, p[np++] = (struct pollfd){STDIN_FILENO, POLLIN, 0};
         if (np == 0)
             break;
-        int timeout = s->exited ? 0 : 100;
-        if (s->view && (s->exited || mp_live_wait_ms(s->lv) < timeout))
+        int timeout = s->exited && s->in >= 0 ? 0 : 100;
+        if (s->view && mp_live_wait_ms(s->lv) < timeout)
             timeout = mp_live_wait_ms(s->lv);
+        else if (s->view && s->exited && s->in < 0 && s->sock < 0)
+            timeout = mp_live_wait_ms(s->lv); /* only the view is left: wait for its keys */
         int k = poll(p, (nfds_t)np, timeout);
-        if (k < 0 && errno != EINTR)
-            break;
-        for (int j = 0; k > 0 && j < np; j++) {
-            if (at[j] == 2 && (p[j].revents & (POLLHUP | POLLERR | POLLNVAL)))
-                leave_view(s); /* the terminal went away: no one to show it to */
-            if (!p[j].revents || at[j] == 2)
-                continue;
-            if (at[j] < 0 && !relay_capture(s)) {
-                end_capture(s);
-            } else if (at[j] >= 0 && !relay_output(s, at[j])) {
-                close(s->pout[at[j]]);
-                s->pout[at[j]] = -1;
-            }
-        }
-        if (s->exited && k == 0) { /* drained: what holds them open is not the program */
+        if (k < 0 && errno != EINTR) { /* cannot wait for anything: end here */
             if (s->in >= 0)
                 end_capture(s);
-            for (int i = 0; i < 2; i++)
-                if (s->pout[i] >= 0)
-                    close(s->pout[i]), s->pout[i] = -1;
+            if (s->sock >= 0)
+                drop_viewer(s, strerror(errno));
+            if (s->view)
+                leave_view(s);
+            break;
         }
+        for (int j = 0; k > 0 && j < np; j++) {
+            if (!p[j].revents)
+                continue;
+            if (at[j] == 0 && !relay_capture(s))
+                end_capture(s);
+            else if (at[j] == 1)
+                viewer_flush(s);
+            else if (at[j] == 2 && (p[j].revents & (POLLHUP | POLLERR | POLLNVAL)))
+                leave_view(s); /* the terminal went away: no one to show it to */
+        }
+        if (s->exited && k == 0 && s->in >= 0) /* drained: what holds it open is not the program */
+            end_capture(s);
+        relay_output(s);
         if (s->lv && s->in < 0)
             say_ended(s);
         if (s->view) {
@@ -462,6 +540,8 @@ static void relay_run(relay_t *s)
     while (!s->exited && waitpid(s->pid, &s->status, 0) < 0 && errno == EINTR)
         ;
     s->exited = 1;
+    child_pid = 0;
+    relay_output(s);
 }
 
 /* --live-remote: 127.0.0.1:port, listening. Dies with one line. */
@@ -534,6 +614,17 @@ static void report(const run_opts_t *o, pid_t pid, int status)
     }
 }
 
+/* --live: a file (unlinked) for the program's stdout or stderr, appended to
+ * by it and whatever it starts, read by memprof. -1 on errors. */
+static int output_file(void)
+{
+    const char *dir = getenv("TMPDIR");
+    int fd = open(dir && *dir ? dir : "/tmp", O_TMPFILE | O_RDWR | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0 && (fd = memfd_create("memprof-output", MFD_CLOEXEC)) >= 0)
+        fcntl(fd, F_SETFL, O_APPEND);
+    return fd;
+}
+
 /* Stops a program that has not started (its go pipe closes unwritten) and
  * removes the capture made for it; then dies with one line. */
 static void give_up(pid_t pid, int go, const char *out, const char *fmt, ...) __attribute__((noreturn, format(printf, 4, 5)));
@@ -565,7 +656,7 @@ int main(int argc, char **argv)
     int streamed = o.aggregate || o.live || o.port;
     int file = !streamed || o.aggregate || o.output;
     int listener = o.port ? listen_on(o.port) : -1;
-    int pfd[2], sfd[2] = {-1, -1}, gfd[2] = {-1, -1}, ofd[2][2] = {{-1, -1}, {-1, -1}};
+    int pfd[2], sfd[2] = {-1, -1}, gfd[2] = {-1, -1};
     if (pipe2(pfd, O_CLOEXEC) != 0)
         mp_cli_die(prog, "cannot create a pipe: %s", strerror(errno));
     if (streamed) {
@@ -575,11 +666,9 @@ int main(int argc, char **argv)
     }
     child_fds_t cf = {pfd[1], sfd[1], gfd[0], -1, -1, -1};
     if (o.live) {
-        if (pipe2(ofd[0], O_CLOEXEC) != 0 || pipe2(ofd[1], O_CLOEXEC) != 0 ||
+        if ((cf.out = output_file()) < 0 || (cf.err = output_file()) < 0 ||
             (cf.in = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0)
             mp_cli_die(prog, "cannot set up the program's input and output: %s", strerror(errno));
-        cf.out = ofd[0][1];
-        cf.err = ofd[1][1];
     }
     fflush(NULL);
     pid_t pid = fork();
@@ -593,8 +682,6 @@ int main(int argc, char **argv)
         }
         if (listener >= 0)
             close(listener);
-        if (o.live)
-            close(ofd[0][0]), close(ofd[1][0]);
         child(&o, python, lib, &cf);
     }
     child_pid = pid;
@@ -602,19 +689,12 @@ int main(int argc, char **argv)
     int out_fd = -1;
     char out[PATH_MAX];
     default_output(&o, pid, out, sizeof out);
-    relay_t s = {.pid = pid, .in = -1, .sock = -1, .pout = {-1, -1}};
+    relay_t s = {.pid = pid, .in = -1, .sock = -1, .out = {cf.out, cf.err}};
     if (streamed) {
         close(sfd[1]);
         close(gfd[0]);
-        if (o.live) {
+        if (o.live)
             close(cf.in);
-            close(cf.out);
-            close(cf.err);
-            s.pout[0] = ofd[0][0];
-            s.pout[1] = ofd[1][0];
-            fcntl(s.pout[0], F_SETFL, O_NONBLOCK);
-            fcntl(s.pout[1], F_SETFL, O_NONBLOCK);
-        }
         char err[PATH_MAX + 128];
         if (file && (out_fd = mp_create_capture(out, o.force, err, sizeof err)) < 0)
             give_up(pid, gfd[1], NULL, "%s", err);
@@ -627,9 +707,12 @@ int main(int argc, char **argv)
         s.replay = s.lv != NULL;
         if (listener >= 0 && (s.sock = wait_viewer(listener, o.port)) < 0)
             give_up(pid, gfd[1], made, "%s", interrupted ? "no viewer came; the program did not start" : strerror(errno));
+        if (s.sock >= 0)
+            fcntl(s.sock, F_SETFL, O_NONBLOCK); /* a stopped viewer must not stop the program */
         if (o.live && mp_live_show(s.lv, err, sizeof err) != 0)
             give_up(pid, gfd[1], made, "%s; try --live-remote PORT and 'memprof live PORT'", err);
         s.view = o.live;
+        signal(SIGPIPE, SIG_IGN); /* a program gone before it started: EPIPE here */
         (void)!write(gfd[1], "g", 1);
         close(gfd[1]);
     }
@@ -638,9 +721,10 @@ int main(int argc, char **argv)
     signal(SIGQUIT, SIG_IGN);
     signal(SIGTERM, forward);
     signal(SIGHUP, forward);
-    signal(SIGPIPE, SIG_IGN); /* a viewer that left: EPIPE */
     char msg[PATH_MAX * 2];
-    ssize_t n = read(pfd[0], msg, sizeof msg - 1);
+    ssize_t n;
+    while ((n = read(pfd[0], msg, sizeof msg - 1)) < 0 && errno == EINTR) /* SIGWINCH, with the view */
+        ;
     close(pfd[0]);
     if (n > 0 && s.view) {
         mp_live_hide(s.lv);
@@ -662,22 +746,30 @@ int main(int argc, char **argv)
         mp_live_free(s.lv);
         return WIFEXITED(status) ? WEXITSTATUS(status) : 2;
     }
+    int failed = 0; /* no aggregated capture could be written: none is left, and the exit says so */
     if (streamed && file) {
         int rc = mp_live_finish(s.lv);
         int err = 0;
-        if (rc == 0 && !memprof_reader_info(mp_live_analysis(s.lv)->r)->version_major)
-            fprintf(stderr, "%s: the program wrote no capture (it did not start recording); %s is empty\n",
-                    prog, out);
+        if (!memprof_reader_info(mp_live_analysis(s.lv)->r)->version_major)
+            fprintf(stderr, "%s: the program wrote no capture (it did not start recording); nothing written\n",
+                    prog);
         else if (rc != 0)
-            fprintf(stderr, "%s: the events could not be aggregated: %s; %s is empty\n", prog,
-                    mp_live_error(s.lv), out);
+            fprintf(stderr, "%s: the events could not be aggregated (%s); nothing written\n", prog,
+                    mp_live_error(s.lv));
         else if ((err = mp_aggregate_write(mp_live_analysis(s.lv), out_fd)) != 0 || fsync(out_fd) != 0)
             fprintf(stderr, "%s: cannot write %s: %s\n", prog, out, strerror(err ? err : errno));
+        failed = !memprof_reader_info(mp_live_analysis(s.lv)->r)->version_major || rc != 0 || err != 0;
         close(out_fd);
+        if (failed)
+            unlink(out);
     }
     mp_live_free(s.lv);
-    if (!o.quiet && file)
+    if (s.out[0] >= 0)
+        close(s.out[0]), close(s.out[1]);
+    if (!o.quiet && file && !failed)
         report(&o, pid, status);
+    if (failed && WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 2;
     if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
         signal(sig, SIG_DFL);

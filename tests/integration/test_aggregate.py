@@ -179,3 +179,16 @@ def test_exit_status_and_output_are_the_programs(memprof):
     p, cap = memprof.run("-c", "print('out'); import sys; sys.exit(3)", flags=("--aggregate",), check=False)
     assert p.returncode == 3 and p.stdout == "out\n"
     assert report(memprof, "summary", "--json", cap)["capture"]["aggregated"] is True
+
+
+def test_a_program_that_records_nothing_leaves_no_file(memprof, tmp_path):
+    # a static program: LD_PRELOAD cannot load libmemprof.so into it, so no capture comes
+    src = tmp_path / "static.c"
+    src.write_text("int main(void) { return 0; }\n")
+    exe = tmp_path / "static"
+    if subprocess.run(["cc", "-static", "-o", exe, src], capture_output=True).returncode != 0:
+        pytest.skip("cannot link a static program here (libc.a missing)")
+    out = tmp_path / "none.memprof"
+    p = memprof.cmd("run", "--aggregate", "-o", out, "--python", exe, "-c", "pass")
+    assert p.returncode == 2 and "wrote no capture" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert not out.exists()

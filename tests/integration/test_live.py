@@ -278,3 +278,28 @@ def _cmdline(pid):
             return f.read()
     except OSError:
         return b""
+
+
+def test_a_viewer_that_reads_nothing_does_not_stop_the_program(memprof):
+    # a viewer stopped with ^Z: it connects, then takes nothing; the program runs to its end anyway
+    port = free_port()
+    proc = subprocess.Popen([str(memprof.bin / "memprof"), "run", "--live-remote", str(port),
+                             "--trace-python-allocators", str(SCRIPTS / "workloads/small_objects.py"), "300000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=memprof.tmp)
+    try:
+        sock = None
+        end = time.monotonic() + 30
+        while sock is None:
+            try:
+                sock = socket.create_connection(("127.0.0.1", port))
+            except ConnectionRefusedError:
+                assert time.monotonic() < end, "memprof run never listened"
+                time.sleep(0.1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    sock.close()
+    assert proc.returncode == 0, err
+    assert "small_objects: N=300000" in out
+    assert "the viewer fell too far behind" in err or "the viewer took nothing" in err, err
