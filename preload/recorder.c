@@ -23,6 +23,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sched.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -75,65 +76,89 @@ static MP_COLD MP_NOINLINE void lock_slow(void)
  * it was a fifth of the time of a --trace-python-allocators run. Most of
  * the time one thread takes the lock again and again (the GIL holder), so
  * the lock is biased to that thread: the owner enters with a plain store
- * to `bias_busy` and a load of `bias` (no atomic read-modify-write, no
- * fence) and leaves with a plain store. Another thread takes the futex
- * lock, then revokes the bias: it marks `bias` REVOKING, forces a memory
- * barrier on every thread of the process (membarrier), and waits for
- * `bias_busy` to fall. The owner stores `bias_busy` before it loads `bias`:
- * either the revoker sees the store (and waits) or the owner sees REVOKING
- * (and takes the futex lock instead), the asymmetric form of Dekker's
- * algorithm. The futex lock's holder gives the bias back to the thread
- * that next takes it, unless biases have been revoked soon after they were
- * given (threads taking turns): then it waits longer each time. Without
- * membarrier (old kernels, seccomp) there is no bias. */
+ * to its own `bias_busy` flag (in its mp_thread_t, whose address names the
+ * owner) and a load of `bias_owner` (no atomic read-modify-write, no
+ * fence), and leaves with a plain store. Another thread takes the futex
+ * lock, then revokes the bias: it marks `bias_owner` REVOKING, forces a
+ * memory barrier on every thread of the process (membarrier), and waits
+ * for the owner's flag to fall. The owner stores its flag before it loads
+ * `bias_owner`: either the revoker sees the store (and waits) or the owner
+ * sees REVOKING (and takes the futex lock instead), the asymmetric form of
+ * Dekker's algorithm. A thread only ever writes its own flag, so one that
+ * lost the bias while it was looking cannot clear the new owner's. The
+ * futex lock's holder takes the bias for its next entries, unless biases
+ * have been revoked soon after they were given (threads taking turns):
+ * then it waits longer each time. Without membarrier (old kernels,
+ * seccomp) there is no bias. */
 
 #define BIAS_REVOKING ((uintptr_t)1)
-static atomic_uintptr_t bias_owner;  /* the owner (its mp_bias_me address), REVOKING, or 0 */
-static atomic_int bias_busy;         /* the owner is inside */
+static atomic_uintptr_t bias_owner;  /* &owner->bias_busy, REVOKING, or 0 */
 static int bias_ok;                  /* membarrier works here */
 static uint64_t bias_uses;           /* entries of the present bias (its owner's count) */
 static uint32_t bias_wait = 64, bias_skip; /* futex entries before the next bias is given */
-static MP_TLS char mp_bias_me;       /* a thread's identity: its address */
-static MP_TLS int mp_biased;         /* this thread is inside through the bias */
+static MP_TLS int mp_biased;         /* this thread's entries through the bias, still open */
 
 static int membarrier_call(int cmd) { return (int)syscall(SYS_membarrier, cmd, 0, 0); }
 
 static void bias_init(void)
 {
-    /* MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED (16), then PRIVATE_EXPEDITED (8) works */
-    bias_ok = membarrier_call(16) == 0 && membarrier_call(8) == 0;
+    /* QUERY (0): GLOBAL (1) and PRIVATE_EXPEDITED (8) supported; REGISTER_PRIVATE_EXPEDITED (16) */
+    int q = membarrier_call(0);
+    bias_ok = q > 0 && (q & 1) && (q & 8) && membarrier_call(16) == 0 && membarrier_call(8) == 0;
 }
 
-/* With the futex lock held: no bias from here on (0), or 1 when the
- * owner is inside and the caller cannot wait for it (`nowait`); the bias is
- * left as it was then. */
-static MP_COLD MP_NOINLINE int bias_revoke(uintptr_t owner, int nowait)
+/* A full barrier on every thread of the process. */
+static void barrier_all(void)
+{
+    for (int i = 0; i < 100; i++) {
+        if (membarrier_call(8) == 0)
+            return;
+        sched_yield();
+    }
+    bias_ok = 0; /* no more biases; this one is revoked the slow way */
+    while (membarrier_call(1) != 0)
+        sched_yield();
+}
+
+/* With the futex lock held: the bias revoked (0); or, `nowait`, 1 when
+ * the owner is inside, the bias left to it. `count`: a short bias makes the
+ * next wait longer (not for the writer thread's samples, which give the
+ * bias back). */
+static MP_COLD MP_NOINLINE int bias_revoke(uintptr_t owner, int nowait, int count)
 {
     atomic_store_explicit(&bias_owner, BIAS_REVOKING, memory_order_relaxed);
-    if (membarrier_call(8) != 0) /* cannot happen once registered; be safe: no more biases */
-        bias_ok = 0;
-    while (atomic_load_explicit(&bias_busy, memory_order_acquire)) {
+    atomic_thread_fence(memory_order_seq_cst);
+    barrier_all();
+    _Atomic int *busy = (_Atomic int *)owner;
+    for (int spin = 0; atomic_load_explicit(busy, memory_order_acquire); spin++) {
         if (nowait) {
             atomic_store_explicit(&bias_owner, owner, memory_order_release);
             return 1;
         }
-        __builtin_ia32_pause();
+        if (spin < 100) {
+            __builtin_ia32_pause();
+        } else { /* an owner inside for long (waiting for the writer, preempted): sleep */
+            static const struct timespec bound = {0, 1000000};
+            syscall(SYS_futex, busy, FUTEX_WAIT_PRIVATE, 1, &bound, NULL, 0);
+        }
     }
     atomic_store_explicit(&bias_owner, 0, memory_order_relaxed);
-    /* a bias that served few entries was not worth its revocation */
-    bias_wait = bias_uses < 4096 ? (bias_wait < (1u << 20) ? bias_wait * 2 : bias_wait) : 64;
-    bias_skip = bias_wait;
+    if (count) { /* a bias that served few entries was not worth its revocation */
+        bias_wait = bias_uses < 4096 ? (bias_wait < (1u << 20) ? bias_wait * 2 : bias_wait) : 64;
+        bias_skip = bias_wait;
+    }
     return 0;
 }
 
 /* With the futex lock held, after it was taken: the bias is the caller's
- * to keep for the next entries, or nobody's. */
+ * to keep for its next entries, or nobody's. */
 static inline void bias_settle(void)
 {
-    uintptr_t b = atomic_load_explicit(&bias_owner, memory_order_relaxed), me = (uintptr_t)&mp_bias_me;
+    mp_thread_t *t = mp_self;
+    uintptr_t b = atomic_load_explicit(&bias_owner, memory_order_relaxed), me = t ? (uintptr_t)&t->bias_busy : 0;
     if (b && b != me)
-        bias_revoke(b, 0);
-    else if (!b && bias_ok && (!bias_skip || !--bias_skip)) {
+        bias_revoke(b, 0, 1);
+    else if (!b && me && bias_ok && (!bias_skip || !--bias_skip)) {
         bias_uses = 0;
         atomic_store_explicit(&bias_owner, me, memory_order_relaxed); /* seen at the owner's next entry */
     }
@@ -141,16 +166,24 @@ static inline void bias_settle(void)
 
 static inline void lock(void)
 {
-    if (MP_LIKELY(atomic_load_explicit(&bias_owner, memory_order_relaxed) == (uintptr_t)&mp_bias_me)) {
-        atomic_store_explicit(&bias_busy, 1, memory_order_relaxed);
-        atomic_signal_fence(memory_order_seq_cst); /* the store, then the load (the revoker's membarrier orders them) */
-        if (MP_LIKELY(atomic_load_explicit(&bias_owner, memory_order_relaxed) == (uintptr_t)&mp_bias_me)) {
-            atomic_thread_fence(memory_order_acquire); /* a compiler barrier on x86 */
-            mp_biased = 1;
-            bias_uses++;
-            return;
+    mp_thread_t *t = mp_self;
+    if (MP_LIKELY(t != NULL)) {
+        uintptr_t me = (uintptr_t)&t->bias_busy;
+        if (MP_LIKELY(atomic_load_explicit(&bias_owner, memory_order_relaxed) == me)) {
+            if (MP_UNLIKELY(mp_biased)) { /* entered again from inside (a signal handler's exit) */
+                mp_biased++;
+                return;
+            }
+            atomic_store_explicit(&t->bias_busy, 1, memory_order_relaxed);
+            atomic_signal_fence(memory_order_seq_cst); /* the store, then the load (membarrier orders them) */
+            if (MP_LIKELY(atomic_load_explicit(&bias_owner, memory_order_relaxed) == me)) {
+                atomic_thread_fence(memory_order_acquire); /* a compiler barrier on x86 */
+                mp_biased = 1;
+                bias_uses++;
+                return;
+            }
+            atomic_store_explicit(&t->bias_busy, 0, memory_order_release);
         }
-        atomic_store_explicit(&bias_busy, 0, memory_order_release);
     }
     int c = 0;
     if (!atomic_compare_exchange_strong_explicit(&wlock, &c, 1, memory_order_acquire, memory_order_relaxed))
@@ -161,8 +194,8 @@ static inline void lock(void)
 static inline void unlock(void)
 {
     if (MP_LIKELY(mp_biased)) {
-        mp_biased = 0;
-        atomic_store_explicit(&bias_busy, 0, memory_order_release);
+        if (--mp_biased == 0)
+            atomic_store_explicit(&mp_self->bias_busy, 0, memory_order_release);
         return;
     }
     atomic_store_explicit(&wlock, 0, memory_order_release);
@@ -876,8 +909,10 @@ static void *writer(void *arg)
             futex_wait_ns(&blocks_full, full, 1000000);
             continue;
         }
+        /* the bias is put aside for the sample (the owner may be inside, waiting
+         * for this thread: then the sample waits) and given back after it */
         uintptr_t b = atomic_load_explicit(&bias_owner, memory_order_relaxed);
-        if (b && bias_revoke(b, 1)) { /* the owner is inside: it may be waiting for this thread */
+        if (b && bias_revoke(b, 1, 0)) {
             unlock();
             futex_wait_ns(&blocks_full, full, 1000000);
             continue;
@@ -892,6 +927,8 @@ static void *writer(void *arg)
             if (t - W.block_ns >= FLUSH_AFTER_NS) /* a quiet program's records reach the disk too */
                 flush_locked();
         }
+        if (b) /* the owner sees the sample by its acquire after this release */
+            atomic_store_explicit(&bias_owner, b, memory_order_release);
         unlock();
     }
     return NULL;
@@ -960,7 +997,8 @@ static void fork_child(void)
     atomic_store(&wlock, 0);
     atomic_store(&waiters, 0);
     atomic_store(&bias_owner, 0); /* its owner may not be this thread; the next entry settles it */
-    atomic_store(&bias_busy, 0);
+    if (mp_self)
+        atomic_store(&mp_self->bias_busy, 0);
     mp_biased = 0;
     bias_init();            /* (membarrier registration is the parent's process's) */
     atomic_store(&writing, 0); /* the parent's writer thread may have been writing: not here */

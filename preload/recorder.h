@@ -49,6 +49,8 @@ typedef struct {
 
 /* Per-thread state, in memory of its own (mmap), reached through mp_self. */
 typedef struct mp_thread_s {
+    _Atomic int bias_busy;  /* inside the writer lock through its bias (recorder.c); never freed,
+                               so a revoker may read it after the thread is gone */
     uint32_t index;         /* 1-based thread index in the capture */
     uint32_t gen;           /* the capture it was given that index in (mp_rec_begin starts another) */
     int is_main;

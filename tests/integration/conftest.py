@@ -6,7 +6,9 @@ memprof-test.json there with the paths of the programs and of the Python it was 
 """
 import json
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +53,18 @@ class Memprof:
         if check:
             assert p.returncode == 0, p.stderr
         return p, path
+
+    def run_killed(self, cap, mode, *flags):
+        """memprof run [flags] scripts/killed.py MODE, the program SIGKILLed once it is ready (and
+        its full blocks had time to reach memprof); asserts memprof died of the same signal."""
+        proc = subprocess.Popen([str(self.bin / "memprof"), "run", "-q", *flags, "-o", str(cap),
+                                 str(SCRIPTS / "killed.py"), mode], stdout=subprocess.PIPE, text=True, cwd=self.tmp)
+        word, pid = proc.stdout.readline().split()
+        assert word == "ready"
+        time.sleep(1.5)  # full blocks are written by the writer thread, a block in progress after 1 s quiet
+        os.kill(int(pid), signal.SIGKILL)
+        assert proc.wait(timeout=60) == -signal.SIGKILL
+        proc.stdout.close()
 
     def summary(self, path, *extra):
         p = self.cmd("summary", "--json", "--top", "50", *extra, path)

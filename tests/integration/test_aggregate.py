@@ -4,9 +4,7 @@ The figures must be those of a full capture of the same run: the workloads are r
 the same hash seed (so the interpreter allocates the same), and every report compared."""
 import json
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 
@@ -164,15 +162,7 @@ def test_bad_output_does_not_start_the_program(memprof, why):
 
 def test_killed_program_still_leaves_its_aggregate(memprof):
     cap = memprof.tmp / "killed.memprof"
-    proc = subprocess.Popen([str(memprof.bin / "memprof"), "run", "-q", "--aggregate", "-o", str(cap),
-                             str(SCRIPTS / "killed.py"), "filler"], stdout=subprocess.PIPE, text=True,
-                            cwd=memprof.tmp)
-    word, pid = proc.stdout.readline().split()
-    assert word == "ready"
-    time.sleep(1.5)
-    os.kill(int(pid), signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    proc.stdout.close()
+    memprof.run_killed(cap, "filler", "--aggregate")
     r = memprof.cmd("summary", "--json", "--top", "50", cap)
     assert r.returncode == 0, r.stderr
     assert "truncated" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -3,8 +3,6 @@ and the program seeing what it would see without memprof."""
 import json
 import os
 import signal
-import subprocess
-import time
 
 import pytest
 
@@ -73,15 +71,7 @@ def test_fork_children_do_not_touch_the_parent_capture(memprof):
 @pytest.mark.parametrize("mode", ["filler", "quiet"])
 def test_sigkill_leaves_a_readable_truncated_capture(memprof, mode):
     cap = memprof.tmp / "killed.memprof"
-    proc = subprocess.Popen([str(memprof.bin / "memprof"), "run", "-q", "-o", str(cap), str(SCRIPTS / "killed.py"),
-                             mode], stdout=subprocess.PIPE, text=True, cwd=memprof.tmp)
-    word, pid = proc.stdout.readline().split()
-    assert word == "ready"
-    # full blocks go to disk on the writer thread, a block in progress after a second of quiet
-    time.sleep(1.5)
-    os.kill(int(pid), signal.SIGKILL)
-    assert proc.wait(timeout=60) == -signal.SIGKILL
-    proc.stdout.close()
+    memprof.run_killed(cap, mode)
     r = memprof.cmd("summary", "--json", "--top", "50", cap)
     assert r.returncode == 0
     assert "truncated" in r.stderr and len(r.stderr.strip().splitlines()) == 1
