@@ -335,19 +335,9 @@ static const char *location(const mp_analysis_t *a, const row_t *row, char *buf,
 {
     mp_srcframe_t f;
     uint32_t parent;
-    if (mp_node_frame(a, row->node, &f, &parent)) {
-        snprintf(buf, len, "?");
-        return buf;
-    }
-    const char *file = strrchr(f.file, '/');
-    file = file ? file + 1 : f.file;
-    if (f.native && !strcmp(f.function, f.buf)) /* module+offset: says it all */
-        snprintf(buf, len, "%s", f.function);
-    else if (f.line >= 0)
-        snprintf(buf, len, "%s (%s:%d)", f.function, file, f.line);
-    else
-        snprintf(buf, len, "%s (%s)", f.function, file);
-    return buf;
+    if (mp_node_frame(a, row->node, &f, &parent))
+        return "?";
+    return mp_frame_label(&f, len - 1, buf, len); /* the reports' "function (file:line)" */
 }
 
 static void draw_figures(mp_liveview_t *lv, int *y)

@@ -701,7 +701,7 @@ int main(int argc, char **argv)
         const char *made = file ? out : NULL;
         s.in = sfd[0];
         fcntl(s.in, F_SETFL, O_NONBLOCK);
-        s.replay = s.keep_replaying = file;
+        s.keep_replaying = file;
         if ((o.live || file) && !(s.lv = mp_live_new()))
             give_up(pid, gfd[1], made, "out of memory");
         s.replay = s.lv != NULL;
@@ -748,17 +748,17 @@ int main(int argc, char **argv)
     }
     int failed = 0; /* no aggregated capture could be written: none is left, and the exit says so */
     if (streamed && file) {
-        int rc = mp_live_finish(s.lv);
-        int err = 0;
-        if (!memprof_reader_info(mp_live_analysis(s.lv)->r)->version_major)
+        int rc = mp_live_finish(s.lv), err = 0;
+        int recorded = memprof_reader_info(mp_live_analysis(s.lv)->r)->version_major != 0;
+        if (!recorded)
             fprintf(stderr, "%s: the program wrote no capture (it did not start recording); nothing written\n",
                     prog);
         else if (rc != 0)
             fprintf(stderr, "%s: the events could not be aggregated (%s); nothing written\n", prog,
                     mp_live_error(s.lv));
-        else if ((err = mp_aggregate_write(mp_live_analysis(s.lv), out_fd)) != 0 || fsync(out_fd) != 0)
-            fprintf(stderr, "%s: cannot write %s: %s\n", prog, out, strerror(err ? err : errno));
-        failed = !memprof_reader_info(mp_live_analysis(s.lv)->r)->version_major || rc != 0 || err != 0;
+        else if ((err = mp_aggregate_write(mp_live_analysis(s.lv), out_fd)) != 0 || (fsync(out_fd) != 0 && (err = errno)))
+            fprintf(stderr, "%s: cannot write %s: %s\n", prog, out, strerror(err));
+        failed = !recorded || rc != 0 || err != 0;
         close(out_fd);
         if (failed)
             unlink(out);
