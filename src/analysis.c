@@ -440,6 +440,8 @@ static inline int ival_high(mp_analysis_t *a)
 
 static inline int check_peak(mp_analysis_t *a, const memprof_event_t *ev)
 {
+    if (a->live.bytes > a->series_high)
+        a->series_high = a->live.bytes;
     if (a->live.bytes > a->peak.bytes) {
         a->peak = a->live;
         a->peak_index = ev->index;
@@ -798,7 +800,9 @@ static int on_time(mp_analysis_t *a, const memprof_event_t *ev)
         a->ival_rss_kib[a->ival_bucket] = ev->rss_kib;
     if (ev->time_us < a->opts.from_us || (a->opts.to_us && ev->time_us > a->opts.to_us))
         return 0;
-    mp_point_t p = {ev->time_us, a->live.bytes, ev->rss_kib};
+    mp_point_t p = {ev->time_us, a->series_high > a->live.bytes ? a->series_high : a->live.bytes, ev->rss_kib};
+    a->series_high = a->live.bytes;
+    a->series_last_us = ev->time_us;
     return series_add(a, &p);
 }
 
@@ -1013,6 +1017,14 @@ int mp_analysis_feed(mp_analysis_t *a)
 
 int mp_analysis_finish(mp_analysis_t *a)
 {
+    /* the events after the last sample: a point at the end of the run */
+    if (!mp_analysis_is_aggregate(a->r) && a->last_time_us > a->series_last_us &&
+        !(a->opts.to_us && a->last_time_us > a->opts.to_us)) {
+        mp_point_t p = {a->last_time_us, a->series_high > a->live.bytes ? a->series_high : a->live.bytes,
+                        a->rss_now_kib};
+        if (series_add(a, &p))
+            return MEMPROF_ENOMEM;
+    }
     if (a->series_merged) /* the last, partial point (there is room: a full series is halved) */
         a->series[a->nseries++] = a->series_next;
     a->series_merged = 0;

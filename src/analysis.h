@@ -79,9 +79,10 @@ typedef struct {
     int intervals;      /* keep intervals and per-bucket memory (flamegraph ranges) */
 } mp_analysis_opts_t;
 
-/* One point of the memory-over-time series: the heap counted (filtered)
- * and the process's resident set, the largest of the samples it stands
- * for (long runs merge neighbours: the series stays under MP_SERIES_MAX). */
+/* One point of the memory-over-time series, at each memory sample and at
+ * the end of the run: the highest heap counted (filtered) since the point
+ * before, and the process's resident set (long runs merge neighbours,
+ * keeping the highest: the series stays under MP_SERIES_MAX). */
 typedef struct {
     uint64_t time_us, heap, rss_kib;
 } mp_point_t;
@@ -103,6 +104,7 @@ typedef struct mp_analysis_s {
     mp_point_t *series;
     uint32_t nseries, series_stride, series_merged;
     mp_point_t series_next;     /* samples being merged into the next point */
+    uint64_t series_high, series_last_us; /* the highest heap since the last point, and its time */
     mp_amount_t allocated;      /* every allocation made */
     uint64_t frees, unmatched_frees;
     mp_amount_t live;           /* now (at the end of the replay: at exit) */

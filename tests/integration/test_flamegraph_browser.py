@@ -609,3 +609,29 @@ def test_real_capture_flamegraph(browser, memprof):
         page.screenshot(artifact_path("flamegraph-real.png"))
     finally:
         page.close()
+
+
+def test_aggregated_capture_flamegraph(browser, memprof):
+    """The page of an aggregated capture (memprof run --aggregate): the flamegraph of the peak is
+    whole, the chart is drawn from the memory samples, and no range can be selected (the range
+    line says why; selecting one leaves the whole run)."""
+    _, cap = memprof.run("peak_buffers.py", flags=("--interval", "1", "--aggregate"))
+    html = memprof.tmp / "agg.html"
+    p = memprof.cmd("flamegraph", "-o", html, cap)
+    assert p.returncode == 0, p.stderr
+    data = json.loads(memprof.cmd("flamegraph", "--json", cap).stdout)
+    assert data["capture"]["aggregated"] is True and data["intervals"]["node"] == []
+    assert max(data["chart"]["heap"]) >= 96 * MiB  # the samples saw the 96 MiB phase
+    page = open_flamegraph(browser, html)
+    try:
+        assert_clean(page)
+        assert page.eval("window.memprof.view().bytes") == data["total"]["bytes"] >= 96 * MiB
+        assert "aggregated capture" in text(page, "#range-text")
+        assert page.eval("document.querySelector('#chart .heap-line') !== null")
+        assert page.eval("document.querySelector('#chart .brush') === null")
+        assert page.eval("document.getElementById('whole-run').hidden") is True
+        n = len(data["chart"]["heap"])
+        v = page.eval(f"window.memprof.selectRange(0, {n - 1})")
+        assert v["range"] is None and v["bytes"] == data["total"]["bytes"]
+    finally:
+        page.close()

@@ -354,6 +354,13 @@ Test(aggregate, known_figures)
     ASSERT_SAME(mp_analysis_stack_peak(&agg, nload), ((mp_amount_t){1064, 2}), "load at the peak");
     ASSERT_SAME(agg.thr[t2].at_end, ((mp_amount_t){4096, 1}), "thread 2 at end");
     cr_assert_eq(agg.rss_peak_kib, 3000);
+    /* memory over time: at each sample, the highest heap since the one before (5,160 between
+     * the first two, though the calloc was freed before the second), the last sample at the end */
+    cr_assert_eq(agg.nseries, 3);
+    static const uint64_t want_heap[3] = {0, 5160, 5096}, want_us[3] = {0, 20000, 40000};
+    for (unsigned i = 0; i < 3; i++)
+        cr_assert(agg.series[i].heap == want_heap[i] && agg.series[i].time_us == want_us[i], "point %u: %llu at %llu",
+                  i, (unsigned long long)agg.series[i].heap, (unsigned long long)agg.series[i].time_us);
     cr_assert_eq(agg.end_time_us, 30000);
     assert_same_figures(&agg, &whole);
     mp_analysis_free(&agg);
