@@ -54,7 +54,10 @@ static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
 
 /* ---- the shadow stack (shadow.c) ---- */
 
-#define LEAF_WAYS 8 /* allocation sites remembered per hooked frame (a power of 2) */
+/* Allocation sites remembered per hooked frame: LEAF_SETS sets (a power
+ * of 2) of two, by instruction, the newest first in its set (a loop's
+ * allocating instructions often share their low bits). */
+#define LEAF_SETS 8
 
 /* An entry's nodes outlive the call they were made for: the next call
  * pushed at the same depth, from the same call (stamp) of the frame below
@@ -63,12 +66,12 @@ static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
 typedef struct {
     _PyInterpreterFrame *frame; /* the frame this hooked call runs */
     uint64_t stamp;             /* this call's number in its thread */
+    uintptr_t cfa;              /* the hook call's CFA: where --native's walk stops */
     uint64_t owner;             /* the call the nodes below were made for */
     uint32_t gen;               /* shadow_gen they were interned under */
     uint32_t base;              /* node of the frames above the frame (0: none) */
-    /* the frame's own node at an instruction, by its low bits */
-    uint32_t leaf_instr[LEAF_WAYS], leaf_node[LEAF_WAYS];
-    uintptr_t cfa;              /* the hook call's CFA: where --native's walk stops */
+    /* the frame's own node at an instruction (shadow_leaf) */
+    uint32_t leaf_instr[2 * LEAF_SETS], leaf_node[2 * LEAF_SETS];
     /* what base was made from: the call below, its instruction, the code */
     uint64_t below_stamp;
     uint32_t below_instr;
@@ -82,6 +85,24 @@ extern uint32_t mp_shadow_gen;   /* a new capture (fork child) forgets every bas
 
 /* base and leaves are this call's */
 static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp && e->gen == mp_shadow_gen; }
+
+/* The node remembered for the hooked frame at instr, or 0. */
+static inline uint32_t shadow_leaf(const shadow_t *e, uint32_t instr)
+{
+    unsigned s = 2 * (instr & (LEAF_SETS - 1));
+    if (e->leaf_instr[s] == instr)
+        return e->leaf_node[s];
+    return e->leaf_instr[s + 1] == instr ? e->leaf_node[s + 1] : 0;
+}
+
+static inline void shadow_leaf_put(shadow_t *e, uint32_t instr, uint32_t node)
+{
+    unsigned s = 2 * (instr & (LEAF_SETS - 1));
+    e->leaf_instr[s + 1] = e->leaf_instr[s];
+    e->leaf_node[s + 1] = e->leaf_node[s];
+    e->leaf_instr[s] = instr;
+    e->leaf_node[s] = node;
+}
 
 /* shadow.c */
 void mp_shadow_install(PyThreadState *ts);  /* with the GIL, when the script starts */

@@ -21,7 +21,16 @@
 typedef struct {
     PyMemAllocatorEx orig;
     unsigned alloc_kind, free_kind;
+    int gil; /* MEM and OBJ: called with the GIL held */
 } domain_t;
+
+static inline void record_alloc(const domain_t *d, const void *p, size_t n)
+{
+    if (d->gil)
+        mp_rec_pymem_alloc(d->alloc_kind, p, n);
+    else
+        mp_rec_alloc(d->alloc_kind, p, n);
+}
 
 static domain_t domains[3];
 static void (*get_allocator)(PyMemAllocatorDomain, PyMemAllocatorEx *);
@@ -42,7 +51,7 @@ static void *pm_malloc(void *ctx, size_t n)
     void *p = d->orig.malloc(d->orig.ctx, n);
     mp_guard = 0;
     if (p)
-        mp_rec_alloc(d->alloc_kind, p, n);
+        record_alloc(d, p, n);
     return p;
 }
 
@@ -55,7 +64,7 @@ static void *pm_calloc(void *ctx, size_t nelem, size_t elsize)
     void *p = d->orig.calloc(d->orig.ctx, nelem, elsize);
     mp_guard = 0;
     if (p)
-        mp_rec_alloc(d->alloc_kind, p, nelem * elsize); /* the allocator checked the product */
+        record_alloc(d, p, nelem * elsize); /* the allocator checked the product */
     return p;
 }
 
@@ -70,7 +79,7 @@ static void *pm_realloc(void *ctx, void *p, size_t n)
     void *q = d->orig.realloc(d->orig.ctx, p, n);
     mp_guard = 0;
     if (q)
-        mp_rec_alloc(d->alloc_kind, q, n);
+        record_alloc(d, q, n);
     else if (p)
         mp_rec_restore(p);
     return q;
@@ -83,7 +92,7 @@ static void pm_free(void *ctx, void *p)
         d->orig.free(d->orig.ctx, p);
         return;
     }
-    mp_rec_free(d->free_kind, p);
+    mp_rec_pymem_free(d->free_kind, p);
     mp_guard = MP_GUARD_INNER;
     d->orig.free(d->orig.ctx, p);
     mp_guard = 0;
@@ -109,6 +118,7 @@ int mp_pymem_install(void)
         domains[i].orig = cur;
         domains[i].alloc_kind = kinds[i][0];
         domains[i].free_kind = kinds[i][1];
+        domains[i].gil = dom[i] != PYMEM_DOMAIN_RAW;
         PyMemAllocatorEx mine = {&domains[i], pm_malloc, pm_calloc, pm_realloc, pm_free};
         set_allocator(dom[i], &mine);
     }

@@ -66,6 +66,16 @@ static py_api_t py;
 static int walker_on;
 static atomic_int end_requested;
 static atomic_int script_ended;
+static int tstate_slot_ok; /* 0 not checked yet, 1 agrees, -1 not used */
+/* mp_py_leaf_node may answer: the walker is on, the runtime's "current"
+ * slot is trusted, the end mark is requested, the script has not ended */
+static atomic_int leaf_ok;
+
+static void leaf_ok_update(void)
+{
+    atomic_store(&leaf_ok, walker_on && tstate_slot_ok > 0 && atomic_load(&end_requested) &&
+                               !atomic_load(&script_ended));
+}
 uint32_t mp_pseudo_node;
 
 /* ---- code objects ---- */
@@ -176,6 +186,7 @@ static PyObject *on_script_end(PyObject *self, PyObject *unused)
     (void)self;
     (void)unused;
     atomic_store(&script_ended, 1);
+    leaf_ok_update();
     mp_rec_mark(MEMPROF_M_SCRIPT_END);
     Py_INCREF(py.none);
     return py.none;
@@ -388,8 +399,10 @@ void mp_py_attach_end_mark(void)
 
 static MP_COLD MP_NOINLINE void request_end_mark(void)
 {
-    if (py.is_initialized() && !atomic_exchange(&end_requested, 1))
+    if (py.is_initialized() && !atomic_exchange(&end_requested, 1)) {
+        leaf_ok_update();
         py.add_pending(register_end, NULL);
+    }
 }
 
 void mp_py_tracker_begin(unsigned opts)
@@ -397,6 +410,7 @@ void mp_py_tracker_begin(unsigned opts)
     if (!walker_on)
         return;
     atomic_store(&end_requested, 1);
+    leaf_ok_update();
     int g = mp_guard;
     mp_guard = MP_GUARD_PYAPI;
     PyObject *et, *ev, *tb;
@@ -422,7 +436,6 @@ void mp_py_tracker_end(void)
  * is trusted only if it names this thread, and only once it has been seen
  * to agree with PyGILState_GetThisThreadState (a layout check). */
 static PyThreadState **tstate_slot;
-static int tstate_slot_ok; /* 0 not checked yet, 1 agrees, -1 not used */
 
 static inline PyThreadState *this_tstate(const mp_thread_t *t, int gil)
 {
@@ -435,11 +448,29 @@ static inline PyThreadState *this_tstate(const mp_thread_t *t, int gil)
     if (MP_UNLIKELY(!tstate_slot_ok) && gil && ts) {
         PyThreadState *cur = tstate_slot ? *tstate_slot : NULL;
         tstate_slot_ok = cur == ts && ts->thread_id == t->ident ? 1 : -1;
+        leaf_ok_update();
     }
     return ts;
 }
 
 static MP_NOINLINE uint32_t walk_segments(mp_thread_t *t, _PyInterpreterFrame *f);
+
+uint32_t mp_py_leaf_node(const mp_thread_t *t)
+{
+    if (!atomic_load_explicit(&leaf_ok, memory_order_relaxed))
+        return 0;
+    PyThreadState *ts = atomic_load_explicit((_Atomic(PyThreadState *) *)tstate_slot, memory_order_relaxed);
+    uint32_t n = mp_sh_n;
+    if (MP_UNLIKELY(!ts || ts->thread_id != t->ident || !n || !ts->cframe))
+        return 0;
+    const _PyInterpreterFrame *f = ts->cframe->current_frame;
+    const shadow_t *e = &mp_sh[n - 1];
+    if (f != e->frame || !shadow_known(e))
+        return 0;
+    /* a frame not started yet (instr before _co_firsttraceable) is never
+     * remembered here: mp_py_intern remembers started frames only */
+    return shadow_leaf(e, (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code)));
+}
 
 /* The calling thread's innermost frame in *f; 0 when its frames cannot
  * be read. */
@@ -481,10 +512,10 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
         PyCodeObject *co = f->f_code;
         uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
         const shadow_t *e = &mp_sh[mp_sh_n - 1];
-        unsigned w = instr & (LEAF_WAYS - 1);
-        if (shadow_known(e) && e->leaf_instr[w] == instr) { /* here before */
+        uint32_t node;
+        if (shadow_known(e) && (node = shadow_leaf(e, instr))) { /* here before */
             t->anchor = mp_sh_n;
-            t->leaf_node = e->leaf_node[w];
+            t->leaf_node = node;
             return 1;
         }
     }
@@ -604,9 +635,7 @@ uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
         for (uint32_t i = n; i--;)
             node = mp_py_edge(t, node, &frames[i]);
         if (n == 1 && node) { /* the hooked frame allocated: remember where */
-            unsigned w = frames[0].instr & (LEAF_WAYS - 1);
-            e->leaf_instr[w] = frames[0].instr;
-            e->leaf_node[w] = node;
+            shadow_leaf_put(e, frames[0].instr, node);
         }
         return node ? node : mp_pseudo_node;
     }

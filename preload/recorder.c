@@ -473,6 +473,26 @@ done:
     mp_guard = 0;
 }
 
+/* The PyMem wrappers' allocation (pymem.c) in the MEM and OBJ domains, the
+ * GIL held: the stack is usually known without a walk (mp_py_leaf_node). */
+void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size)
+{
+    mp_thread_t *t = mp_self;
+    uint32_t node;
+    if (MP_UNLIKELY(!t || t->gen != W.gen || native_on || !(node = mp_py_leaf_node(t)))) {
+        mp_rec_alloc(allocator, p, size);
+        return;
+    }
+    mp_guard = MP_GUARD_REC;
+    lock();
+    if (MP_LIKELY(live_locked())) {
+        EMIT(mp_enc_alloc(&W.enc, t->index, allocator, (uint64_t)(uintptr_t)p, size, node));
+        W.allocs++;
+    }
+    unlock();
+    mp_guard = 0;
+}
+
 /* A plain free names no thread (replay does not need one); the free half
  * of a realloc or mremap does, so that a failure can be undone. */
 static void rec_free(unsigned deallocator, const void *p, size_t len, int range)
@@ -499,6 +519,18 @@ done:
 }
 
 void mp_rec_free(unsigned deallocator, const void *p) { rec_free(deallocator, p, 0, 0); }
+
+void mp_rec_pymem_free(unsigned deallocator, const void *p)
+{
+    mp_guard = MP_GUARD_REC;
+    lock();
+    if (MP_LIKELY(live_locked())) {
+        EMIT(mp_enc_free(&W.enc, 0, deallocator, (uint64_t)(uintptr_t)p));
+        W.frees++;
+    }
+    unlock();
+    mp_guard = 0;
+}
 void mp_rec_free_range(unsigned deallocator, const void *p, size_t len) { rec_free(deallocator, p, len, 1); }
 
 void mp_rec_restore(const void *p)

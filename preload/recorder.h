@@ -47,7 +47,8 @@ typedef struct {
 #define MP_RECENT_STACKS 4096 /* per-thread cache of whole stacks (a power of 2) */
 #define MP_EDGE_CACHE 4096    /* per-thread cache of (parent node, frame) -> node (a power of 2) */
 
-/* Per-thread state, in memory of its own (mmap), reached through mp_self. */
+/* Per-thread state, in memory of its own (mmap), reached through mp_self.
+ * The fields every event reads come first, the big caches last. */
 typedef struct mp_thread_s {
     _Atomic int bias_busy;  /* inside the writer lock through its bias (recorder.c); never freed,
                                so a revoker may read it after the thread is gone */
@@ -55,8 +56,14 @@ typedef struct mp_thread_s {
     uint32_t gen;           /* the capture it was given that index in (mp_rec_begin starts another) */
     int is_main;
     unsigned long ident;    /* pthread_self() */
-    mp_frame_t *cur;        /* last walk, leaf first */
+    /* the last walk stopped at the frame of the anchor-th entry of the
+     * thread's shadow stack (1-based; 0: it went to the root) */
+    uint32_t anchor;
+    uint32_t leaf_node;     /* and that frame's node at its instruction was known */
+    int cut;                /* mix is a cut walk's: see mp_py_native_cut */
     uint32_t cur_cap;
+    mp_frame_t *cur;        /* last walk, leaf first */
+    uint64_t key;           /* key of the last walk (cur), for the cache of recent stacks */
     /* --native: Python frames per evaluation-loop call, leaf first (seg[i]
      * frames of cur belong to the i-th _PyEval_EvalFrameDefault from the
      * leaf), the native return addresses, and the merged stack */
@@ -64,40 +71,38 @@ typedef struct mp_thread_s {
     uint32_t seg_cap, nseg;
     mp_frame_t *mix;
     uint32_t mix_cap;
-    void *ips[MP_NATIVE_MAX];
-    uintptr_t cfas[MP_NATIVE_MAX]; /* a cut walk's CFAs (shadow.c) */
-    int cut;                /* mix is a cut walk's: see mp_py_native_cut */
+    uint32_t prefix_cap;
+    mp_prefix_t *prefix;    /* scratch: the walk's prefixes, root first */
+    mp_prefix_t *prev;      /* previous stack's prefixes, root first */
+    uint32_t prev_depth, prev_cap;
+    mp_frame_t *scr;        /* scratch for the frames under a shadow entry */
+    uint32_t scr_cap;
+    unsigned rules_gen;             /* mp_code_gen they were made under */
+    struct mp_rule_s *rules;        /* unwind.c: unwind rules by return address */
+    struct mp_rule_s *rule_mru;     /* unwind.c: the rules used last, 64 of them (stay in L1) */
+    struct mp_walk_s *walks;        /* unwind.c: the last native walk, and room for the next */
+    struct mp_thread_s *next_free;  /* free list, or the list of live threads */
     /* whole stacks interned lately: key (all frames) -> node */
     struct {
         uint64_t key;
         uint32_t depth, node;
     } recent[MP_RECENT_STACKS];
-    mp_prefix_t *prefix;    /* scratch: the walk's prefixes, root first */
-    uint32_t prefix_cap;
-    mp_prefix_t *prev;      /* previous stack's prefixes, root first */
-    uint32_t prev_depth, prev_cap;
-    uint64_t key;           /* key of the last walk (cur), for the cache of recent stacks */
-    /* the last walk stopped at the frame of the anchor-th entry of the
-     * thread's shadow stack (1-based; 0: it went to the root) */
-    uint32_t anchor;
-    uint32_t leaf_node;     /* and that frame's node at its instruction was known */
-    mp_frame_t *scr;        /* scratch for the frames under a shadow entry */
-    uint32_t scr_cap;
     struct {
         uint64_t key;
         uint32_t node;
     } edges[MP_EDGE_CACHE];
-    struct mp_rule_s *rules;        /* unwind.c: unwind rules by return address */
-    struct mp_rule_s *rule_mru;     /* unwind.c: the rules used last, 64 of them (stay in L1) */
-    unsigned rules_gen;             /* mp_code_gen they were made under */
-    struct mp_walk_s *walks;        /* unwind.c: the last native walk, and room for the next */
-    struct mp_thread_s *next_free;  /* free list, or the list of live threads */
+    void *ips[MP_NATIVE_MAX];
+    uintptr_t cfas[MP_NATIVE_MAX]; /* a cut walk's CFAs (shadow.c) */
 } mp_thread_t;
 
 /* ---- recorder.c: events (callable from the hooks) ---- */
 void mp_rec_alloc(unsigned allocator, const void *p, size_t size);
 void mp_rec_free(unsigned deallocator, const void *p);
 void mp_rec_free_range(unsigned deallocator, const void *p, size_t len); /* munmap, mremap */
+/* The PyMem wrappers' (pymem.c): an allocation in the MEM or OBJ domain (the
+ * GIL held), and a free in any domain (its deallocator is never FREE). */
+void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size);
+void mp_rec_pymem_free(unsigned deallocator, const void *p);
 void mp_rec_thread_name(unsigned long ident, const char *name, size_t n);
 /* exec: the capture is finished before the new image replaces this one,
  * and resumed if the exec fails. */
@@ -205,6 +210,10 @@ unsigned long mp_py_hexversion(void);
  * segments, also fills t->seg/t->nseg for the native merge. gil: the
  * caller holds the GIL (a MEM or OBJ domain allocator). */
 uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
+/* The commonest stack under --trace-python-allocators, without a walk: a
+ * MEM or OBJ domain call (the GIL held) from the innermost hooked frame, at
+ * an instruction that frame allocated at before. Its node, or 0: walk. */
+uint32_t mp_py_leaf_node(const mp_thread_t *t);
 /* With the writer lock held: interns a stack of `depth` frames (leaf
  * first, Python and native), emitting any new strings, code objects and
  * nodes; returns its node id. */

@@ -7,9 +7,6 @@
 #include "encode.h"
 
 #include <lz4.h>
-#ifdef __SSE2__
-#include <emmintrin.h>
-#endif
 
 #include "memprof/memprof.h"
 #include "mp_common.h"
@@ -36,144 +33,15 @@ void mp_enc_reset(mp_enc_t *e)
     e->nalloc = e->nfree = 0;
 }
 
-static inline uint8_t tag(unsigned type, unsigned arg) { return (uint8_t)(type | (arg << 4)); }
-
-/* Writes a THREAD switch when `thread` (0: none named) is not the block's current one. */
-static inline uint8_t *switch_thread(mp_enc_t *e, uint8_t *p, uint32_t thread)
-{
-    if (thread && e->thread != thread) {
-        *p++ = tag(MEMPROF_R_THREAD, MEMPROF_THREAD_SWITCH);
-        p += mp_varint_put(p, thread);
-        e->thread = thread;
-    }
-    return p;
-}
-
-/* An address relative to the previous one: 16-byte aligned deltas (nearly
- * all of them) lose their 4 zero bits; a low bit says which form it is. */
-static inline uint8_t *put_addr(mp_enc_t *e, uint8_t *p, uint64_t addr)
-{
-    int64_t d = (int64_t)(addr - e->prev_addr);
-    if (((addr | e->prev_addr) & 15) == 0)
-        p += mp_varint_put(p, mp_zigzag(d / 16) << 1);
-    else
-        p += mp_varint_put(p, mp_zigzag(d) << 1 | 1);
-    e->prev_addr = addr;
-    return p;
-}
-
-/* The rings of recent addresses. Slot (-n) mod 16 holds the n-th address
- * put, so the one put k before the newest is k slots after the newest's:
- * the slots that match, rotated to the newest, are in age order. */
-_Static_assert(MEMPROF_RING == 16, "the ring search handles 16 slots");
-
-static inline void ring_put(uint64_t *ring, uint32_t *lo, unsigned *n, uint64_t addr)
-{
-    unsigned s = (0u - ++*n) & (MEMPROF_RING - 1);
-    ring[s] = addr;
-#ifdef __SSE2__
-    /* the low half goes in with a 16-byte store: the search's 16-byte load
-     * of it, an event later, is then served from the store (a 4-byte store
-     * under a wider load stalls until the store reaches the cache) */
-    static const uint32_t lane[4][4] = {{~0u, 0, 0, 0}, {0, ~0u, 0, 0}, {0, 0, ~0u, 0}, {0, 0, 0, ~0u}};
-    __m128i *q = (__m128i *)(lo + (s & ~3u));
-    __m128i m = _mm_loadu_si128((const __m128i *)lane[s & 3]);
-    __m128i v = _mm_set1_epi32((int)(uint32_t)addr);
-    _mm_storeu_si128(q, _mm_or_si128(_mm_andnot_si128(m, _mm_loadu_si128(q)), _mm_and_si128(m, v)));
-#else
-    lo[s] = (uint32_t)addr;
-#endif
-}
-
-/* Position k (0 = most recent) of addr in a ring, or -1. 0 marks an empty
- * slot (a reader refuses to be pointed at one), so address 0 is never
- * named by position. */
-static inline int ring_find(const uint64_t *ring, const uint32_t *lo, unsigned n, uint64_t addr)
-{
-    if (MP_UNLIKELY(addr == 0))
-        return -1;
-    unsigned m = 0; /* bit s: slot s has addr's low half */
-#ifdef __SSE2__
-    __m128i want = _mm_set1_epi32((int)(uint32_t)addr);
-    for (unsigned i = 0; i < MEMPROF_RING; i += 4) {
-        __m128i eq = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)(lo + i)), want);
-        m |= (unsigned)_mm_movemask_ps(_mm_castsi128_ps(eq)) << i;
-    }
-#else
-    for (unsigned s = 0; s < MEMPROF_RING; s++)
-        m |= (unsigned)(lo[s] == (uint32_t)addr) << s;
-#endif
-    if (MP_LIKELY(!m))
-        return -1;
-    unsigned newest = (0u - n) & (MEMPROF_RING - 1);
-    m = ((m >> newest) | (m << (MEMPROF_RING - newest))) & 0xffffu; /* bit k: age k */
-    for (; m; m &= m - 1) {
-        unsigned k = (unsigned)__builtin_ctz(m);
-        if (ring[(newest + k) & (MEMPROF_RING - 1)] == addr)
-            return (int)k;
-    }
-    return -1;
-}
-
-/* Mappings always carry their address (docs/format.md §5.2): the kernel
- * places them; no free list hands back the range just unmapped. */
-static inline int is_mapping(unsigned allocator)
-{
-    return allocator == MEMPROF_A_MMAP || allocator == MEMPROF_A_MMAP_FILE || allocator == MEMPROF_A_MREMAP;
-}
-
-int mp_enc_alloc(mp_enc_t *e, uint32_t thread, unsigned allocator, uint64_t addr, uint64_t size,
-                 uint32_t stack)
-{
-    if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
-        return MEMPROF_ENOSPACE;
-    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
-    int same = stack == e->prev_stack;
-    int k = allocator == e->prev_allocator && !is_mapping(allocator) ? ring_find(e->freed, e->freed_lo, e->nfree, addr) : -1;
-    if (k >= 0) { /* the allocator handing back a block just freed: name it, not its address */
-        *p++ = tag(same ? MEMPROF_R_REUSE_SAME : MEMPROF_R_REUSE, (unsigned)k);
-        e->prev_addr = addr;
-    } else {
-        *p++ = tag(same ? MEMPROF_R_ALLOC_SAME : MEMPROF_R_ALLOC, allocator);
-        p = put_addr(e, p, addr);
-    }
-    p += mp_varint_put(p, size);
-    if (!same)
-        p += mp_varint_put(p, mp_zigzag((int64_t)stack - (int64_t)e->prev_stack));
-    e->prev_stack = stack;
-    e->prev_allocator = allocator;
-    ring_put(e->allocated, e->allocated_lo, &e->nalloc, addr);
-    e->len = (size_t)(p - e->buf);
-    return 0;
-}
-
-int mp_enc_free(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t addr)
-{
-    if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
-        return MEMPROF_ENOSPACE;
-    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
-    int k = deallocator == MEMPROF_D_FREE ? ring_find(e->allocated, e->allocated_lo, e->nalloc, addr) : -1;
-    if (k >= 0) {
-        *p++ = tag(MEMPROF_R_FREE_RECENT, (unsigned)k);
-        e->prev_addr = addr;
-    } else {
-        *p++ = tag(MEMPROF_R_FREE, deallocator);
-        p = put_addr(e, p, addr);
-    }
-    ring_put(e->freed, e->freed_lo, &e->nfree, addr);
-    e->len = (size_t)(p - e->buf);
-    return 0;
-}
-
 int mp_enc_free_range(mp_enc_t *e, uint32_t thread, unsigned deallocator, uint64_t addr, uint64_t len)
 {
     if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
         return MEMPROF_ENOSPACE;
-    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
-    *p++ = tag(MEMPROF_R_FREE, deallocator);
-    p = put_addr(e, p, addr);
+    uint8_t *p = mp_enc_switch_thread(e, e->buf + e->len, thread);
+    *p++ = mp_enc_tag(MEMPROF_R_FREE, deallocator);
+    p = mp_enc_put_addr(e, p, addr);
     p += mp_varint_put(p, len);
-    ring_put(e->freed, e->freed_lo, &e->nfree, addr);
+    mp_enc_ring_put(e->freed, e->freed_lo, &e->nfree, addr);
     e->len = (size_t)(p - e->buf);
     return 0;
 }
@@ -182,9 +50,9 @@ int mp_enc_restore(mp_enc_t *e, uint32_t thread, uint64_t addr)
 {
     if (MP_UNLIKELY(mp_enc_room(e) < MP_ENC_FIXED_MAX))
         return MEMPROF_ENOSPACE;
-    uint8_t *p = switch_thread(e, e->buf + e->len, thread);
-    *p++ = tag(MEMPROF_R_RESTORE, 0);
-    p = put_addr(e, p, addr);
+    uint8_t *p = mp_enc_switch_thread(e, e->buf + e->len, thread);
+    *p++ = mp_enc_tag(MEMPROF_R_RESTORE, 0);
+    p = mp_enc_put_addr(e, p, addr);
     e->len = (size_t)(p - e->buf);
     return 0;
 }
@@ -194,7 +62,7 @@ int mp_enc_thread_new(mp_enc_t *e, uint32_t thread, uint64_t tid)
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_THREAD, MEMPROF_THREAD_NEW);
+    *p++ = mp_enc_tag(MEMPROF_R_THREAD, MEMPROF_THREAD_NEW);
     p += mp_varint_put(p, tid);
     e->thread = thread;
     e->len = (size_t)(p - e->buf);
@@ -206,7 +74,7 @@ int mp_enc_thread_name(mp_enc_t *e, uint32_t thread, uint32_t name)
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_THREAD, MEMPROF_THREAD_NAME);
+    *p++ = mp_enc_tag(MEMPROF_R_THREAD, MEMPROF_THREAD_NAME);
     p += mp_varint_put(p, thread);
     p += mp_varint_put(p, name);
     e->len = (size_t)(p - e->buf);
@@ -218,7 +86,7 @@ int mp_enc_string(mp_enc_t *e, const void *s, size_t n)
     if (mp_enc_room(e) < 1 + MP_VARINT_MAX + n)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_STRING, 0);
+    *p++ = mp_enc_tag(MEMPROF_R_STRING, 0);
     p += mp_varint_put(p, n);
     memcpy(p, s, n);
     e->len = (size_t)(p + n - e->buf);
@@ -230,7 +98,7 @@ int mp_enc_code(mp_enc_t *e, unsigned flags, uint32_t filename, uint32_t qualnam
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_CODE, flags);
+    *p++ = mp_enc_tag(MEMPROF_R_CODE, flags);
     p += mp_varint_put(p, filename);
     p += mp_varint_put(p, qualname);
     p += mp_varint_put(p, firstlineno);
@@ -243,7 +111,7 @@ int mp_enc_node(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t code, int32_
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_NODE, 0);
+    *p++ = mp_enc_tag(MEMPROF_R_NODE, 0);
     p += mp_varint_put(p, (uint64_t)id - parent); /* parents come before children: >= 1 */
     p += mp_varint_put(p, code);
     p += mp_varint_put(p, line < 0 ? 0 : mp_zigzag((int64_t)line - firstlineno) + 1);
@@ -256,7 +124,7 @@ int mp_enc_node_native(mp_enc_t *e, uint32_t id, uint32_t parent, uint32_t modul
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_NODE, MEMPROF_NODE_NATIVE);
+    *p++ = mp_enc_tag(MEMPROF_R_NODE, MEMPROF_NODE_NATIVE);
     p += mp_varint_put(p, (uint64_t)id - parent);
     p += mp_varint_put(p, module);
     p += mp_varint_put(p, offset);
@@ -270,7 +138,7 @@ int mp_enc_module(mp_enc_t *e, uint32_t id, uint64_t bias, uint32_t path, const 
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX + build_len + (size_t)nseg * 2 * MP_VARINT_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_MODULE, MEMPROF_MODULE_LOAD);
+    *p++ = mp_enc_tag(MEMPROF_R_MODULE, MEMPROF_MODULE_LOAD);
     p += mp_varint_put(p, id);
     p += mp_varint_put(p, bias);
     p += mp_varint_put(p, path);
@@ -290,7 +158,7 @@ int mp_enc_module_unload(mp_enc_t *e, uint32_t id)
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_MODULE, MEMPROF_MODULE_UNLOAD);
+    *p++ = mp_enc_tag(MEMPROF_R_MODULE, MEMPROF_MODULE_UNLOAD);
     p += mp_varint_put(p, id);
     e->len = (size_t)(p - e->buf);
     return 0;
@@ -301,7 +169,7 @@ int mp_enc_time(mp_enc_t *e, uint64_t us, uint64_t rss_kib)
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_TIME, 0);
+    *p++ = mp_enc_tag(MEMPROF_R_TIME, 0);
     p += mp_varint_put(p, us);
     p += mp_varint_put(p, rss_kib);
     e->len = (size_t)(p - e->buf);
@@ -313,7 +181,7 @@ int mp_enc_aggregate(mp_enc_t *e, unsigned kind, const uint64_t *fields, unsigne
     if (kind > 15 || n > MEMPROF_AGG_FIELDS_MAX || mp_enc_room(e) < 1 + (size_t)(n + 1) * MP_VARINT_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_AGGREGATE, kind);
+    *p++ = mp_enc_tag(MEMPROF_R_AGGREGATE, kind);
     p += mp_varint_put(p, n);
     for (unsigned i = 0; i < n; i++)
         p += mp_varint_put(p, fields[i]);
@@ -326,7 +194,7 @@ int mp_enc_mark(mp_enc_t *e, unsigned kind, uint64_t us)
     if (mp_enc_room(e) < MP_ENC_FIXED_MAX)
         return MEMPROF_ENOSPACE;
     uint8_t *p = e->buf + e->len;
-    *p++ = tag(MEMPROF_R_MARK, kind);
+    *p++ = mp_enc_tag(MEMPROF_R_MARK, kind);
     p += mp_varint_put(p, us);
     e->len = (size_t)(p - e->buf);
     return 0;

@@ -11,6 +11,7 @@
 #define MP_LIKELY(x) __builtin_expect(!!(x), 1)
 #define MP_UNLIKELY(x) __builtin_expect(!!(x), 0)
 #define MP_NOINLINE __attribute__((noinline))
+#define MP_ALWAYS_INLINE inline __attribute__((always_inline))
 #define MP_COLD __attribute__((cold))
 #define MP_UNUSED __attribute__((unused))
 #define MP_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
