@@ -8,6 +8,10 @@
 #define Py_BUILD_CORE 1
 #include <Python.h>
 #include <internal/pycore_frame.h>
+#include <string.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 
 #include "recorder.h"
 
@@ -55,9 +59,11 @@ static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
 /* ---- the shadow stack (shadow.c) ---- */
 
 /* Allocation sites remembered per hooked frame: LEAF_SETS sets (a power
- * of 2) of two, by instruction, the newest first in its set (a loop's
- * allocating instructions often share their low bits). */
+ * of 2) of LEAF_WAYS, by instruction, the newest first in its set (a loop's
+ * allocating instructions often share their low bits: with sets of two, the
+ * 12 of threads.py's loop thrashed one in five lookups). */
 #define LEAF_SETS 8
+#define LEAF_WAYS 4
 
 /* An entry's nodes outlive the call they were made for: the next call
  * pushed at the same depth, from the same call (stamp) of the frame below
@@ -71,7 +77,7 @@ typedef struct {
     uint32_t gen;               /* shadow_gen they were interned under */
     uint32_t base;              /* node of the frames above the frame (0: none) */
     /* the frame's own node at an instruction (shadow_leaf) */
-    uint32_t leaf_instr[2 * LEAF_SETS], leaf_node[2 * LEAF_SETS];
+    uint32_t leaf_instr[LEAF_SETS * LEAF_WAYS], leaf_node[LEAF_SETS * LEAF_WAYS];
     /* what base was made from: the call below, its instruction, the code */
     uint64_t below_stamp;
     uint32_t below_instr;
@@ -89,17 +95,24 @@ static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp 
 /* The node remembered for the hooked frame at instr, or 0. */
 static inline uint32_t shadow_leaf(const shadow_t *e, uint32_t instr)
 {
-    unsigned s = 2 * (instr & (LEAF_SETS - 1));
-    if (e->leaf_instr[s] == instr)
-        return e->leaf_node[s];
-    return e->leaf_instr[s + 1] == instr ? e->leaf_node[s + 1] : 0;
+    const uint32_t *set = &e->leaf_instr[LEAF_WAYS * (instr & (LEAF_SETS - 1))];
+    unsigned m = 0; /* bit w: way w has instr */
+#ifdef __SSE2__
+    _Static_assert(LEAF_WAYS == 4, "a set is compared in one 16-byte load");
+    __m128i eq = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)set), _mm_set1_epi32((int)instr));
+    m = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(eq));
+#else
+    for (unsigned w = 0; w < LEAF_WAYS; w++)
+        m |= (unsigned)(set[w] == instr) << w;
+#endif
+    return m ? e->leaf_node[set - e->leaf_instr + (unsigned)__builtin_ctz(m)] : 0;
 }
 
 static inline void shadow_leaf_put(shadow_t *e, uint32_t instr, uint32_t node)
 {
-    unsigned s = 2 * (instr & (LEAF_SETS - 1));
-    e->leaf_instr[s + 1] = e->leaf_instr[s];
-    e->leaf_node[s + 1] = e->leaf_node[s];
+    unsigned s = LEAF_WAYS * (instr & (LEAF_SETS - 1));
+    memmove(&e->leaf_instr[s + 1], &e->leaf_instr[s], (LEAF_WAYS - 1) * sizeof e->leaf_instr[0]);
+    memmove(&e->leaf_node[s + 1], &e->leaf_node[s], (LEAF_WAYS - 1) * sizeof e->leaf_node[0]);
     e->leaf_instr[s] = instr;
     e->leaf_node[s] = node;
 }

@@ -70,11 +70,14 @@ static int tstate_slot_ok; /* 0 not checked yet, 1 agrees, -1 not used */
 /* mp_py_leaf_node may answer: the walker is on, the runtime's "current"
  * slot is trusted, the end mark is requested, the script has not ended */
 static atomic_int leaf_ok;
+/* thread names wait for `import threading` to finish: walks ask again
+ * now and then (so none takes mp_py_leaf_node's way meanwhile) */
+static atomic_int names_retry;
 
 static void leaf_ok_update(void)
 {
     atomic_store(&leaf_ok, walker_on && tstate_slot_ok > 0 && atomic_load(&end_requested) &&
-                               !atomic_load(&script_ended));
+                               !atomic_load(&script_ended) && !atomic_load(&names_retry));
 }
 uint32_t mp_pseudo_node;
 
@@ -215,11 +218,19 @@ static const char names_src[] =
     "            ident, name = d.get('_ident'), d.get('_name')\n"
     "            if ident is not None and name is not None:\n"
     "                record(ident, str(name))\n"
-    "    for t in list(threading._active.values()) + list(threading._limbo):\n"
-    "        if t.ident is not None:\n"
-    "            record(t.ident, str(t.name))\n"
     "    threading.Thread._name = _MemprofThreadName('_name')\n"
-    "    threading.Thread._ident = _MemprofThreadName('_ident')\n";
+    "    threading.Thread._ident = _MemprofThreadName('_ident')\n"
+    "    lock = getattr(threading, '_active_limbo_lock', None)\n"
+    "    if lock is not None:\n"
+    "        lock.acquire()\n"
+    "    try:\n"
+    "        ts = list(threading._active.values()) + list(threading._limbo)\n"
+    "    finally:\n"
+    "        if lock is not None:\n"
+    "            lock.release()\n"
+    "    for t in ts:\n"
+    "        if t.ident is not None:\n"
+    "            record(t.ident, str(t.name))\n";
 
 static atomic_int names_installed;
 
@@ -275,10 +286,25 @@ static void install_names(PyObject *threading)
 
 
 /* A pending call (main thread, GIL) once `import threading` started: the
- * module runs its own code first, so this waits (queued again) until its
- * Thread class exists. */
+ * module runs its own code first, so this waits until its Thread class
+ * exists. Not by queueing itself again: the interpreter runs the pending
+ * calls queued meanwhile before it goes on, so the import made no progress
+ * while every try ran (100,000 of them, each raising AttributeError: a
+ * third of a second, and no names in the end). A walk asks again instead:
+ * the main thread's once NAMES_EVERY_NS have passed, another thread's at
+ * once (names_ask_again). */
+#define NAMES_EVERY_NS 2000000ull
+#define NAMES_TRIES 5000 /* bounds the wait if the import fails */
 static atomic_int names_waiting;
-static unsigned names_tries; /* bounds the wait if the import fails */
+static unsigned names_tries;
+static _Atomic uint64_t names_next_ns;
+
+static uint64_t coarse_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
 
 static int names_when_ready(void *arg)
 {
@@ -298,14 +324,28 @@ static int names_when_ready(void *arg)
     if (ready) {
         install_names(threading);
         atomic_store(&names_waiting, 0);
-    } else if (++names_tries < 100000) {
-        py.add_pending(names_when_ready, NULL); /* still importing */
+    } else if (++names_tries < NAMES_TRIES) {
+        atomic_store(&names_next_ns, coarse_ns() + NAMES_EVERY_NS); /* still importing */
+        atomic_store(&names_retry, 1);
+        leaf_ok_update();
     } else {
         atomic_store(&names_waiting, 0); /* the import failed: wait for the next one */
     }
     py.err_restore(et, ev, tb);
     mp_guard = g;
     return 0;
+}
+
+/* In a walk: time to ask again? At once in a thread other than the main
+ * one: threading has started it, so it is imported (the threads that end
+ * before the names are set up go unnamed). Py_AddPendingCall takes any
+ * thread. */
+static MP_COLD MP_NOINLINE void names_ask_again(int is_main)
+{
+    if ((is_main && coarse_ns() < atomic_load(&names_next_ns)) || !atomic_exchange(&names_retry, 0))
+        return;
+    leaf_ok_update();
+    py.add_pending(names_when_ready, NULL);
 }
 
 static int audit_hook(const char *event, PyObject *args, void *data)
@@ -489,6 +529,8 @@ int mp_py_walk_start(mp_thread_t *t, int gil, _PyInterpreterFrame **f)
         return 0;
     if (MP_UNLIKELY(!atomic_load_explicit(&end_requested, memory_order_relaxed)) && t->is_main)
         request_end_mark();
+    if (MP_UNLIKELY(atomic_load_explicit(&names_retry, memory_order_relaxed)))
+        names_ask_again(t->is_main);
     *f = ts->cframe->current_frame;
     return 1;
 }

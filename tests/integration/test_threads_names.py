@@ -36,8 +36,9 @@ def test_c_threads_exact_counts_and_names(memprof):
     assert sorted(t["name"] for t in base["threads"]) == sorted(C_NAMES - {"mp-setname-2", "mp-setname-3"})
 
 
-def python_threads(memprof, rounds):
-    p, cap = memprof.run("threads_named.py", rounds, out=f"pythreads-{rounds}.memprof", timeout=60)
+def python_threads(memprof, rounds, flags=()):
+    p, cap = memprof.run("threads_named.py", rounds, out=f"pythreads-{rounds}-{len(flags)}.memprof", flags=flags,
+                         timeout=60)
     ids = dict(w.split("=") for w in p.stdout.split())
     assert sorted(ids) == [f"worker-{i}" for i in range(THREADS)]
     s = memprof.summary(cap)
@@ -58,3 +59,13 @@ def test_python_threads_finish_and_are_named(memprof):
     assert abs(s["totals"]["allocations"] - base["totals"]["allocations"] - k) <= 64
     assert abs(s["totals"]["frees"] - base["totals"]["frees"] - k) <= 64
     assert abs(s["totals"]["allocated_bytes"] - base["totals"]["allocated_bytes"] - k * 2001) <= 64 * 4096
+
+
+def test_python_threads_are_named_when_every_allocation_is_traced(memprof):
+    """The names wait for `import threading` (at the script's top) to finish. Every object
+    allocation traced once starved that wait: each retry was queued as a pending call, the
+    interpreter ran those before going on with the import, and the retries ran out first."""
+    ids, s = python_threads(memprof, 1000, flags=("--trace-python-allocators",))
+    by_name = {t["name"]: t["tid"] for t in s["threads"]}
+    assert by_name["MainThread"] == s["capture"]["pid"]
+    assert {n: by_name.get(n) for n in ids} == ids
