@@ -73,10 +73,18 @@ typedef struct {
     _PyInterpreterFrame *frame; /* the frame this hooked call runs */
     uint64_t stamp;             /* this call's number in its thread */
     uintptr_t cfa;              /* the hook call's CFA: where --native's walk stops */
+    /* the frames above the frame, as the call began (they stay so while it
+     * runs): their number, SHADOW_NO_DEPTH if unknown, and the sum of their
+     * mixes from the root (intern_walk's prefix hash) */
+    uint32_t depth;
+    uint64_t hsum;
     uint64_t owner;             /* the call the nodes below were made for */
     uint32_t gen;               /* shadow_gen they were interned under */
     uint32_t base;              /* node of the frames above the frame (0: none) */
-    /* the frame's own node at an instruction (shadow_leaf) */
+    /* the frame's own node at an instruction (shadow_leaf), for the call
+     * leaf_owner (in capture leaf_gen) */
+    uint64_t leaf_owner;
+    uint32_t leaf_gen;
     uint32_t leaf_instr[LEAF_SETS * LEAF_WAYS], leaf_node[LEAF_SETS * LEAF_WAYS];
     /* what base was made from: the call below, its instruction, the code */
     uint64_t below_stamp;
@@ -89,8 +97,33 @@ extern MP_TLS shadow_t *mp_sh;   /* the calling thread's shadow stack */
 extern MP_TLS uint32_t mp_sh_n;  /* its depth */
 extern uint32_t mp_shadow_gen;   /* a new capture (fork child) forgets every base */
 
-/* base and leaves are this call's */
+#define SHADOW_NO_DEPTH UINT32_MAX
+#define PREFIX_SEED 0x6a09e667f3bcc908ull /* intern_walk's prefix hashes start here */
+
+/* base is this call's */
 static inline int shadow_known(const shadow_t *e) { return e->owner == e->stamp && e->gen == mp_shadow_gen; }
+/* the leaves are this call's */
+static inline int leaf_known(const shadow_t *e) { return e->leaf_owner == e->stamp && e->leaf_gen == mp_shadow_gen; }
+
+/* Makes the leaves this call's: empty, unless they are already. */
+static inline void shadow_leaves_mine(shadow_t *e)
+{
+    if (leaf_known(e))
+        return;
+    memset(e->leaf_node, 0, sizeof e->leaf_node);
+    memset(e->leaf_instr, 0xff, sizeof e->leaf_instr);
+    e->leaf_owner = e->stamp;
+    e->leaf_gen = mp_shadow_gen;
+}
+
+/* The hash of the frames above the frame below a caller c's entry pe
+ * (whose frame c is), with c at its call. */
+static inline uint64_t shadow_hsum_under(const shadow_t *pe, const _PyInterpreterFrame *c)
+{
+    mp_frame_t fr;
+    frame_put(&fr, c);
+    return pe->hsum + frame_mix(&fr, pe->depth);
+}
 
 /* The node remembered for the hooked frame at instr, or 0. */
 static inline uint32_t shadow_leaf(const shadow_t *e, uint32_t instr)
@@ -122,6 +155,7 @@ void mp_shadow_install(PyThreadState *ts);  /* with the GIL, when the script sta
 void mp_shadow_uninstall(void);             /* with the GIL: a Tracker's end */
 uint32_t mp_shadow_base(mp_thread_t *t, uint32_t i); /* writer lock held */
 uint32_t mp_shadow_intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n); /* writer lock held */
+int mp_shadow_fill(mp_thread_t *t, uint32_t i); /* entries 0..i: depth and hsum where known; 0 if i's is */
 
 /* pystack.c */
 extern uint32_t mp_pseudo_node;          /* the stack "no Python frames" */

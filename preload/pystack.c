@@ -505,11 +505,33 @@ uint32_t mp_py_leaf_node(const mp_thread_t *t)
         return 0;
     const _PyInterpreterFrame *f = ts->cframe->current_frame;
     const shadow_t *e = &mp_sh[n - 1];
-    if (f != e->frame || !shadow_known(e))
+    if (f != e->frame || !leaf_known(e))
         return 0;
     /* a frame not started yet (instr before _co_firsttraceable) is never
      * remembered here: mp_py_intern remembers started frames only */
     return shadow_leaf(e, (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code)));
+}
+
+uint32_t mp_py_leaf_find(mp_thread_t *t)
+{
+    if (!atomic_load_explicit(&leaf_ok, memory_order_relaxed))
+        return 0;
+    PyThreadState *ts = atomic_load_explicit((_Atomic(PyThreadState *) *)tstate_slot, memory_order_relaxed);
+    uint32_t n = mp_sh_n;
+    if (!ts || ts->thread_id != t->ident || !n || !ts->cframe)
+        return 0;
+    const _PyInterpreterFrame *f = ts->cframe->current_frame;
+    shadow_t *e = &mp_sh[n - 1];
+    if (f != e->frame || not_started(f) || (e->depth == SHADOW_NO_DEPTH && mp_shadow_fill(t, n - 1)))
+        return 0;
+    mp_frame_t fr;
+    frame_put(&fr, f);
+    uint32_t node = mp_prefix_find(e->hsum + frame_mix(&fr, e->depth), fr.code, fr.instr);
+    if (node) {
+        shadow_leaves_mine(e);
+        shadow_leaf_put(e, fr.instr, node);
+    }
+    return node;
 }
 
 /* The calling thread's innermost frame in *f; 0 when its frames cannot
@@ -555,7 +577,7 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
         uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
         const shadow_t *e = &mp_sh[mp_sh_n - 1];
         uint32_t node;
-        if (shadow_known(e) && (node = shadow_leaf(e, instr))) { /* here before */
+        if (leaf_known(e) && (node = shadow_leaf(e, instr))) { /* here before */
             t->anchor = mp_sh_n;
             t->leaf_node = node;
             return 1;
@@ -632,6 +654,9 @@ uint32_t mp_py_edge(mp_thread_t *t, uint32_t parent, const mp_frame_t *f)
 {
     uint64_t key = fmix64(mix(f->code, f->fp, f->instr, (uint64_t)parent * POS_MUL) + parent);
     __typeof__(t->edges[0]) *c = &t->edges[(key >> 40) & (MP_EDGE_CACHE - 1)];
+    /* a deep program's edges outnumber the cache: the table's slot is then
+     * wanted too, and its load overlaps the cache's */
+    mp_prefix_prefetch(key);
     if (MP_LIKELY(c->key == key && c->node))
         return c->node;
     uint32_t node = mp_prefix_find(key, f->code, f->instr);
@@ -677,7 +702,15 @@ uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
         for (uint32_t i = n; i--;)
             node = mp_py_edge(t, node, &frames[i]);
         if (n == 1 && node) { /* the hooked frame allocated: remember where */
+            shadow_leaves_mine(e);
             shadow_leaf_put(e, frames[0].instr, node);
+            /* and file the stack by its hash, for the next call with the
+             * same frames above (mp_py_leaf_find) */
+            if (e->depth != SHADOW_NO_DEPTH) {
+                uint64_t h = e->hsum + frame_mix(&frames[0], e->depth);
+                if (!mp_prefix_find(h, frames[0].code, frames[0].instr))
+                    mp_prefix_add(h, frames[0].code, frames[0].instr, node);
+            }
         }
         return node ? node : mp_pseudo_node;
     }
@@ -707,7 +740,7 @@ static uint32_t intern_walk(mp_thread_t *t, const mp_frame_t *frames, uint32_t n
     }
     const mp_frame_t *root = frames + n - 1; /* leaf first */
     mp_prefix_t *pre = t->prefix;
-    uint64_t sum = 0x6a09e667f3bcc908ull;
+    uint64_t sum = PREFIX_SEED;
     for (uint32_t i = 0; i < n; i++) {
         sum += frame_mix(root - i, i);
         pre[i].hash = sum; /* the prefix table mixes it for its buckets */

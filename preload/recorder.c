@@ -478,14 +478,20 @@ done:
 void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size)
 {
     mp_thread_t *t = mp_self;
-    uint32_t node;
-    if (MP_UNLIKELY(!t || t->gen != W.gen || native_on || !(node = mp_py_leaf_node(t)))) {
+    if (MP_UNLIKELY(!t || t->gen != W.gen || native_on)) {
         mp_rec_alloc(allocator, p, size);
         return;
     }
+    uint32_t node = mp_py_leaf_node(t);
     mp_guard = MP_GUARD_REC;
     lock();
     if (MP_LIKELY(live_locked())) {
+        if (MP_UNLIKELY(!node) && !(node = mp_py_leaf_find(t))) {
+            unlock();
+            mp_guard = 0;
+            mp_rec_alloc(allocator, p, size);
+            return;
+        }
         EMIT(mp_enc_alloc(&W.enc, t->index, allocator, (uint64_t)(uintptr_t)p, size, node));
         W.allocs++;
     }

@@ -214,6 +214,11 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
  * MEM or OBJ domain call (the GIL held) from the innermost hooked frame, at
  * an instruction that frame allocated at before. Its node, or 0: walk. */
 uint32_t mp_py_leaf_node(const mp_thread_t *t);
+/* With the writer lock held, when mp_py_leaf_node said 0: the same case in
+ * a call that has not allocated there yet, whose stack was interned for an
+ * earlier call with the same frames above (found by their hash, taken as
+ * the call began). Its node, or 0: walk. */
+uint32_t mp_py_leaf_find(mp_thread_t *t);
 /* With the writer lock held: interns a stack of `depth` frames (leaf
  * first, Python and native), emitting any new strings, code objects and
  * nodes; returns its node id. */
@@ -261,6 +266,8 @@ uint32_t mp_node_intern(uint32_t parent, uint32_t code, int32_t line, uint32_t f
 /* Stack prefixes by hash -> node. Every prefix of an interned stack is
  * interned, so "is prefix i known" is monotone in i (binary search). */
 uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr); /* node or 0 */
+/* Starts loading hash's slot, for a mp_prefix_find that may follow. */
+void mp_prefix_prefetch(uint64_t hash);
 void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t node);
 
 #endif

@@ -99,9 +99,22 @@ static PyObject *eval_hook(PyThreadState *ts, _PyInterpreterFrame *f, int exc)
         return eval_deep(ts, f, exc);
     uint32_t n = mp_sh_n;
     if (MP_LIKELY(n < sh_cap) || shadow_grow() == 0) {
-        mp_sh[n].frame = f;
-        mp_sh[n].stamp = ++sh_stamp;
-        mp_sh[n].cfa = (uintptr_t)__builtin_dwarf_cfa();
+        shadow_t *e = &mp_sh[n];
+        e->frame = f;
+        e->stamp = ++sh_stamp;
+        e->cfa = (uintptr_t)__builtin_dwarf_cfa();
+        /* the frames above, from the caller's entry: a call's stack is then
+         * known by hash before anything is interned for it. The caller is
+         * the thread's current frame (f->previous is set only once the
+         * evaluation loop takes f). */
+        const shadow_t *pe = n ? e - 1 : NULL;
+        const _PyInterpreterFrame *c = ts->cframe ? ts->cframe->current_frame : NULL;
+        if (pe && c && c == pe->frame && pe->depth < MAX_DEPTH - 1) {
+            e->hsum = shadow_hsum_under(pe, c);
+            e->depth = pe->depth + 1;
+        } else {
+            e->depth = SHADOW_NO_DEPTH;
+        }
         mp_sh_n = n + 1;
     }
     PyObject *r = next_eval(ts, f, exc);
@@ -168,7 +181,12 @@ uint32_t mp_shadow_base(mp_thread_t *t, uint32_t i)
             below_instr = (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code));
             if (e->gen == mp_shadow_gen && e->below_stamp == mp_sh[m - 1].stamp && e->below_instr == below_instr &&
                 e->code == co && e->fp == fp) {
+                uint64_t last = e->owner;
                 e->owner = e->stamp; /* the same call again: its nodes are this one's */
+                if (e->leaf_owner == last && e->leaf_gen == mp_shadow_gen)
+                    e->leaf_owner = e->stamp;
+                else
+                    shadow_leaves_mine(e);
                 continue;
             }
         }
@@ -193,10 +211,42 @@ uint32_t mp_shadow_base(mp_thread_t *t, uint32_t i)
         e->below_instr = below_instr;
         e->code = co;
         e->fp = fp;
-        memset(e->leaf_node, 0, sizeof e->leaf_node);
-        memset(e->leaf_instr, 0xff, sizeof e->leaf_instr);
+        shadow_leaves_mine(e);
     }
     return mp_sh[i].base;
+}
+
+/* Entries 0..i get their depth and hash where they have none: from the
+ * entry below when its frame is the caller, else by walking to the root.
+ * Entries pushed later take theirs from these. 0 if the i-th has one. */
+int mp_shadow_fill(mp_thread_t *t, uint32_t i)
+{
+    for (uint32_t j = 0; j <= i; j++) {
+        shadow_t *e = &mp_sh[j];
+        if (e->depth != SHADOW_NO_DEPTH)
+            continue;
+        const _PyInterpreterFrame *c = e->frame->previous;
+        if (j && c == e[-1].frame && e[-1].depth != SHADOW_NO_DEPTH && e[-1].depth < MAX_DEPTH - 1) {
+            e->hsum = shadow_hsum_under(&e[-1], c);
+            e->depth = e[-1].depth + 1;
+            continue;
+        }
+        uint32_t n = 0;
+        for (; c; c = c->previous) { /* all started: each has called the next */
+            if (n == MAX_DEPTH - 1 ||
+                (n == t->scr_cap && mp_mem_grow((void **)&t->scr, &t->scr_cap, n + 1, sizeof *t->scr)))
+                break;
+            frame_put(&t->scr[n++], c);
+        }
+        if (c)
+            continue; /* too deep, or no memory: left unknown */
+        uint64_t sum = PREFIX_SEED;
+        for (uint32_t k = 0; k < n; k++)
+            sum += frame_mix(&t->scr[n - 1 - k], k);
+        e->hsum = sum;
+        e->depth = n;
+    }
+    return mp_sh[i].depth == SHADOW_NO_DEPTH ? -1 : 0;
 }
 
 /* ---- --native with the shadow stack ----

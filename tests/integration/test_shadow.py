@@ -127,3 +127,49 @@ def test_shadow_stacks_known_frames(both):
     assert list(thread[0][1:THREAD_DEPTH + 2]) == deep(THREAD_DEPTH)
     assert [f for f, _ in thread[0][THREAD_DEPTH + 2:]] == ["Thread.run", "Thread._bootstrap_inner", "Thread._bootstrap"]
     assert got[tuple([leak] + deep(MAIN_DEPTH) + [main("MAIN-PLUNGE"), mod])] == (7000, 1, 1)
+
+
+REPEAT = "shadow_repeat.py"
+ROUNDS = 50
+
+
+def repeat_leaks(memprof, *flags):
+    """{stack as ((function, line), ...): (bytes, allocations)} of shadow_repeat.py's leaks (the
+    bytes objects, zeroed: PyObject_Calloc traced, else the calloc under it; not the list's growth)."""
+    p, cap = memprof.run(REPEAT, ROUNDS, flags=flags, out=f"repeat{len(flags)}.memprof")
+    t = memprof.cmd("table", "--leaks", "--json", cap)
+    assert t.returncode == 0, t.stderr
+    got = {}
+    for r in json.loads(t.stdout)["rows"]:
+        stack = tuple((f["function"], f["line"]) for f in r["stack"])
+        if stack and stack[0] == ("leak", script_line(REPEAT, "LEAK-LINE")) and r["allocator"] in ("PyObject_Malloc", "PyObject_Calloc", "calloc"):
+            assert stack not in got
+            got[stack] = (r["bytes"], r["allocations"])
+    return got
+
+
+def test_repeated_calls_found_by_hash_read_as_walked(tmp_path):
+    """The same frames above a call, under earlier calls, must give the same stack; frames that
+    differ in one caller's line, in the depth of a recursion or in who resumed a generator must
+    not: the hash of the frames above takes each frame's function and instruction."""
+    m = Memprof(tmp_path)
+    walked, hashed = repeat_leaks(m), repeat_leaks(m, "--trace-python-allocators")
+    assert hashed == walked
+    ln = lambda marker: script_line(REPEAT, marker)  # noqa: E731
+    leak, mod = ("leak", ln("LEAK-LINE")), ("<module>", ln("MODULE-LINE"))
+    main = lambda marker: ("main", ln(marker))  # noqa: E731
+    rounds = range(ROUNDS)
+    assert hashed[(leak, ("two_lines", ln("FIRST-CALL")), main("MAIN-TWO"), mod)] == (
+        sum(1100 + i for i in rounds), ROUNDS)
+    assert hashed[(leak, ("two_lines", ln("SECOND-CALL")), main("MAIN-TWO"), mod)] == (
+        sum(1300 + i for i in rounds), ROUNDS)
+    chain = lambda n: [("ra", ln("RA-LINE")) if k % 2 == 0 else ("rb", ln("RB-LINE"))  # noqa: E731
+                       for k in range(n + 1)]
+    for depth, size in ((20, 3000), (21, 3001)):
+        stack = tuple([leak] + chain(depth)[::-1] + [main("MAIN-RA"), mod])
+        assert hashed[stack] == (size * ROUNDS // 2, ROUNDS // 2)
+    g = ("gen", ln("GEN-LINE"))
+    assert hashed[(leak, g, ("resume_one", ln("RESUME-ONE")), main("MAIN-ONE"), mod)] == (4000 * ROUNDS, ROUNDS)
+    assert hashed[(leak, g, ("resume_two", ln("RESUME-TWO")), main("MAIN-RESUME-TWO"), mod)] == (
+        4100 * ROUNDS, ROUNDS)
+    assert len(hashed) == 6
