@@ -74,10 +74,22 @@ static atomic_int leaf_ok;
  * now and then (so none takes mp_py_leaf_node's way meanwhile) */
 static atomic_int names_retry;
 
+static int leaf_ok_now(void)
+{
+    return walker_on && tstate_slot_ok > 0 && atomic_load(&end_requested) && !atomic_load(&script_ended) &&
+           !atomic_load(&names_retry);
+}
+
+/* Any thread may call this as an input changes: one that stores a value
+ * gone stale meanwhile looks again after its store, so the last store
+ * made is right. */
 static void leaf_ok_update(void)
 {
-    atomic_store(&leaf_ok, walker_on && tstate_slot_ok > 0 && atomic_load(&end_requested) &&
-                               !atomic_load(&script_ended) && !atomic_load(&names_retry));
+    int v;
+    do {
+        v = leaf_ok_now();
+        atomic_store(&leaf_ok, v);
+    } while (leaf_ok_now() != v);
 }
 uint32_t mp_pseudo_node;
 
@@ -294,7 +306,7 @@ static void install_names(PyObject *threading)
  * the main thread's once NAMES_EVERY_NS have passed, another thread's at
  * once (names_ask_again). */
 #define NAMES_EVERY_NS 2000000ull
-#define NAMES_TRIES 5000 /* bounds the wait if the import fails */
+#define NAMES_TRIES 20000 /* bounds the wait if the import fails */
 static atomic_int names_waiting;
 static unsigned names_tries;
 static _Atomic uint64_t names_next_ns;
@@ -337,15 +349,21 @@ static int names_when_ready(void *arg)
 }
 
 /* In a walk: time to ask again? At once in a thread other than the main
- * one: threading has started it, so it is imported (the threads that end
- * before the names are set up go unnamed). Py_AddPendingCall takes any
- * thread. */
+ * one: a thread that runs means threading is there, and the main thread
+ * may soon block in join() (pending calls run only as it runs bytecode;
+ * the threads that end before the names are set up go unnamed).
+ * Py_AddPendingCall takes any thread; a full queue leaves the retry for
+ * the next walk. */
 static MP_COLD MP_NOINLINE void names_ask_again(int is_main)
 {
     if ((is_main && coarse_ns() < atomic_load(&names_next_ns)) || !atomic_exchange(&names_retry, 0))
         return;
     leaf_ok_update();
-    py.add_pending(names_when_ready, NULL);
+    if (py.add_pending(names_when_ready, NULL) != 0) {
+        atomic_store(&names_next_ns, coarse_ns() + NAMES_EVERY_NS);
+        atomic_store(&names_retry, 1);
+        leaf_ok_update();
+    }
 }
 
 static int audit_hook(const char *event, PyObject *args, void *data)

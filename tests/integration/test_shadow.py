@@ -173,3 +173,47 @@ def test_repeated_calls_found_by_hash_read_as_walked(tmp_path):
     assert hashed[(leak, g, ("resume_two", ln("RESUME-TWO")), main("MAIN-RESUME-TWO"), mod)] == (
         4100 * ROUNDS, ROUNDS)
     assert len(hashed) == 6
+
+
+def collide_script(path, sites, branches):
+    """top() calls mid() from `sites` lines, mid() calls leaf() from `branches` lines; leaf()
+    keeps bytes(n): one zeroed block of n + 33 bytes, n = 1000 + i * branches + k for call
+    line i of top() and k of mid(). Returns {(top line, mid line): n}."""
+    lines = ["KEEP = []", "", "", "def leaf(n):", "    KEEP.append(bytes(n))", "", "", "def mid(k, n):"]
+    mid = {}
+    for k in range(branches):
+        lines.append(f"    {'if' if k == 0 else 'elif'} k == {k}:")
+        lines.append("        leaf(n)")
+        mid[k] = len(lines)
+    lines += ["", "", "def top():", f"    for k in range({branches}):"]
+    want = {}
+    for i in range(sites):
+        lines.append(f"        mid(k, 1000 + {i * branches} + k)")
+        for k in range(branches):
+            want[(len(lines), mid[k])] = 1000 + i * branches + k
+    lines += ["", "", "for _ in range(3):", "    top()", ""]
+    path.write_text("\n".join(lines))
+    return want
+
+
+@pytest.mark.parametrize("flags", [(), ("--trace-python-allocators",)])
+def test_stacks_differing_only_in_call_lines_stay_apart(tmp_path, flags):
+    """Stacks of the same functions at the same depths, differing only in their call lines: a
+    stack hash whose frames added up linearly gave two such stacks with the same sum of call
+    offsets the same key (most of these 480 stacks were merged or misplaced, with and without
+    the shadow stack)."""
+    m = Memprof(tmp_path)
+    script = tmp_path / "collide.py"
+    want = collide_script(script, 12, 40)
+    p, cap = m.run(str(script), flags=flags, out="collide.memprof")
+    t = m.cmd("table", "--leaks", "--json", cap)
+    assert t.returncode == 0, t.stderr
+    got = {}
+    for r in json.loads(t.stdout)["rows"]:
+        st = [(f["function"], f["line"]) for f in r["stack"]]
+        if st[:1] == [("leaf", 5)] and r["allocator"] in ("PyObject_Malloc", "calloc"):
+            assert [f for f, _ in st[:4]] == ["leaf", "mid", "top", "<module>"], st
+            key = (st[2][1], st[1][1])
+            assert key not in got
+            got[key] = (r["bytes"], r["allocations"])
+    assert got == {key: (3 * (n + 33), 3) for key, n in want.items()}
