@@ -123,13 +123,18 @@ static inline void shadow_leaves_mine(shadow_t *e)
     e->leaf_gen = mp_shadow_gen;
 }
 
-/* The hash of the frames above the frame below a caller c's entry pe
- * (whose frame c is), with c at its call. */
-static inline uint64_t shadow_hsum_under(const shadow_t *pe, const _PyInterpreterFrame *c)
+/* e's depth and hash from the entry below it, pe, when pe's frame is e's
+ * caller c (at its call instruction): 0, or -1 (pe has none, c is another
+ * frame, too deep). */
+static inline int shadow_depth_from(shadow_t *e, const shadow_t *pe, const _PyInterpreterFrame *c)
 {
+    if (!pe || !c || c != pe->frame || pe->depth >= MAX_DEPTH - 1) /* SHADOW_NO_DEPTH too */
+        return -1;
     mp_frame_t fr;
     frame_put(&fr, c);
-    return pe->hsum + frame_mix(&fr, pe->depth);
+    e->hsum = pe->hsum + frame_mix(&fr, pe->depth);
+    e->depth = pe->depth + 1;
+    return 0;
 }
 
 /* The node remembered for the hooked frame at instr, or 0. */

@@ -513,37 +513,38 @@ static inline PyThreadState *this_tstate(const mp_thread_t *t, int gil)
 
 static MP_NOINLINE uint32_t walk_segments(mp_thread_t *t, _PyInterpreterFrame *f);
 
-uint32_t mp_py_leaf_node(const mp_thread_t *t)
+/* For mp_py_leaf_node and mp_py_leaf_find: the innermost shadow entry
+ * when its frame is the thread's current one, else NULL. */
+static inline shadow_t *leaf_entry(const mp_thread_t *t)
 {
     if (!atomic_load_explicit(&leaf_ok, memory_order_relaxed))
-        return 0;
+        return NULL;
     PyThreadState *ts = atomic_load_explicit((_Atomic(PyThreadState *) *)tstate_slot, memory_order_relaxed);
     uint32_t n = mp_sh_n;
     if (MP_UNLIKELY(!ts || ts->thread_id != t->ident || !n || !ts->cframe))
-        return 0;
-    const _PyInterpreterFrame *f = ts->cframe->current_frame;
-    const shadow_t *e = &mp_sh[n - 1];
-    if (f != e->frame || !leaf_known(e))
+        return NULL;
+    shadow_t *e = &mp_sh[n - 1];
+    return ts->cframe->current_frame == e->frame ? e : NULL;
+}
+
+uint32_t mp_py_leaf_node(const mp_thread_t *t)
+{
+    const shadow_t *e = leaf_entry(t);
+    if (!e || !leaf_known(e))
         return 0;
     /* a frame not started yet (instr before _co_firsttraceable) is never
      * remembered here: mp_py_intern remembers started frames only */
+    const _PyInterpreterFrame *f = e->frame;
     return shadow_leaf(e, (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code)));
 }
 
 uint32_t mp_py_leaf_find(mp_thread_t *t)
 {
-    if (!atomic_load_explicit(&leaf_ok, memory_order_relaxed))
-        return 0;
-    PyThreadState *ts = atomic_load_explicit((_Atomic(PyThreadState *) *)tstate_slot, memory_order_relaxed);
-    uint32_t n = mp_sh_n;
-    if (!ts || ts->thread_id != t->ident || !n || !ts->cframe)
-        return 0;
-    const _PyInterpreterFrame *f = ts->cframe->current_frame;
-    shadow_t *e = &mp_sh[n - 1];
-    if (f != e->frame || not_started(f) || (e->depth == SHADOW_NO_DEPTH && mp_shadow_fill(t, n - 1)))
+    shadow_t *e = leaf_entry(t);
+    if (!e || not_started(e->frame) || (e->depth == SHADOW_NO_DEPTH && mp_shadow_fill(t, mp_sh_n - 1)))
         return 0;
     mp_frame_t fr;
-    frame_put(&fr, f);
+    frame_put(&fr, e->frame);
     uint32_t node = mp_prefix_find(e->hsum + frame_mix(&fr, e->depth), fr.code, fr.instr);
     if (node) {
         shadow_leaves_mine(e);
@@ -672,9 +673,6 @@ uint32_t mp_py_edge(mp_thread_t *t, uint32_t parent, const mp_frame_t *f)
 {
     uint64_t key = fmix64(mix(f->code, f->fp, f->instr, (uint64_t)parent * POS_MUL) + parent);
     __typeof__(t->edges[0]) *c = &t->edges[(key >> 40) & (MP_EDGE_CACHE - 1)];
-    /* a deep program's edges outnumber the cache: the table's slot is then
-     * wanted too, and its load overlaps the cache's */
-    mp_prefix_prefetch(key);
     if (MP_LIKELY(c->key == key && c->node))
         return c->node;
     uint32_t node = mp_prefix_find(key, f->code, f->instr);

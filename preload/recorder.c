@@ -499,6 +499,20 @@ void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size)
     mp_guard = 0;
 }
 
+/* The free record, under the lock (the guard set). */
+static MP_ALWAYS_INLINE void emit_free(uint32_t thread, unsigned deallocator, const void *p, size_t len, int range)
+{
+    lock();
+    if (MP_LIKELY(live_locked())) {
+        if (range)
+            EMIT(mp_enc_free_range(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p, len));
+        else
+            EMIT(mp_enc_free(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p));
+        W.frees++;
+    }
+    unlock();
+}
+
 /* A plain free names no thread (replay does not need one); the free half
  * of a realloc or mremap does, so that a failure can be undone. */
 static void rec_free(unsigned deallocator, const void *p, size_t len, int range)
@@ -511,30 +525,19 @@ static void rec_free(unsigned deallocator, const void *p, size_t len, int range)
             goto done;
         thread = t->index;
     }
-    lock();
-    if (MP_LIKELY(live_locked())) {
-        if (range)
-            EMIT(mp_enc_free_range(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p, len));
-        else
-            EMIT(mp_enc_free(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p));
-        W.frees++;
-    }
-    unlock();
+    emit_free(thread, deallocator, p, len, range);
 done:
     mp_guard = 0;
 }
 
 void mp_rec_free(unsigned deallocator, const void *p) { rec_free(deallocator, p, 0, 0); }
 
+/* pymem.c's free: a plain one (its deallocator is never REALLOC), which
+ * inlines into the wrapper */
 void mp_rec_pymem_free(unsigned deallocator, const void *p)
 {
     mp_guard = MP_GUARD_REC;
-    lock();
-    if (MP_LIKELY(live_locked())) {
-        EMIT(mp_enc_free(&W.enc, 0, deallocator, (uint64_t)(uintptr_t)p));
-        W.frees++;
-    }
-    unlock();
+    emit_free(0, deallocator, p, 0, 0);
     mp_guard = 0;
 }
 void mp_rec_free_range(unsigned deallocator, const void *p, size_t len) { rec_free(deallocator, p, len, 1); }

@@ -99,8 +99,8 @@ typedef struct mp_thread_s {
 void mp_rec_alloc(unsigned allocator, const void *p, size_t size);
 void mp_rec_free(unsigned deallocator, const void *p);
 void mp_rec_free_range(unsigned deallocator, const void *p, size_t len); /* munmap, mremap */
-/* The PyMem wrappers' (pymem.c): an allocation in the MEM or OBJ domain (the
- * GIL held), and a free in any domain (its deallocator is never FREE). */
+/* The PyMem wrappers' (pymem.c): an allocation in the MEM or OBJ domain
+ * (the GIL held), and a free in any domain (never a REALLOC). */
 void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size);
 void mp_rec_pymem_free(unsigned deallocator, const void *p);
 void mp_rec_thread_name(unsigned long ident, const char *name, size_t n);
@@ -266,8 +266,6 @@ uint32_t mp_node_intern(uint32_t parent, uint32_t code, int32_t line, uint32_t f
 /* Stack prefixes by hash -> node. Every prefix of an interned stack is
  * interned, so "is prefix i known" is monotone in i (binary search). */
 uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr); /* node or 0 */
-/* Starts loading hash's slot, for a mp_prefix_find that may follow. */
-void mp_prefix_prefetch(uint64_t hash);
 void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t node);
 
 #endif

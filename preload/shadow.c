@@ -107,14 +107,8 @@ static PyObject *eval_hook(PyThreadState *ts, _PyInterpreterFrame *f, int exc)
          * known by hash before anything is interned for it. The caller is
          * the thread's current frame (f->previous is set only once the
          * evaluation loop takes f). */
-        const shadow_t *pe = n ? e - 1 : NULL;
-        const _PyInterpreterFrame *c = ts->cframe ? ts->cframe->current_frame : NULL;
-        if (pe && c && c == pe->frame && pe->depth < MAX_DEPTH - 1) {
-            e->hsum = shadow_hsum_under(pe, c);
-            e->depth = pe->depth + 1;
-        } else {
+        if (shadow_depth_from(e, n ? e - 1 : NULL, ts->cframe ? ts->cframe->current_frame : NULL))
             e->depth = SHADOW_NO_DEPTH;
-        }
         mp_sh_n = n + 1;
     }
     PyObject *r = next_eval(ts, f, exc);
@@ -226,11 +220,8 @@ int mp_shadow_fill(mp_thread_t *t, uint32_t i)
         if (e->depth != SHADOW_NO_DEPTH)
             continue;
         const _PyInterpreterFrame *c = e->frame->previous;
-        if (j && c == e[-1].frame && e[-1].depth != SHADOW_NO_DEPTH && e[-1].depth < MAX_DEPTH - 1) {
-            e->hsum = shadow_hsum_under(&e[-1], c);
-            e->depth = e[-1].depth + 1;
+        if (shadow_depth_from(e, j ? e - 1 : NULL, c) == 0)
             continue;
-        }
         uint32_t n = 0;
         for (; c; c = c->previous) { /* all started: each has called the next */
             if (n == MAX_DEPTH - 1 ||

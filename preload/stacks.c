@@ -235,12 +235,6 @@ static struct {
 static size_t prefix_hash(const void *e) { return (size_t)mix64(((const prefix_entry_t *)e)->hash); }
 static int prefix_used(const void *e) { return ((const prefix_entry_t *)e)->node != 0; }
 
-void mp_prefix_prefetch(uint64_t hash)
-{
-    if (T.cap)
-        __builtin_prefetch(&T.slots[mix64(hash) & (T.cap - 1)]);
-}
-
 uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr)
 {
     if (!T.cap)
