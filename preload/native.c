@@ -61,6 +61,7 @@ static struct {
 } M;
 
 atomic_int mp_modules_dirty;
+atomic_uint mp_modules_gen;
 static uintptr_t self_lo, self_hi, eval_lo, eval_hi;
 /* the C path of a Python-to-Python call when a frame-evaluation hook is set */
 static uintptr_t call_lo[2], call_hi[2];
@@ -216,6 +217,7 @@ void mp_modules_refresh(void)
         M.ncur = M.nnext;
         M.next = t;
         M.emitted = 1;
+        atomic_fetch_add(&mp_modules_gen, 1); /* frames may fall in other modules now */
     }
     mp_wunlock();
     atomic_store(&M.busy, 0);
@@ -254,31 +256,29 @@ int mp_native_is_call_path(uintptr_t ip)
     return (ip > call_lo[0] && ip <= call_hi[0]) || (ip > call_lo[1] && ip <= call_hi[1]);
 }
 
-int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met)
+int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, mp_cut_t *c)
 {
-    int n = mp_unwind_cut(t, t->ips, t->cfas, MP_NATIVE_MAX, stop, met);
-    if (n < 0)
+    if (mp_unwind_cut(t, t->ips, t->cfas, MP_NATIVE_MAX, stop, c) < 0)
         return -1;
     int skip = 0;
-    while (skip < n && mp_native_is_self((uintptr_t)t->ips[skip]))
+    while (skip < c->n && mp_native_is_self((uintptr_t)c->ips[skip]))
         skip++;
-    if (skip && n > skip) {
-        memmove(t->ips, t->ips + skip, (size_t)(n - skip) * sizeof *t->ips);
-        memmove(t->cfas, t->cfas + skip, (size_t)(n - skip) * sizeof *t->cfas);
-    }
-    return n > skip ? n - skip : 0;
+    c->ips += skip;
+    c->cfas += skip;
+    c->n -= skip;
+    return 0;
 }
 
 /* A merge in steps (mp_native_merge and shadow.c's cut walk): t->mix
  * grown for nn native and npy Python frames. 0, or -1 without memory. */
-int mp_merge_begin(mp_thread_t *t, mp_merge_t *m, uint32_t nn, uint32_t npy)
+int mp_merge_begin(mp_thread_t *t, mp_merge_t *m, void *const *ips, uint32_t nn, uint32_t npy)
 {
     uint32_t need = nn + npy;
     if (need > t->mix_cap && mp_mem_grow((void **)&t->mix, &t->mix_cap, need, sizeof *t->mix))
         return -1;
     *m = (mp_merge_t){0, 0, 0, npy, 0};
     for (uint32_t i = 0; i < nn; i++)
-        m->evals += is_eval((uintptr_t)t->ips[i]);
+        m->evals += is_eval((uintptr_t)ips[i]);
     return 0;
 }
 
@@ -308,7 +308,7 @@ uint32_t mp_merge_end(mp_thread_t *t, mp_merge_t *m)
 uint32_t mp_native_merge(mp_thread_t *t, uint32_t nn, uint32_t npy)
 {
     mp_merge_t m;
-    if (mp_merge_begin(t, &m, nn, npy))
+    if (mp_merge_begin(t, &m, t->ips, nn, npy))
         return 0;
     for (uint32_t i = 0; i < nn; i++)
         mp_merge_frame(t, &m, (uintptr_t)t->ips[i]);
@@ -371,6 +371,7 @@ void mp_native_reset(void)
         M.cur[i].id = 0;
     M.next_id = 0;
     M.emitted = 0;
+    atomic_fetch_add(&mp_modules_gen, 1);
     atomic_store(&M.busy, 0);
     atomic_store(&mp_modules_dirty, 1);
 }

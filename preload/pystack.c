@@ -561,6 +561,7 @@ int mp_py_walk_start(mp_thread_t *t, int gil, _PyInterpreterFrame **f)
     t->anchor = 0;
     t->leaf_node = 0;
     t->cut = 0;
+    t->cut_leaf = NULL;
     if (!walker_on)
         return 0;
     if (MP_UNLIKELY(atomic_load_explicit(&script_ended, memory_order_relaxed)) && !t->is_main)

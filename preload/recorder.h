@@ -61,6 +61,7 @@ typedef struct mp_thread_s {
     uint32_t anchor;
     uint32_t leaf_node;     /* and that frame's node at its instruction was known */
     int cut;                /* mix is a cut walk's: see mp_py_native_cut */
+    struct mp_cut_leaf_s *cut_leaf; /* where its node is to be remembered (NULL: nowhere) */
     uint32_t cur_cap;
     mp_frame_t *cur;        /* last walk, leaf first */
     uint64_t key;           /* key of the last walk (cur), for the cache of recent stacks */
@@ -143,16 +144,34 @@ void mp_native_reset(void);             /* fork child: a new capture */
 uint32_t mp_native_walk(mp_thread_t *t);
 /* Merges native and Python frames into t->mix; returns its depth. */
 uint32_t mp_native_merge(mp_thread_t *t, uint32_t nnative, uint32_t npy);
+/* A cut walk's frames (innermost first) and their CFAs; met: it stopped at
+ * its stop. The arrays may be a remembered walk's: read only. */
+typedef struct {
+    void *const *ips;
+    const uintptr_t *cfas;
+    int n, met;
+    struct mp_cut_leaf_s *leaf; /* the remembered walk's nodes (NULL: none) */
+} mp_cut_t;
+/* A remembered cut walk's nodes (shadow.c): for the walk's frames under
+ * one Python frame, the frame's code at an instruction, under base (the
+ * node of the frames above), in capture gen with the loaded objects of
+ * modules_gen. */
+#define MP_CUT_LEAVES 4
+typedef struct mp_cut_leaf_s {
+    const void *code;
+    uint32_t instr, base, node, gen, modules_gen;
+} mp_cut_leaf_t;
+extern atomic_uint mp_modules_gen; /* native.c: the module table changed */
 /* A cut walk (see shadow.c): the native frames up to the frame whose CFA
  * is `stop`, memprof's own innermost ones left out; -1: not possible. */
-int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, int *met);
+int mp_native_walk_cut(mp_thread_t *t, uintptr_t stop, mp_cut_t *c);
 int mp_native_is_self(uintptr_t ip);     /* a return address in libmemprof.so */
 /* The merge of mp_native_merge in steps, for shadow.c's cut walk: begin
  * (-1: no memory), each native frame innermost first, end (the depth). */
 typedef struct {
     uint32_t evals, seg, py, npy, out;
 } mp_merge_t;
-int mp_merge_begin(mp_thread_t *t, mp_merge_t *m, uint32_t nn, uint32_t npy);
+int mp_merge_begin(mp_thread_t *t, mp_merge_t *m, void *const *ips, uint32_t nn, uint32_t npy);
 void mp_merge_frame(mp_thread_t *t, mp_merge_t *m, uintptr_t ip);
 uint32_t mp_merge_end(mp_thread_t *t, mp_merge_t *m);
 int mp_native_is_call_path(uintptr_t ip); /* in _PyFunction_Vectorcall or PyObject_Vectorcall */
@@ -177,9 +196,9 @@ typedef struct mp_rule_s {
  * .eh_frame rules; -1 when a frame needs libunwind instead. */
 int mp_unwind(mp_thread_t *t, void **ips, int max);
 void mp_unwind_forget(mp_thread_t *t); /* a new thread in a reused state */
-/* Unwinds up to the frame whose CFA is `stop` (excluded; *met: found), each
- * frame's CFA in cfas[]; -1 when a frame needs libunwind. */
-int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, int *met);
+/* Unwinds up to the frame whose CFA is `stop` (excluded), into ips[] and
+ * cfas[] or from a walk remembered; 0, or -1 when a frame needs libunwind. */
+int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, mp_cut_t *c);
 extern atomic_uint mp_code_gen; /* dlclose bumps it: cached rules are dropped */
 
 /* ---- hooks.c and got.c: loaded late (not preloaded) ---- */

@@ -255,6 +255,26 @@ int mp_shadow_fill(mp_thread_t *t, uint32_t i)
  * _PyEval_Vector into a hooked call): without a hook CPython runs that call
  * inside the caller's evaluation loop, and the stack reads as it would. */
 
+/* A cut walk answered by one unwind.c remembered has that walk's native
+ * frames; under the same base, with one Python frame of the same code at
+ * the same instruction, its stack is the same, and so is its node, kept
+ * with the walk (MP_CUT_LEAVES of them, the newest first). 0: not known. */
+static inline uint32_t cut_leaf_find(const mp_cut_leaf_t *l, const mp_frame_t *f, uint32_t base)
+{
+    uint32_t gen = mp_shadow_gen, mgen = atomic_load_explicit(&mp_modules_gen, memory_order_relaxed);
+    for (unsigned i = 0; i < MP_CUT_LEAVES; i++, l++)
+        if (l->code == f->code && l->instr == f->instr && l->base == base && l->gen == gen && l->modules_gen == mgen)
+            return l->node;
+    return 0;
+}
+
+static inline void cut_leaf_put(mp_cut_leaf_t *l, const mp_frame_t *f, uint32_t base, uint32_t node)
+{
+    memmove(&l[1], &l[0], (MP_CUT_LEAVES - 1) * sizeof *l);
+    l[0] = (mp_cut_leaf_t){f->code, f->instr, base, node, mp_shadow_gen,
+                           atomic_load_explicit(&mp_modules_gen, memory_order_relaxed)};
+}
+
 #define MP_FP_HOOK ((uintptr_t)3) /* a mix entry: entry `instr`'s hook call (UINT32_MAX: a hook call with none) */
 
 uint32_t mp_py_native_cut(mp_thread_t *t, int gil)
@@ -287,17 +307,26 @@ uint32_t mp_py_native_cut(mp_thread_t *t, int gil)
     }
     if (e != k || f != stop || n != seg_start)
         return UINT32_MAX; /* the shadow stack does not describe this stack */
-    int met;
-    int nn = mp_native_walk_cut(t, k >= 0 ? mp_sh[k].cfa : 0, &met);
-    if (nn < 0 || (k >= 0 && !met))
+    mp_cut_t c;
+    if (mp_native_walk_cut(t, k >= 0 ? mp_sh[k].cfa : 0, &c) < 0 || (k >= 0 && !c.met))
         return UINT32_MAX;
+    if (k == top && n == 1 && c.leaf) { /* the walk was seen before: its node may be known */
+        uint32_t node = cut_leaf_find(c.leaf, &t->cur[0], mp_sh[k].base);
+        t->cut = 1;
+        t->anchor = (uint32_t)(k + 1);
+        if (node) {
+            t->leaf_node = node;
+            return 1;
+        }
+        t->cut_leaf = c.leaf;
+    }
     mp_merge_t mg; /* a hook call's frame takes a native frame's place in mix */
-    if (mp_merge_begin(t, &mg, (uint32_t)nn, n))
+    if (mp_merge_begin(t, &mg, c.ips, (uint32_t)c.n, n))
         return UINT32_MAX;
     int m = top; /* the next hook call to meet */
-    for (int i = 0; i < nn; i++) {
-        uintptr_t ip = (uintptr_t)t->ips[i];
-        if (m > k && t->cfas[i] == mp_sh[m].cfa)
+    for (int i = 0; i < c.n; i++) {
+        uintptr_t ip = (uintptr_t)c.ips[i];
+        if (m > k && c.cfas[i] == mp_sh[m].cfa)
             t->mix[mg.out++] = (mp_frame_t){NULL, MP_FP_HOOK, (uint32_t)m--};
         else if (mp_native_is_self(ip)) /* the hook's way when the C stack ran short: no entry */
             t->mix[mg.out++] = (mp_frame_t){NULL, MP_FP_HOOK, UINT32_MAX};
@@ -350,7 +379,19 @@ static int call_path_only(const mp_frame_t *mix, uint32_t lo, uint32_t hi)
     return 1;
 }
 
+static uint32_t intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n);
+
 uint32_t mp_shadow_intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n)
+{
+    if (t->leaf_node)
+        return t->leaf_node;
+    uint32_t node = intern_cut(t, mix, n);
+    if (t->cut_leaf && node)
+        cut_leaf_put(t->cut_leaf, &t->cur[0], mp_sh[t->anchor - 1].base, node);
+    return node;
+}
+
+static uint32_t intern_cut(mp_thread_t *t, const mp_frame_t *mix, uint32_t n)
 {
     int k = (int)t->anchor - 1;
     uint32_t node = k >= 0 ? mp_sh[k].base : 0;

@@ -458,15 +458,83 @@ typedef struct {
     int n, end; /* n == 0: nothing to reuse */
 } walk_t;
 
+/* Cut walks remembered (mp_unwind_cut): a walk that met its stop is a
+ * function of the state it started in (IP, SP, and RBP when a frame found
+ * its CFA from the RBP it was entered with) and of the words it read: each
+ * frame's return address, and each saved RBP a frame further out found its
+ * CFA from. The same start with the same words read again gives the same
+ * frames, so a remembered walk answers after one load and compare per
+ * word, and those loads do not wait on each other as a walk's do. The
+ * words lie between the walk's SP and its stop, the CFA of a call still
+ * running, so reading them again is safe. Kept by start SP and stop, in
+ * MEMO_SETS sets of MEMO_WAYS. */
+#define MEMO_SETS 16
+#define MEMO_WAYS 4
+#define MEMO_FRAMES 24 /* longer cut walks are not remembered */
+#define MEMO_BPS 8     /* saved RBPs read and used */
+typedef struct {
+    uintptr_t sp0, ip0, stop, bp0; /* the start and the stop */
+    uint8_t n, nbp, need_bp0;
+    uintptr_t ip_stop;             /* the return address into the stop's frame */
+    uintptr_t bp_at[MEMO_BPS], bp_val[MEMO_BPS];
+    void *ips[MEMO_FRAMES];
+    uintptr_t cfas[MEMO_FRAMES];
+    mp_cut_leaf_t leaf[MP_CUT_LEAVES];
+} memo_t;
+
+/* A set: the tags of its ways (from start SP and stop; 0: empty) and
+ * where each way's walk is, the one used last first. Walks of different
+ * C paths often start at one SP under one stop (callees of one function,
+ * with frames of one size), so a set holds several of one key. */
+typedef struct {
+    uint64_t tag[MEMO_WAYS];
+    uint8_t slot[MEMO_WAYS];
+} memo_set_t;
+
 struct mp_walk_s {
     walk_t w[2];
     int last; /* w[last] is the last walk, the other one the next's room */
+    memo_set_t set[MEMO_SETS];
+    memo_t memo[MEMO_SETS * MEMO_WAYS];
+    /* A thread whose walks seldom repeat within what the sets hold (deep
+     * recursions with allocations at every level) would pay for the look-up
+     * and for writing each walk down, and gain nothing: when fewer than one
+     * in MEMO_MIN_HITS of MEMO_WINDOW look-ups answer, the next MEMO_REST
+     * walks neither look up nor are kept (they are written to scratch). */
+    uint32_t looked, answered, rest;
+    memo_t scratch;
 };
+#define MEMO_WINDOW 4096
+#define MEMO_MIN_HITS 4
+#define MEMO_REST 65536
+
+static void memo_sets_init(struct mp_walk_s *ws)
+{
+    for (unsigned i = 0; i < MEMO_SETS; i++)
+        for (unsigned w = 0; w < MEMO_WAYS; w++) {
+            ws->set[i].tag[w] = 0;
+            ws->set[i].slot[w] = (uint8_t)w;
+        }
+}
+
+/* Way p of set s becomes the one used last, with tag. */
+static inline void memo_front(memo_set_t *s, unsigned p, uint64_t tag)
+{
+    uint8_t slot = s->slot[p];
+    for (; p > 0; p--) {
+        s->tag[p] = s->tag[p - 1];
+        s->slot[p] = s->slot[p - 1];
+    }
+    s->tag[0] = tag;
+    s->slot[0] = slot;
+}
 
 void mp_unwind_forget(mp_thread_t *t)
 {
-    if (t->walks)
+    if (t->walks) {
         t->walks->w[0].n = t->walks->w[1].n = 0;
+        memo_sets_init(t->walks);
+    }
 }
 
 /* Where the words read to leave frames j.. of `w` first differ from what
@@ -517,6 +585,7 @@ static MP_COLD MP_NOINLINE int unwind_setup(mp_thread_t *t, unsigned gen)
         t->rules = (mp_rule_t *)m;
         t->rule_mru = t->rules + RULES;
         t->walks = (struct mp_walk_s *)(m + rsz);
+        memo_sets_init(t->walks);
     } else {
         memset(t->rules, 0, (RULES + MRU + LAST_CUT) * sizeof(mp_rule_t));
         mp_unwind_forget(t);
@@ -631,25 +700,70 @@ int mp_unwind(mp_thread_t *t, void **ips, int max)
     return n;
 }
 
-/* A walk that stops at the frame whose CFA is `stop` (not included; *met
- * says it was found), or at the outermost frame. Each frame's CFA goes to
- * cfas[] (0 for an outermost frame whose rule says so: not known). The
- * last walk is not reused (the frames below a hooked call are few, see
- * shadow.c, and a cut walk tells nothing of what lies above), but the
- * rules of its first frames are. Returns the count, or -1 when a frame
- * needs libunwind. */
-int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, int *met)
+/* A walk that stops at the frame whose CFA is `stop` (not included;
+ * c->met says it was found), or at the outermost frame, into ips[] and
+ * each frame's CFA into cfas[] (0 for an outermost frame whose rule says
+ * so: not known); or, when a remembered walk answers, c points into it.
+ * The last whole walk is not reused (the frames below a hooked call are
+ * few, see shadow.c, and a cut walk tells nothing of what lies above), but
+ * the rules of its first frames are. Returns 0, or -1 when a frame needs
+ * libunwind. */
+int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_t stop, mp_cut_t *c)
 {
     unsigned gen = atomic_load_explicit(&mp_code_gen, memory_order_acquire);
     if (MP_UNLIKELY((!t->rules || t->rules_gen != gen) && unwind_setup(t, gen) != 0))
         return -1;
     uintptr_t ip, sp, bp;
     WALK_HERE(ip, sp, bp);
-    uintptr_t sp0 = sp;
-    *met = 0;
-    int n = 0;
+    uintptr_t sp0 = sp, ip0 = ip, bp0 = bp;
+    *c = (mp_cut_t){ips, cfas, 0, 0, NULL};
     if (max > MP_NATIVE_MAX)
         max = MP_NATIVE_MAX;
+    struct mp_walk_s *ws = t->walks;
+    uint64_t h = (sp0 ^ stop) * 0x9e3779b97f4a7c15ull, tag = h | 1;
+    _Static_assert(MEMO_SETS == 16, "the set is the hash's top 4 bits");
+    memo_set_t *set = &ws->set[h >> 60];
+    memo_t *ways = &ws->memo[MEMO_WAYS * (h >> 60)], *v = &ws->scratch;
+    if (MP_UNLIKELY(ws->rest)) {
+        ws->rest--;
+        goto walk;
+    }
+    if (MP_UNLIKELY(++ws->looked == MEMO_WINDOW)) {
+        if (ws->answered < MEMO_WINDOW / MEMO_MIN_HITS)
+            ws->rest = MEMO_REST;
+        ws->looked = ws->answered = 0;
+    }
+    for (unsigned p = 0; p < MEMO_WAYS; p++) {
+        if (set->tag[p] != tag)
+            continue;
+        memo_t *o = &ways[set->slot[p]];
+        if (o->sp0 != sp0 || o->stop != stop || o->ip0 != ip0 || (o->need_bp0 && o->bp0 != bp0) || o->n > max)
+            continue;
+        unsigned m = 0;
+        while (m + 1 < o->n && *(const uintptr_t *)(o->cfas[m] - 8) == (uintptr_t)o->ips[m + 1])
+            m++;
+        if (m + 1 < o->n || *(const uintptr_t *)(o->cfas[m] - 8) != o->ip_stop)
+            continue;
+        unsigned b = 0;
+        while (b < o->nbp && *(const uintptr_t *)o->bp_at[b] == o->bp_val[b])
+            b++;
+        if (b < o->nbp)
+            continue;
+        if (p)
+            memo_front(set, p, tag);
+        ws->answered++;
+        *c = (mp_cut_t){o->ips, o->cfas, o->n, 1, o->leaf};
+        return 0;
+    }
+    set->tag[MEMO_WAYS - 1] = 0;
+    v = &ways[set->slot[MEMO_WAYS - 1]];
+    /* the walk, written to the way used least lately (or to scratch) as it
+     * goes, with no copy after, noting what it reads: bp_src is where RBP
+     * was last loaded from (-1: it is the one the walk began with), used
+     * has bit b when saved RBP b was used */
+walk:;
+    int n = 0, nbp = 0, bp_src = -1, need_bp0 = 0, keep = 1;
+    unsigned used = 0;
     mp_rule_t *last = t->rule_mru + MRU; /* a frame's rule is a function of its IP alone */
     for (int first = 1; n < max; first = 0) {
         mp_rule_t r;
@@ -667,20 +781,61 @@ int mp_unwind_cut(mp_thread_t *t, void **ips, uintptr_t *cfas, int max, uintptr_
             cfas[n++] = 0;
             break;
         }
+        if (r.cfa_rbp) {
+            if (bp_src < 0)
+                need_bp0 = 1;
+            else
+                used |= 1u << bp_src;
+        }
         uintptr_t cfa = rule_cfa(r, sp, bp, sp0);
         if (MP_UNLIKELY(!cfa))
             return -1;
         if (cfa == stop) {
-            *met = 1;
+            c->met = 1;
             break;
+        }
+        if (n < MEMO_FRAMES) {
+            v->ips[n] = (void *)ip;
+            v->cfas[n] = cfa;
         }
         ips[n] = (void *)ip;
         cfas[n++] = cfa;
+        if (r.rbp_off) {
+            if (nbp < MEMO_BPS) {
+                uintptr_t at = cfa + (uintptr_t)(intptr_t)r.rbp_off;
+                v->bp_at[nbp] = at;
+                v->bp_val[nbp] = *(const uintptr_t *)at;
+                bp_src = nbp++;
+            } else {
+                keep = 0;
+            }
+        }
         ip = leave_frame(r, cfa, &bp);
         sp = cfa;
         if (!ip)
             break;
     }
-    return n;
+    c->n = n;
+    if (c->met && keep && n > 0 && n <= MEMO_FRAMES && v != &ws->scratch) {
+        unsigned k = 0; /* the saved RBPs used, in order */
+        for (int b = 0; b < nbp; b++)
+            if (used & (1u << b)) {
+                v->bp_at[k] = v->bp_at[b];
+                v->bp_val[k++] = v->bp_val[b];
+            }
+        for (unsigned l = 0; l < MP_CUT_LEAVES; l++)
+            v->leaf[l].code = NULL;
+        v->nbp = (uint8_t)k;
+        v->n = (uint8_t)n;
+        v->need_bp0 = (uint8_t)need_bp0;
+        v->ip0 = ip0;
+        v->stop = stop;
+        v->bp0 = bp0;
+        v->ip_stop = ip;
+        v->sp0 = sp0;
+        memo_front(set, MEMO_WAYS - 1, tag);
+        c->leaf = v->leaf;
+    }
+    return 0;
 }
 

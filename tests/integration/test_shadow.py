@@ -136,16 +136,19 @@ ROUNDS = 50
 def repeat_leaks(memprof, *flags):
     """{stack as ((function, line), ...): (bytes, allocations)} of shadow_repeat.py's leaks (the
     bytes objects, zeroed: PyObject_Calloc traced, else the calloc under it; not the list's growth)."""
-    p, cap = memprof.run(REPEAT, ROUNDS, flags=flags, out=f"repeat{len(flags)}.memprof")
+    p, cap = memprof.run(REPEAT, ROUNDS, flags=flags, out="repeat" + "".join(f.strip("-")[0] for f in flags) + ".memprof")
     t = memprof.cmd("table", "--leaks", "--json", cap)
     assert t.returncode == 0, t.stderr
-    got = {}
+    got, mixed_stacks = {}, {}
     for r in json.loads(t.stdout)["rows"]:
-        stack = tuple((f["function"], f["line"]) for f in r["stack"])
+        py = [f for f in r["stack"] if not f.get("native")]
+        stack = tuple((f["function"], f["line"]) for f in py)
         if stack and stack[0] == ("leak", script_line(REPEAT, "LEAK-LINE")) and r["allocator"] in ("PyObject_Malloc", "PyObject_Calloc", "calloc"):
-            assert stack not in got
-            got[stack] = (r["bytes"], r["allocations"])
-    return got
+            first = r["stack"].index(py[0])
+            mixed_stacks[tuple(native_frame(f) if f.get("native") else (f["function"], f["line"])
+                               for f in r["stack"][first:])] = (r["bytes"], r["allocations"])
+            got[stack] = tuple(a + b for a, b in zip(got.get(stack, (0, 0)), (r["bytes"], r["allocations"])))
+    return (got, mixed_stacks) if "--native" in flags else got
 
 
 def test_repeated_calls_found_by_hash_read_as_walked(tmp_path):
@@ -173,6 +176,13 @@ def test_repeated_calls_found_by_hash_read_as_walked(tmp_path):
     assert hashed[(leak, g, ("resume_two", ln("RESUME-TWO")), main("MAIN-RESUME-TWO"), mod)] == (
         4100 * ROUNDS, ROUNDS)
     assert len(hashed) == 6
+    # with --native as well, each walk up to the innermost hooked call is remembered (unwind.c)
+    # and so is its node for a frame at an instruction under a base: the same stacks, the same
+    # C frames between them as --native alone reads
+    alone, alone_mixed = repeat_leaks(m, "--native")
+    both, both_mixed = repeat_leaks(m, "--native", "--trace-python-allocators")
+    assert alone == both == walked
+    assert both_mixed == alone_mixed
 
 
 def collide_script(path, sites, branches):
@@ -196,7 +206,7 @@ def collide_script(path, sites, branches):
     return want
 
 
-@pytest.mark.parametrize("flags", [(), ("--trace-python-allocators",)])
+@pytest.mark.parametrize("flags", [(), ("--trace-python-allocators",), ("--native", "--trace-python-allocators")])
 def test_stacks_differing_only_in_call_lines_stay_apart(tmp_path, flags):
     """Stacks of the same functions at the same depths, differing only in their call lines: a
     stack hash whose frames added up linearly gave two such stacks with the same sum of call
@@ -210,7 +220,7 @@ def test_stacks_differing_only_in_call_lines_stay_apart(tmp_path, flags):
     assert t.returncode == 0, t.stderr
     got = {}
     for r in json.loads(t.stdout)["rows"]:
-        st = [(f["function"], f["line"]) for f in r["stack"]]
+        st = [(f["function"], f["line"]) for f in r["stack"] if not f.get("native")]
         if st[:1] == [("leaf", 5)] and r["allocator"] in ("PyObject_Malloc", "calloc"):
             assert [f for f, _ in st[:4]] == ["leaf", "mid", "top", "<module>"], st
             key = (st[2][1], st[1][1])

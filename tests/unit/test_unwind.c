@@ -23,15 +23,32 @@ static void *cut[MAXF], *whole[MAXF];
 static uintptr_t cut_cfas[MAXF], whole_cfas[MAXF];
 static int n_cut, n_whole, cut_met, whole_met;
 static uintptr_t level1_cfa; /* where a cut walk stops */
+static uintptr_t outer_cfa;  /* or here, when set */
 static int with_cut;         /* capture() also walks with mp_unwind_cut (whose rules must be sound) */
+static int cut_remembered;   /* the cut walk was answered by a remembered one */
+
+/* A cut walk's frames into v and cfas; the count (-1: libunwind's). */
+static int cut_walk(void **v, uintptr_t *cfas, uintptr_t stop, int *met, int *remembered)
+{
+    mp_cut_t c;
+    if (mp_unwind_cut(&self, v, cfas, MAXF, stop, &c) < 0)
+        return -1;
+    *met = c.met;
+    *remembered = c.ips != v;
+    memmove(v, c.ips, (size_t)c.n * sizeof *v);
+    memmove(cfas, c.cfas, (size_t)c.n * sizeof *cfas);
+    return c.n;
+}
 
 static __attribute__((noinline)) void capture(void)
 {
     n_ours = mp_unwind(&self, ours, MAXF);
     n_theirs = unw_backtrace(theirs, MAXF);
     if (with_cut) {
-        n_cut = mp_unwind_cut(&self, cut, cut_cfas, MAXF, level1_cfa, &cut_met);
-        n_whole = mp_unwind_cut(&self, whole, whole_cfas, MAXF, 0, &whole_met);
+        int r;
+        n_cut = cut_walk(cut, cut_cfas, outer_cfa ? outer_cfa : level1_cfa, &cut_met, &cut_remembered);
+        n_whole = cut_walk(whole, whole_cfas, 0, &whole_met, &r);
+        cr_assert(!r, "a walk to the outermost frame was answered by a remembered one");
     }
 }
 
@@ -186,6 +203,40 @@ Test(unwind, a_caller_that_changed_is_seen)
         same_as_libunwind();
         cr_assert_neq(ra[2], into_a, "the two callers share code");
     }
+}
+
+/* A cut walk from the same state as one before, up to the same frame,
+ * with the same words on the stack, is answered by the one remembered; a
+ * caller that changed in between (via_a, via_b: one shape, so the walks
+ * start at one SP) is not. */
+__attribute__((noinline)) static void outer(int which)
+{
+    outer_cfa = (uintptr_t)__builtin_dwarf_cfa();
+    void (*volatile via)(int) = which ? via_a : via_b; /* one call site: only the frames inside differ */
+    via(100);
+    __asm__ volatile("" ::: "memory");
+}
+
+Test(unwind, a_cut_walk_is_remembered_for_the_same_stack_only)
+{
+    with_cut = 1;
+    void *into[2] = {0};
+    for (int i = 0; i < 4; i++)
+        for (int w = 0; w < 2; w++) {
+            outer(w);
+            cr_assert(cut_met, "outer's frame was not met");
+            cr_assert_eq(cut_remembered, i > 0, "round %d, caller %d: remembered %d", i, w, cut_remembered);
+            int a = find(ours, n_ours, ra[0]), c = find(cut, n_cut, ra[0]);
+            cr_assert(a >= 0 && c >= 0, "level3's return address is missing");
+            cr_assert_eq(n_cut - c, 3, "%d frames from level2 to outer (not included)", n_cut - c);
+            cr_assert(!memcmp(cut + c, ours + a, 3 * sizeof *ours), "the cut walk differs from the full one");
+            cr_assert_eq(cut[n_cut - 1], ra[2], "the last frame is not the one level1 returns to");
+            if (i == 0)
+                into[w] = ra[2];
+            cr_assert_eq(ra[2], into[w]);
+        }
+    cr_assert_neq(into[0], into[1], "the two callers share code");
+    outer_cfa = 0;
 }
 
 static void corrupt_rules(void *const *ips, int n)
