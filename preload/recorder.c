@@ -108,6 +108,38 @@ static atomic_uint writer_wake; /* bumped when a capture starts or a block is ha
 static int writer_on;           /* a writer thread runs in this process */
 static MP_TLS int is_writer;
 
+/* ---- staging: allocations and frees, encoded later ----
+ * Encoding an event (address deltas, the rings of recent addresses, the
+ * stack delta) cost as much as everything else the allocating thread did
+ * for it. So the allocation and free records are staged: the thread that
+ * holds the writer lock appends the event's fields (24 bytes) to a ring,
+ * in lock order, and the writer thread encodes them, in the same order,
+ * while the program goes on (its LZ4 work moved there the same way). The
+ * encoder (W.enc, the block buffers' filling, the ring's tail) has a lock
+ * of its own, taken after the writer lock: every other record is encoded
+ * right away by the thread that makes it, under both locks, after the
+ * events staged before it (enc_enter), so the file order is still the lock
+ * order. A thread that finds the ring full encodes it itself; so does the
+ * end of a capture, and a process with no writer thread. The writer thread
+ * is woken each STAGE_WAKE events when it sleeps, and drains the ring at
+ * least each sampling interval. */
+#define STAGE_N (1u << 15)
+#define STAGE_WAKE (STAGE_N / 4)
+enum { STAGE_ALLOC = 0, STAGE_FREE = 1 };
+#define STAGE_PUBLISH 256 /* events written before the head is moved */
+typedef struct {
+    uint64_t addr, size;
+    uint64_t stack_meta; /* stack, and meta << 32: thread << 5 | STAGE_* << 4 | allocator or deallocator */
+} stage_t;
+static _Alignas(64) stage_t stage[STAGE_N];
+static atomic_uint stage_head;  /* what the encoder may take: moved by producers */
+static unsigned stage_next;     /* producers (under the writer lock): the next entry to write */
+static unsigned stage_room_at;  /* producers: the head the ring is known to have room up to */
+static atomic_uint stage_tail;  /* the encoder: under enc_mutex */
+static atomic_int enc_mutex;    /* 0 free, 1 held, 2 held with sleepers */
+static atomic_uint writer_kick; /* bumped to wake the writer thread */
+static atomic_int writer_sleeping;
+
 static uint64_t now_ns(clockid_t clk)
 {
     struct timespec ts;
@@ -207,6 +239,8 @@ static MP_COLD MP_NOINLINE void hand_over_locked(int wake)
         futex_wake_all(&blocks_full);
         atomic_fetch_add(&writer_wake, 1);
         futex_wake_all(&writer_wake);
+        atomic_fetch_add(&writer_kick, 1);
+        futex_wake_all(&writer_kick);
         /* block k+1 reuses the buffer of block k+1-NBUF, free once block k+2-NBUF is written */
         for (unsigned d; (int)((d = atomic_load_explicit(&blocks_done, memory_order_acquire)) - (k + 3 - NBUF)) < 0;)
             futex_wait_ns(&blocks_done, d, 0);
@@ -216,23 +250,160 @@ static MP_COLD MP_NOINLINE void hand_over_locked(int wake)
     W.block_ns = now_ns(CLOCK_MONOTONIC);
 }
 
-static void flush_locked(void) { hand_over_locked(1); }
+static void enc_enter(void);
+static void enc_leave(void);
+
+static void flush_locked(void)
+{
+    enc_enter();
+    hand_over_locked(1);
+    enc_leave();
+}
 
 /* Everything recorded is in the file once this returns. */
 static void drain_locked(void)
 {
+    enc_enter();
     hand_over_locked(0);
+    enc_leave();
     write_all_pending();
 }
 
-/* Calls `enc` again after a flush when the block is full. */
-#define EMIT(call)                                    \
+/* Calls `enc` again after a flush when the block is full (enc_mutex held). */
+#define EMIT_RAW(call)                                \
     do {                                              \
         if (MP_UNLIKELY((call) == MEMPROF_ENOSPACE)) { \
-            flush_locked();                           \
+            hand_over_locked(1);                      \
             (void)(call);                             \
         }                                             \
     } while (0)
+
+/* ---- the encoder's lock, and the staged events ---- */
+
+static void enc_lock(void)
+{
+    int c = 0;
+    if (atomic_compare_exchange_strong_explicit(&enc_mutex, &c, 1, memory_order_acquire, memory_order_relaxed))
+        return;
+    for (int spin = 0; spin < 200; spin++) {
+        c = 0;
+        if (atomic_load_explicit(&enc_mutex, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&enc_mutex, &c, 1, memory_order_acquire, memory_order_relaxed))
+            return;
+        __builtin_ia32_pause();
+    }
+    while (atomic_exchange_explicit(&enc_mutex, 2, memory_order_acquire) != 0)
+        futex_wait_ns((atomic_uint *)&enc_mutex, 2, 1000000);
+}
+
+static int enc_trylock(void)
+{
+    int c = 0;
+    return atomic_compare_exchange_strong_explicit(&enc_mutex, &c, 1, memory_order_acquire, memory_order_relaxed);
+}
+
+static void enc_unlock(void)
+{
+    if (atomic_exchange_explicit(&enc_mutex, 0, memory_order_release) == 2)
+        syscall(SYS_futex, &enc_mutex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+}
+
+static inline int stage_pending(void)
+{
+    return atomic_load_explicit(&stage_head, memory_order_acquire) !=
+           atomic_load_explicit(&stage_tail, memory_order_relaxed);
+}
+
+/* Encodes the staged events (enc_mutex held), the oldest first. */
+static void stage_drain(void)
+{
+    unsigned t = atomic_load_explicit(&stage_tail, memory_order_relaxed);
+    unsigned h = atomic_load_explicit(&stage_head, memory_order_acquire);
+    for (; t != h; t++) {
+        const stage_t *e = &stage[t & (STAGE_N - 1)];
+        uint32_t meta = (uint32_t)(e->stack_meta >> 32), thread = meta >> 5;
+        unsigned kind = meta & 15;
+        if (meta & (STAGE_FREE << 4))
+            EMIT_RAW(mp_enc_free(&W.enc, thread, kind, e->addr));
+        else
+            EMIT_RAW(mp_enc_alloc(&W.enc, thread, kind, e->addr, e->size, (uint32_t)e->stack_meta));
+        if ((t & 1023) == 1023) /* room for the producers as it goes */
+            atomic_store_explicit(&stage_tail, t + 1, memory_order_release);
+    }
+    atomic_store_explicit(&stage_tail, t, memory_order_release);
+}
+
+/* What producers wrote, for the encoder to take (writer lock held). The
+ * head moves every STAGE_PUBLISH events, not at each: the writer thread
+ * reads it all the time, and a line written at every event would go back
+ * and forth between the two cores. (Non-temporal stores of the entries
+ * measured faster still, but a thread's are not ordered before its unlock:
+ * the next holder of the lock could publish entries not yet visible, and a
+ * fence at each event cost ten times what it saved.) */
+static inline void stage_publish(void)
+{
+    atomic_store_explicit(&stage_head, stage_next, memory_order_release);
+}
+
+/* The encoder, with what was staged before encoded (writer lock held): for
+ * a record encoded now, for the block's hand-over, for the end of a
+ * capture. */
+static void enc_enter(void)
+{
+    stage_publish();
+    enc_lock();
+    stage_drain();
+}
+
+static void enc_leave(void) { enc_unlock(); }
+
+/* Every record but the staged ones: encoded now, after those staged. */
+#define EMIT(call)           \
+    do {                     \
+        enc_enter();         \
+        EMIT_RAW(call);      \
+        enc_leave();         \
+    } while (0)
+
+/* The ring is full (writer lock held): this thread encodes it. */
+static MP_COLD MP_NOINLINE void stage_full(void)
+{
+    enc_enter();
+    enc_leave();
+}
+
+/* The writer thread, asleep, is woken every STAGE_WAKE events. */
+static MP_COLD MP_NOINLINE void stage_poke(void)
+{
+    atomic_thread_fence(memory_order_seq_cst); /* the head's store, then the look at the sleeper */
+    if (writer_on && atomic_load_explicit(&writer_sleeping, memory_order_relaxed)) {
+        atomic_fetch_add(&writer_kick, 1);
+        syscall(SYS_futex, &writer_kick, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    }
+}
+
+/* An event (writer lock held), in lock order. */
+static MP_ALWAYS_INLINE void stage_put(uint32_t meta, uint64_t addr, uint64_t size, uint32_t stack)
+{
+    unsigned h = stage_next;
+    if (MP_UNLIKELY(h == stage_room_at)) {
+        stage_room_at = atomic_load_explicit(&stage_tail, memory_order_acquire) + STAGE_N;
+        if (h == stage_room_at) {
+            stage_full();
+            stage_room_at = atomic_load_explicit(&stage_tail, memory_order_acquire) + STAGE_N;
+        }
+    }
+    stage_t *e = &stage[h & (STAGE_N - 1)];
+    e->addr = addr;
+    e->size = size;
+    e->stack_meta = (uint64_t)meta << 32 | stack;
+    stage_next = h + 1;
+    if (MP_UNLIKELY(((h + 1) & (STAGE_PUBLISH - 1)) == 0)) {
+        stage_publish();
+        if (((h + 1) & (STAGE_WAKE - 1)) == 0)
+            stage_poke();
+    }
+}
 
 static uint64_t rss_kib(void)
 {
@@ -465,7 +636,7 @@ void mp_rec_alloc(unsigned allocator, const void *p, size_t size)
     lock();
     if (MP_LIKELY(live_locked())) {
         uint32_t stack = mp_py_intern(t, frames, depth);
-        EMIT(mp_enc_alloc(&W.enc, t->index, allocator, (uint64_t)(uintptr_t)p, size, stack));
+        stage_put(t->index << 5 | STAGE_ALLOC << 4 | allocator, (uint64_t)(uintptr_t)p, size, stack);
         W.allocs++;
     }
     unlock();
@@ -492,7 +663,7 @@ void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size)
             mp_rec_alloc(allocator, p, size);
             return;
         }
-        EMIT(mp_enc_alloc(&W.enc, t->index, allocator, (uint64_t)(uintptr_t)p, size, node));
+        stage_put(t->index << 5 | STAGE_ALLOC << 4 | allocator, (uint64_t)(uintptr_t)p, size, node);
         W.allocs++;
     }
     unlock();
@@ -507,7 +678,7 @@ static MP_ALWAYS_INLINE void emit_free(uint32_t thread, unsigned deallocator, co
         if (range)
             EMIT(mp_enc_free_range(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p, len));
         else
-            EMIT(mp_enc_free(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p));
+            stage_put(thread << 5 | STAGE_FREE << 4 | deallocator, (uint64_t)(uintptr_t)p, 0, 0);
         W.frees++;
     }
     unlock();
@@ -759,6 +930,12 @@ static void *writer(void *arg)
     pid_t me = getpid();
     uint64_t next = now_ns(CLOCK_MONOTONIC) + CFG.interval_ns;
     for (;;) {
+        int drained = 0;
+        if (stage_pending() && enc_trylock()) { /* (a thread holding it encodes them anyway) */
+            stage_drain();
+            enc_unlock();
+            drained = 1;
+        }
         unsigned full = atomic_load_explicit(&blocks_full, memory_order_acquire);
         unsigned done = atomic_load(&blocks_done);
         if (done != full) {
@@ -775,7 +952,15 @@ static void *writer(void *arg)
         }
         uint64_t t = now_ns(CLOCK_MONOTONIC);
         if (t < next) {
-            futex_wait_ns(&blocks_full, full, next - t);
+            if (drained && stage_pending())
+                continue; /* more came meanwhile */
+            /* asleep until a hand-over, STAGE_WAKE events or the next sample
+             * (Dekker with stage_poke: one of the two sees the other) */
+            atomic_store(&writer_sleeping, 1);
+            unsigned k = atomic_load(&writer_kick);
+            if (!stage_pending() || !drained)
+                futex_wait_ns(&writer_kick, k, stage_pending() ? 200000 : next - t);
+            atomic_store(&writer_sleeping, 0);
             continue;
         }
         /* never wait for the lock: its holder may be waiting for this thread
@@ -842,7 +1027,12 @@ static void new_tables(void)
     LZ4_initStream(&lz4_stream, sizeof lz4_stream);
     atomic_store(&blocks_full, 0);
     atomic_store(&blocks_done, 0);
+    enc_lock(); /* events staged and not written (a capture stopped by an error) are not this one's */
+    atomic_store(&stage_head, stage_next);
+    atomic_store(&stage_tail, stage_next);
+    stage_room_at = stage_next;
     mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
+    enc_unlock();
     W.allocs = W.frees = 0;
     W.nthreads = 0;
     W.npending = 0;
@@ -858,10 +1048,12 @@ static void fork_prepare(void)
     fork_saved_guard = mp_guard;
     mp_guard = MP_GUARD_PYAPI;
     lock();
+    enc_lock(); /* the writer thread is not amid an encoding */
 }
 
 static void fork_parent(void)
 {
+    enc_unlock();
     unlock();
     mp_guard = fork_saved_guard;
 }
@@ -871,6 +1063,12 @@ static void fork_child(void)
     /* The child never writes into the parent's file. */
     int was = atomic_exchange(&mp_active, 0);
     atomic_store(&wlock, 0);
+    /* the events staged are the parent's, written by the parent */
+    atomic_store(&enc_mutex, 0);
+    atomic_store(&stage_head, stage_next);
+    atomic_store(&stage_tail, stage_next);
+    stage_room_at = stage_next;
+    atomic_store(&writer_sleeping, 0);
     atomic_store(&waiters, 0);
     atomic_store(&bias_owner, 0); /* its owner may not be this thread; the next entry settles it */
     if (mp_self)
