@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -125,11 +126,13 @@ static MP_TLS int is_writer;
  * least each sampling interval. */
 #define STAGE_N (1u << 15)
 #define STAGE_WAKE (STAGE_N / 4)
-enum { STAGE_ALLOC = 0, STAGE_FREE = 1 };
+#define STAGE_NAP_NS 100000ull /* the writer thread's pause between drains while events come */
+enum { STAGE_ALLOC = 0, STAGE_FREE = 1, STAGE_FREE_RANGE = 2 };
+#define STAGE_META(thread, kind, allocator) ((uint32_t)(thread) << 6 | (uint32_t)(kind) << 4 | (allocator))
 #define STAGE_PUBLISH 256 /* events written before the head is moved */
 typedef struct {
     uint64_t addr, size;
-    uint64_t stack_meta; /* stack, and meta << 32: thread << 5 | STAGE_* << 4 | allocator or deallocator */
+    uint64_t stack_meta; /* stack, and STAGE_META() << 32 */
 } stage_t;
 static _Alignas(64) stage_t stage[STAGE_N];
 static atomic_uint stage_head;  /* what the encoder may take: moved by producers */
@@ -315,22 +318,29 @@ static inline int stage_pending(void)
 }
 
 /* Encodes the staged events (enc_mutex held), the oldest first. */
-static void stage_drain(void)
+static unsigned stage_drain(void)
 {
-    unsigned t = atomic_load_explicit(&stage_tail, memory_order_relaxed);
+    unsigned t = atomic_load_explicit(&stage_tail, memory_order_relaxed), t0 = t;
     unsigned h = atomic_load_explicit(&stage_head, memory_order_acquire);
     for (; t != h; t++) {
         const stage_t *e = &stage[t & (STAGE_N - 1)];
-        uint32_t meta = (uint32_t)(e->stack_meta >> 32), thread = meta >> 5;
-        unsigned kind = meta & 15;
-        if (meta & (STAGE_FREE << 4))
-            EMIT_RAW(mp_enc_free(&W.enc, thread, kind, e->addr));
-        else
-            EMIT_RAW(mp_enc_alloc(&W.enc, thread, kind, e->addr, e->size, (uint32_t)e->stack_meta));
+        uint32_t meta = (uint32_t)(e->stack_meta >> 32), thread = meta >> 6;
+        unsigned a = meta & 15;
+        switch ((meta >> 4) & 3) {
+        case STAGE_ALLOC:
+            EMIT_RAW(mp_enc_alloc(&W.enc, thread, a, e->addr, e->size, (uint32_t)e->stack_meta));
+            break;
+        case STAGE_FREE:
+            EMIT_RAW(mp_enc_free(&W.enc, thread, a, e->addr));
+            break;
+        default:
+            EMIT_RAW(mp_enc_free_range(&W.enc, thread, a, e->addr, e->size));
+        }
         if ((t & 1023) == 1023) /* room for the producers as it goes */
             atomic_store_explicit(&stage_tail, t + 1, memory_order_release);
     }
     atomic_store_explicit(&stage_tail, t, memory_order_release);
+    return t - t0;
 }
 
 /* What producers wrote, for the encoder to take (writer lock held). The
@@ -636,7 +646,7 @@ void mp_rec_alloc(unsigned allocator, const void *p, size_t size)
     lock();
     if (MP_LIKELY(live_locked())) {
         uint32_t stack = mp_py_intern(t, frames, depth);
-        stage_put(t->index << 5 | STAGE_ALLOC << 4 | allocator, (uint64_t)(uintptr_t)p, size, stack);
+        stage_put(STAGE_META(t->index, STAGE_ALLOC, allocator), (uint64_t)(uintptr_t)p, size, stack);
         W.allocs++;
     }
     unlock();
@@ -663,7 +673,7 @@ void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size)
             mp_rec_alloc(allocator, p, size);
             return;
         }
-        stage_put(t->index << 5 | STAGE_ALLOC << 4 | allocator, (uint64_t)(uintptr_t)p, size, node);
+        stage_put(STAGE_META(t->index, STAGE_ALLOC, allocator), (uint64_t)(uintptr_t)p, size, node);
         W.allocs++;
     }
     unlock();
@@ -675,10 +685,7 @@ static MP_ALWAYS_INLINE void emit_free(uint32_t thread, unsigned deallocator, co
 {
     lock();
     if (MP_LIKELY(live_locked())) {
-        if (range)
-            EMIT(mp_enc_free_range(&W.enc, thread, deallocator, (uint64_t)(uintptr_t)p, len));
-        else
-            stage_put(thread << 5 | STAGE_FREE << 4 | deallocator, (uint64_t)(uintptr_t)p, 0, 0);
+        stage_put(STAGE_META(thread, range ? STAGE_FREE_RANGE : STAGE_FREE, deallocator), (uint64_t)(uintptr_t)p, len, 0);
         W.frees++;
     }
     unlock();
@@ -927,14 +934,14 @@ static void *writer(void *arg)
     (void)arg;
     mp_guard = MP_GUARD_PYAPI; /* nothing this thread does is the program's */
     is_writer = 1;
+    prctl(PR_SET_TIMERSLACK, 10000ul); /* its naps (STAGE_NAP_NS) are short */
     pid_t me = getpid();
     uint64_t next = now_ns(CLOCK_MONOTONIC) + CFG.interval_ns;
     for (;;) {
-        int drained = 0;
+        unsigned drained = 0;
         if (stage_pending() && enc_trylock()) { /* (a thread holding it encodes them anyway) */
-            stage_drain();
+            drained = stage_drain();
             enc_unlock();
-            drained = 1;
         }
         unsigned full = atomic_load_explicit(&blocks_full, memory_order_acquire);
         unsigned done = atomic_load(&blocks_done);
@@ -952,14 +959,22 @@ static void *writer(void *arg)
         }
         uint64_t t = now_ns(CLOCK_MONOTONIC);
         if (t < next) {
-            if (drained && stage_pending())
-                continue; /* more came meanwhile */
-            /* asleep until a hand-over, STAGE_WAKE events or the next sample
-             * (Dekker with stage_poke: one of the two sees the other) */
-            atomic_store(&writer_sleeping, 1);
+            if (drained >= STAGE_N / 16)
+                continue; /* they come fast: at it again */
             unsigned k = atomic_load(&writer_kick);
-            if (!stage_pending() || !drained)
-                futex_wait_ns(&writer_kick, k, stage_pending() ? 200000 : next - t);
+            if (drained || stage_pending()) {
+                /* events come, slowly: back in STAGE_NAP_NS, a fraction of
+                 * the time the ring takes to fill, without being woken
+                 * (waking a thread costs the waker an inter-processor
+                 * interrupt) */
+                futex_wait_ns(&writer_kick, k, STAGE_NAP_NS < next - t ? STAGE_NAP_NS : next - t);
+                continue;
+            }
+            /* none: asleep until a hand-over, STAGE_WAKE events or the next
+             * sample (Dekker with stage_poke: one of the two sees the other) */
+            atomic_store(&writer_sleeping, 1);
+            if (!stage_pending())
+                futex_wait_ns(&writer_kick, k, next - t);
             atomic_store(&writer_sleeping, 0);
             continue;
         }
