@@ -1,14 +1,16 @@
 /* recorder.c - the capture writer inside the profiled process.
  *
  * One writer lock orders every event: whoever holds it appends the record to
- * the one block buffer, so the file order is the global order and the reader
- * needs no merge. A full block is compressed (LZ4, caller-provided state) and
- * written at once, so a killed process loses at most the block in progress
- * (a block is also written when an event comes more than a second after the
- * last write, so a busy program loses at most about a second). Memory for tables comes from mmap, never from malloc;
- * a failure turns recording off, says so in one line on stderr, and the
- * program goes on. After fork the child stops recording: it never writes to
- * the parent's file.
+ * the one block buffer (allocations and frees through a staging ring that
+ * the writer thread encodes, see "staging" below), so the file order is the
+ * global order and the reader needs no merge. A full block is handed to the
+ * writer thread, compressed (LZ4, caller-provided state) and written, so a
+ * killed process loses the events staged, the blocks waiting and the block
+ * in progress (a block is also written when it is a second old, so a busy
+ * program loses at most about a second). Memory for tables comes from mmap,
+ * never from malloc; a failure turns recording off, says so in one line on
+ * stderr, and the program goes on. After fork the child stops recording: it
+ * never writes to the parent's file.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
