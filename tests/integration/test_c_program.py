@@ -15,11 +15,21 @@ PER_ROUND_FREES = 12  # including the free half of the failed realloc
 PER_ROUND_LEAK = 500
 
 
-def run_c(memprof, rounds, threads=0, program="alloc_counts"):
+def one_cpu():
+    """Runs the child on one CPU: the writer thread then gets a turn only when the program's
+    threads are preempted, and the staging ring fills (recorder.c: the thread that finds it
+    full encodes it)."""
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+
+
+def run_c(memprof, rounds, threads=0, program="alloc_counts", preexec_fn=None):
     cap = memprof.tmp / f"{program}-{rounds}-{threads}.memprof"
+    if cap.exists():
+        cap = memprof.tmp / f"{program}-{rounds}-{threads}-1cpu.memprof"
     fd = os.open(cap, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     env = dict(os.environ, LD_PRELOAD=CONFIG["library"], MEMPROF_FD=str(fd))
-    p = subprocess.run([CONFIG[program], str(rounds), str(threads)], env=env, pass_fds=(fd,), timeout=60)
+    p = subprocess.run([CONFIG[program], str(rounds), str(threads)], env=env, pass_fds=(fd,), timeout=60,
+                       preexec_fn=preexec_fn)
     os.close(fd)
     assert p.returncode == 0
     return memprof.summary(cap)
@@ -42,12 +52,16 @@ def test_counts_and_bytes_exact(memprof, threads, n):
     assert top["function"] == "[no Python frame]"
 
 
-def test_lock_taking_turns(memprof):
+@pytest.mark.parametrize("cpus", ["all", "one"])
+def test_lock_taking_turns(memprof, cpus):
     # threads allocating in bursts between pauses: the writer lock's bias (recorder.c) passes
     # from thread to thread hundreds of times, each revocation racing the owner's entries;
-    # every one of the 8 x 200 x 5000 malloc/free pairs must be in the capture
-    base = run_c(memprof, 0, 8, "lock_turns")
-    s = run_c(memprof, 200, 8, "lock_turns")
+    # every one of the 8 x 200 x 5000 malloc/free pairs must be in the capture. On one CPU the
+    # staging ring of allocations and frees fills again and again (about 200 times), and the
+    # thread that finds it full encodes it while the others wait at the writer lock
+    pin = one_cpu if cpus == "one" else None
+    base = run_c(memprof, 0, 8, "lock_turns", pin)
+    s = run_c(memprof, 200, 8, "lock_turns", pin)
     assert s["totals"]["allocations"] - base["totals"]["allocations"] == 8 * 200 * 5000
     assert s["totals"]["frees"] - base["totals"]["frees"] == 8 * 200 * 5000
     assert s["at_exit"] == base["at_exit"] and not s["capture"]["truncated"]
