@@ -813,6 +813,16 @@ void mp_rec_finish(void)
         if (atomic_exchange(&mp_active, 0)) {
             drain_locked();
             write_trailer_locked();
+        } else {
+            /* stopped by an error: the events staged are dropped, and the blocks
+             * waiting written, before the descriptor goes (a new capture may
+             * get its number) */
+            enc_lock();
+            atomic_store(&stage_head, stage_next);
+            atomic_store(&stage_tail, stage_next);
+            stage_room_at = stage_next;
+            enc_unlock();
+            write_all_pending();
         }
         close(W.fd);
         W.fd = -1;
@@ -856,6 +866,8 @@ void mp_rec_exec_failed(void)
     if (W.trailer_at >= 0 && ftruncate(W.fd, W.trailer_at) == 0 && lseek(W.fd, W.trailer_at, SEEK_SET) >= 0) {
         W.finished = 0;
         atomic_store(&mp_active, 1);
+        atomic_fetch_add(&writer_wake, 1); /* the writer thread, idle meanwhile, drains and samples again */
+        futex_wake_all(&writer_wake);
     }
     unlock();
     mp_guard = g;
@@ -1041,10 +1053,11 @@ static void new_tables(void)
     mp_stacks_reset();
     mp_py_reset();
     mp_native_reset();
+    enc_lock(); /* the writer thread is not amid a drain; events staged and not written (a capture
+                   stopped by an error) are not this one's */
     LZ4_initStream(&lz4_stream, sizeof lz4_stream);
     atomic_store(&blocks_full, 0);
     atomic_store(&blocks_done, 0);
-    enc_lock(); /* events staged and not written (a capture stopped by an error) are not this one's */
     atomic_store(&stage_head, stage_next);
     atomic_store(&stage_tail, stage_next);
     stage_room_at = stage_next;

@@ -153,12 +153,13 @@ typedef struct {
     struct mp_cut_leaf_s *leaf; /* the remembered walk's nodes (NULL: none) */
 } mp_cut_t;
 /* A remembered cut walk's nodes (shadow.c): for the walk's frames under
- * one Python frame, the frame's code at an instruction, under base (the
+ * one Python frame, the frame's code (and fp) at an instruction, under base (the
  * node of the frames above), in capture gen with the loaded objects of
  * modules_gen. */
 #define MP_CUT_LEAVES 4
 typedef struct mp_cut_leaf_s {
     const void *code;
+    uintptr_t fp; /* the code's line-table and name pointers: a code object at a dead one's address is another */
     uint32_t instr, base, node, gen, modules_gen;
 } mp_cut_leaf_t;
 extern atomic_uint mp_modules_gen; /* native.c: the module table changed */

@@ -256,14 +256,16 @@ int mp_shadow_fill(mp_thread_t *t, uint32_t i)
  * inside the caller's evaluation loop, and the stack reads as it would. */
 
 /* A cut walk answered by one unwind.c remembered has that walk's native
- * frames; under the same base, with one Python frame of the same code at
- * the same instruction, its stack is the same, and so is its node, kept
+ * frames; under the same base, with one Python frame of the same code
+ * (by address and fingerprint, as code ids are) at the same instruction,
+ * its stack is the same, and so is its node, kept
  * with the walk (MP_CUT_LEAVES of them, the newest first). 0: not known. */
 static inline uint32_t cut_leaf_find(const mp_cut_leaf_t *l, const mp_frame_t *f, uint32_t base)
 {
     uint32_t gen = mp_shadow_gen, mgen = atomic_load_explicit(&mp_modules_gen, memory_order_relaxed);
     for (unsigned i = 0; i < MP_CUT_LEAVES; i++, l++)
-        if (l->code == f->code && l->instr == f->instr && l->base == base && l->gen == gen && l->modules_gen == mgen)
+        if (l->code == f->code && l->fp == f->fp && l->instr == f->instr && l->base == base && l->gen == gen &&
+            l->modules_gen == mgen)
             return l->node;
     return 0;
 }
@@ -271,7 +273,7 @@ static inline uint32_t cut_leaf_find(const mp_cut_leaf_t *l, const mp_frame_t *f
 static inline void cut_leaf_put(mp_cut_leaf_t *l, const mp_frame_t *f, uint32_t base, uint32_t node)
 {
     memmove(&l[1], &l[0], (MP_CUT_LEAVES - 1) * sizeof *l);
-    l[0] = (mp_cut_leaf_t){f->code, f->instr, base, node, mp_shadow_gen,
+    l[0] = (mp_cut_leaf_t){f->code, f->fp, f->instr, base, node, mp_shadow_gen,
                            atomic_load_explicit(&mp_modules_gen, memory_order_relaxed)};
 }
 

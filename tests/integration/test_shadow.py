@@ -227,3 +227,23 @@ def test_stacks_differing_only_in_call_lines_stay_apart(tmp_path, flags):
             assert key not in got
             got[key] = (r["bytes"], r["allocations"])
     assert got == {key: (3 * (n + 33), 3) for key, n in want.items()}
+
+
+@pytest.mark.parametrize("flags", [(), ("--trace-python-allocators",), ("--native", "--trace-python-allocators")])
+def test_a_code_object_at_a_dead_ones_address_is_another(tmp_path, flags):
+    """code_reuse.py: 300 functions, each made, called once from one call site and dropped.
+    Each one's item array must be at its own function: the stacks remembered with a native
+    walk (and every other cache of stacks) tell a code object from a dead one at its address
+    by its fingerprint (with both flags, 1 to 14 of the 300 were once given to an earlier function)."""
+    m = Memprof(tmp_path)
+    n = 300
+    p, cap = m.run("code_reuse.py", n, flags=flags, out="reuse.memprof")
+    t = m.cmd("table", "--leaks", "--json", cap)
+    assert t.returncode == 0, t.stderr
+    got = {}
+    for r in json.loads(t.stdout)["rows"]:
+        py = [f for f in r["stack"] if not f.get("native")]
+        if py and py[0]["function"].startswith("f") and py[0]["function"][1:].isdigit() and r["bytes"] >= 8000:
+            got.setdefault(py[0]["function"], []).append((py[0]["line"], r["bytes"], r["allocations"]))
+    want = {f"f{i}": [(4, (1000 + i) * 8, 1)] for i in range(n)}
+    assert got == want
