@@ -110,6 +110,7 @@ static atomic_uint writer_wake; /* bumped when a capture starts or a block is ha
                                    idle writer thread (one with no capture to sample sleeps) */
 static int writer_on;           /* a writer thread runs in this process */
 static MP_TLS int is_writer;
+static MP_TLS int fork_holding; /* in fork with both locks held: a signal handler's exit() must not wait on them */
 
 /* ---- staging: allocations and frees, encoded later ----
  * Encoding an event (address deltas, the rings of recent addresses, the
@@ -801,9 +802,9 @@ void mp_rec_finish(void)
     if (W.pid == 0 || getpid() != W.pid)
         return;
     /* Called from a signal handler that interrupted this thread inside the
-     * recorder (which holds the lock): leave the capture truncated rather
-     * than wait on ourselves. */
-    if (mp_guard == MP_GUARD_REC)
+     * recorder, or inside fork (which hold the locks): leave the capture
+     * truncated rather than wait on ourselves. */
+    if (mp_guard == MP_GUARD_REC || fork_holding)
         return;
     int g = mp_guard;
     mp_guard = MP_GUARD_REC;
@@ -838,8 +839,8 @@ static int exec_pending;
 
 void mp_rec_exec_begin(void)
 {
-    if (W.pid == 0 || getpid() != W.pid || mp_guard == MP_GUARD_REC)
-        return; /* not ours (a vfork child shares our memory), or inside the recorder */
+    if (W.pid == 0 || getpid() != W.pid || mp_guard == MP_GUARD_REC || fork_holding)
+        return; /* not ours (a vfork child shares our memory), or inside the recorder or fork */
     int g = mp_guard;
     mp_guard = MP_GUARD_REC;
     lock();
@@ -1079,10 +1080,12 @@ static void fork_prepare(void)
     mp_guard = MP_GUARD_PYAPI;
     lock();
     enc_lock(); /* the writer thread is not amid an encoding */
+    fork_holding = 1;
 }
 
 static void fork_parent(void)
 {
+    fork_holding = 0;
     enc_unlock();
     unlock();
     mp_guard = fork_saved_guard;
@@ -1094,6 +1097,7 @@ static void fork_child(void)
     int was = atomic_exchange(&mp_active, 0);
     atomic_store(&wlock, 0);
     /* the events staged are the parent's, written by the parent */
+    fork_holding = 0;
     atomic_store(&enc_mutex, 0);
     atomic_store(&stage_head, stage_next);
     atomic_store(&stage_tail, stage_next);
