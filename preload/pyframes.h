@@ -40,7 +40,7 @@ static inline uint64_t fmix64(uint64_t x)
 /* posmul: the frame's position times POS_MUL (a walk adds it up as it goes) */
 static inline uint64_t mix(const void *code, uintptr_t fp, uint32_t instr, uint64_t posmul)
 {
-    uint64_t h = ((uint64_t)(uintptr_t)code ^ (fp << 21) ^ ((uint64_t)instr << 44) ^ posmul) * FRAME_MUL;
+    uint64_t h = ((uint64_t)(uintptr_t)code ^ (fp << 21 | fp >> 43) ^ ((uint64_t)instr << 44) ^ posmul) * FRAME_MUL;
     return (h ^ (h >> 29)) * POS_MUL;
 }
 
@@ -55,11 +55,22 @@ static inline int not_started(const _PyInterpreterFrame *f)
     return f->owner != FRAME_OWNED_BY_GENERATOR && f->prev_instr < _PyCode_CODE(co) + co->_co_firsttraceable;
 }
 
+/* A code object's fingerprint: its line-table and qualname pointers, which
+ * tell it from a dead one at its address (code ids, the stack caches). The
+ * qualname's goes through a multiply: a plain XOR of the two pointers (the
+ * first version) repeats when both come from pools walked in step, and 27
+ * of 300 functions made and dropped in turn got another's stack. Even, as
+ * both pointers are (MP_FP_NATIVE is odd). */
+static inline uintptr_t code_fp(const PyCodeObject *co)
+{
+    return (uintptr_t)co->co_linetable ^ (uintptr_t)((uint64_t)(uintptr_t)co->co_qualname * 0x9e3779b97f4a7c15ull);
+}
+
 static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
 {
     PyCodeObject *co = f->f_code;
     fr->code = co;
-    fr->fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+    fr->fp = code_fp(co);
     fr->instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
 }
 

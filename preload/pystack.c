@@ -616,7 +616,7 @@ uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil)
             cap = t->cur_cap;
         }
         PyCodeObject *co = f->f_code;
-        uintptr_t fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+        uintptr_t fp = code_fp(co);
         uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co));
         cur[n] = (mp_frame_t){co, fp, instr};
         key += mix(co, fp, instr, pos);

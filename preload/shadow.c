@@ -169,7 +169,7 @@ uint32_t mp_shadow_base(mp_thread_t *t, uint32_t i)
         shadow_t *e = &mp_sh[m];
         _PyInterpreterFrame *stop = m ? mp_sh[m - 1].frame : NULL, *f = e->frame->previous;
         PyCodeObject *co = e->frame->f_code;
-        uintptr_t fp = (uintptr_t)co->co_linetable ^ ((uintptr_t)co->co_qualname << 1);
+        uintptr_t fp = code_fp(co);
         uint32_t below_instr = 0;
         if (f && f == stop) {
             below_instr = (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code));
