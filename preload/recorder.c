@@ -106,8 +106,6 @@ static LZ4_stream_t lz4_stream;
 static atomic_uint blocks_full; /* handed over (under the writer lock) */
 static atomic_uint blocks_done; /* compressed and written (by one thread at a time) */
 static atomic_uint writing;     /* 1 while a thread compresses and writes blocks */
-static atomic_uint writer_wake; /* bumped when a capture starts or a block is handed over: wakes an
-                                   idle writer thread (one with no capture to sample sleeps) */
 static int writer_on;           /* a writer thread runs in this process */
 static MP_TLS int is_writer;
 static MP_TLS int fork_holding; /* in fork with both locks held: a signal handler's exit() must not wait on them */
@@ -143,7 +141,9 @@ static unsigned stage_next;     /* producers (under the writer lock): the next e
 static unsigned stage_room_at;  /* producers: the head the ring is known to have room up to */
 static atomic_uint stage_tail;  /* the encoder: under enc_mutex */
 static atomic_int enc_mutex;    /* 0 free, 1 held, 2 held with sleepers */
-static atomic_uint writer_kick; /* bumped to wake the writer thread */
+/* The writer thread's wake-up word: bumped when a capture starts, a block
+ * is handed over, or STAGE_WAKE events came while it slept. */
+static atomic_uint writer_kick;
 static atomic_int writer_sleeping;
 
 static uint64_t now_ns(clockid_t clk)
@@ -242,9 +242,6 @@ static MP_COLD MP_NOINLINE void hand_over_locked(int wake)
     if (!writer_on || is_writer) { /* no writer thread (or this is it): write it now */
         write_all_pending();
     } else if (wake) {
-        futex_wake_all(&blocks_full);
-        atomic_fetch_add(&writer_wake, 1);
-        futex_wake_all(&writer_wake);
         atomic_fetch_add(&writer_kick, 1);
         futex_wake_all(&writer_kick);
         /* block k+1 reuses the buffer of block k+1-NBUF, free once block k+2-NBUF is written */
@@ -867,8 +864,8 @@ void mp_rec_exec_failed(void)
     if (W.trailer_at >= 0 && ftruncate(W.fd, W.trailer_at) == 0 && lseek(W.fd, W.trailer_at, SEEK_SET) >= 0) {
         W.finished = 0;
         atomic_store(&mp_active, 1);
-        atomic_fetch_add(&writer_wake, 1); /* the writer thread, idle meanwhile, drains and samples again */
-        futex_wake_all(&writer_wake);
+        atomic_fetch_add(&writer_kick, 1); /* the writer thread, idle meanwhile, drains and samples again */
+        futex_wake_all(&writer_kick);
     }
     unlock();
     mp_guard = g;
@@ -953,6 +950,7 @@ static void *writer(void *arg)
     pid_t me = getpid();
     uint64_t next = now_ns(CLOCK_MONOTONIC) + CFG.interval_ns;
     for (;;) {
+        unsigned kick = atomic_load(&writer_kick); /* before anything it is woken for is looked at */
         unsigned drained = 0;
         if (stage_pending() && enc_trylock()) { /* (a thread holding it encodes them anyway) */
             drained = stage_drain();
@@ -966,9 +964,8 @@ static void *writer(void *arg)
             continue;
         }
         if (!atomic_load(&mp_active)) { /* no capture (a Tracker stopped, a detach): sleep until one starts */
-            unsigned w = atomic_load(&writer_wake);
             if (!atomic_load(&mp_active) && atomic_load(&blocks_done) == atomic_load(&blocks_full))
-                futex_wait_ns(&writer_wake, w, 1000000000ull);
+                futex_wait_ns(&writer_kick, kick, 1000000000ull);
             next = now_ns(CLOCK_MONOTONIC) + CFG.interval_ns;
             continue;
         }
@@ -976,20 +973,19 @@ static void *writer(void *arg)
         if (t < next) {
             if (drained >= STAGE_N / 16)
                 continue; /* they come fast: at it again */
-            unsigned k = atomic_load(&writer_kick);
             if (drained || stage_pending()) {
                 /* events come, slowly: back in STAGE_NAP_NS, a fraction of
                  * the time the ring takes to fill, without being woken
                  * (waking a thread costs the waker an inter-processor
                  * interrupt) */
-                futex_wait_ns(&writer_kick, k, STAGE_NAP_NS < next - t ? STAGE_NAP_NS : next - t);
+                futex_wait_ns(&writer_kick, kick, STAGE_NAP_NS < next - t ? STAGE_NAP_NS : next - t);
                 continue;
             }
             /* none: asleep until a hand-over, STAGE_WAKE events or the next
              * sample (Dekker with stage_poke: one of the two sees the other) */
             atomic_store(&writer_sleeping, 1);
             if (!stage_pending())
-                futex_wait_ns(&writer_kick, k, next - t);
+                futex_wait_ns(&writer_kick, kick, next - t);
             atomic_store(&writer_sleeping, 0);
             continue;
         }
@@ -997,7 +993,7 @@ static void *writer(void *arg)
          * to free a block buffer */
         int c = 0;
         if (!atomic_compare_exchange_strong_explicit(&wlock, &c, 1, memory_order_acquire, memory_order_relaxed)) {
-            futex_wait_ns(&blocks_full, full, 1000000);
+            futex_wait_ns(&writer_kick, kick, 1000000);
             continue;
         }
         /* the bias is put aside for the sample (the owner may be inside, waiting
@@ -1005,7 +1001,7 @@ static void *writer(void *arg)
         uintptr_t b = atomic_load_explicit(&bias_owner, memory_order_relaxed);
         if (b && bias_revoke(b, 1, 0)) {
             unlock();
-            futex_wait_ns(&blocks_full, full, 1000000);
+            futex_wait_ns(&writer_kick, kick, 1000000);
             continue;
         }
         next = t + CFG.interval_ns;
@@ -1408,8 +1404,8 @@ int mp_rec_begin(int fd, const char *path, unsigned opts, uint64_t interval_ns)
     }
     mp_py_emit_pseudo();
     atomic_store(&mp_active, 1);
-    atomic_fetch_add(&writer_wake, 1); /* the writer thread, idle since the last capture, samples again */
-    futex_wake_all(&writer_wake);
+    atomic_fetch_add(&writer_kick, 1); /* the writer thread, idle since the last capture, samples again */
+    futex_wake_all(&writer_kick);
 out:
     unlock();
     if (!err && !writer_on) {
