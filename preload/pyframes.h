@@ -46,6 +46,16 @@ static inline uint64_t mix(const void *code, uintptr_t fp, uint32_t instr, uint6
 
 static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos) { return mix(f->code, f->fp, f->instr, pos * POS_MUL); }
 
+/* The group of a stack whose frames above f hash to above (f at position
+ * pos): the stack's hash without f's instruction. Its mix is the stack's
+ * bucket in the prefix table and in the site table. */
+static inline uint64_t prefix_group(uint64_t above, const void *code, uintptr_t fp, uint64_t pos)
+{
+    return above + mix(code, fp, 0, pos * POS_MUL);
+}
+
+static inline uint32_t prefix_bucket(uint64_t group) { return (uint32_t)fmix64(group); }
+
 
 /* Only the innermost frame can be one not started yet (a frame runs before
  * it calls anything): it is skipped, as CPython's tracebacks skip it. */
@@ -79,36 +89,48 @@ static inline void frame_put(mp_frame_t *fr, const _PyInterpreterFrame *f)
 /* Allocation sites remembered per hooked frame: LEAF_SETS sets (a power
  * of 2) of LEAF_WAYS, by instruction, the newest first in its set (a loop's
  * allocating instructions often share their low bits: with sets of two, the
- * 12 of threads.py's loop thrashed one in five lookups). */
+ * 12 of threads.py's loop thrashed one in five lookups). A set holds
+ * something for the call only if its bit in leaf_sets is set, so a new call
+ * starts with one store instead of clearing 256 bytes (every call of
+ * deep_stacks is new). */
 #define LEAF_SETS 8
 #define LEAF_WAYS 4
+
+typedef struct {
+    uint32_t instr[LEAF_WAYS], node[LEAF_WAYS];
+} leaf_set_t;
 
 /* An entry's nodes outlive the call they were made for: the next call
  * pushed at the same depth, from the same call (stamp) of the frame below
  * at the same instruction, running the same code, has the same ones. So a
  * loop's calls of one function intern nothing after the first. */
+/* Cache lines: the first is written as the call starts and read at each
+ * allocation; the second holds the base; the sets follow. */
 typedef struct {
-    _PyInterpreterFrame *frame; /* the frame this hooked call runs */
+    _Alignas(64) _PyInterpreterFrame *frame; /* the frame this hooked call runs */
     uint64_t stamp;             /* this call's number in its thread */
     uintptr_t cfa;              /* the hook call's CFA: where --native's walk stops */
     /* the frames above the frame, as the call began (they stay so while it
      * runs): their number, SHADOW_NO_DEPTH if unknown, and the sum of their
      * mixes from the root (intern_walk's prefix hash) */
     uint32_t depth;
+    uint32_t bucket; /* prefix_bucket(group) */
     uint64_t hsum;
-    uint64_t owner;             /* the call the nodes below were made for */
-    uint32_t gen;               /* shadow_gen they were interned under */
-    uint32_t base;              /* node of the frames above the frame (0: none) */
+    uint64_t group;  /* prefix_group of this frame's sites */
     /* the frame's own node at an instruction (shadow_leaf), for the call
-     * leaf_owner (in capture leaf_gen) */
+     * leaf_owner (in capture leaf_gen), in the sets whose bit is set */
     uint64_t leaf_owner;
     uint32_t leaf_gen;
-    uint32_t leaf_instr[LEAF_SETS * LEAF_WAYS], leaf_node[LEAF_SETS * LEAF_WAYS];
+    uint32_t leaf_sets;
+    _Alignas(64) uint64_t owner; /* the call the nodes below were made for */
+    uint32_t gen;               /* shadow_gen they were interned under */
+    uint32_t base;              /* node of the frames above the frame (0: none) */
     /* what base was made from: the call below, its instruction, the code */
     uint64_t below_stamp;
     uint32_t below_instr;
     const void *code;
     uintptr_t fp;
+    _Alignas(64) leaf_set_t leaf[LEAF_SETS];
 } shadow_t;
 
 extern MP_TLS shadow_t *mp_sh;   /* the calling thread's shadow stack */
@@ -128,8 +150,7 @@ static inline void shadow_leaves_mine(shadow_t *e)
 {
     if (leaf_known(e))
         return;
-    memset(e->leaf_node, 0, sizeof e->leaf_node);
-    memset(e->leaf_instr, 0xff, sizeof e->leaf_instr);
+    e->leaf_sets = 0;
     e->leaf_owner = e->stamp;
     e->leaf_gen = mp_shadow_gen;
 }
@@ -145,32 +166,44 @@ static inline int shadow_depth_from(shadow_t *e, const shadow_t *pe, const _PyIn
     frame_put(&fr, c);
     e->hsum = pe->hsum + frame_mix(&fr, pe->depth);
     e->depth = pe->depth + 1;
+    const PyCodeObject *co = e->frame->f_code;
+    e->group = prefix_group(e->hsum, co, code_fp(co), e->depth);
+    e->bucket = prefix_bucket(e->group);
     return 0;
 }
 
 /* The node remembered for the hooked frame at instr, or 0. */
 static inline uint32_t shadow_leaf(const shadow_t *e, uint32_t instr)
 {
-    const uint32_t *set = &e->leaf_instr[LEAF_WAYS * (instr & (LEAF_SETS - 1))];
+    unsigned s = instr & (LEAF_SETS - 1);
+    if (!(e->leaf_sets & (1u << s)))
+        return 0;
+    const leaf_set_t *set = &e->leaf[s];
     unsigned m = 0; /* bit w: way w has instr */
 #ifdef __SSE2__
     _Static_assert(LEAF_WAYS == 4, "a set is compared in one 16-byte load");
-    __m128i eq = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)set), _mm_set1_epi32((int)instr));
+    __m128i eq = _mm_cmpeq_epi32(_mm_loadu_si128((const __m128i *)set->instr), _mm_set1_epi32((int)instr));
     m = (unsigned)_mm_movemask_ps(_mm_castsi128_ps(eq));
 #else
     for (unsigned w = 0; w < LEAF_WAYS; w++)
-        m |= (unsigned)(set[w] == instr) << w;
+        m |= (unsigned)(set->instr[w] == instr) << w;
 #endif
-    return m ? e->leaf_node[set - e->leaf_instr + (unsigned)__builtin_ctz(m)] : 0;
+    return m ? set->node[__builtin_ctz(m)] : 0;
 }
 
 static inline void shadow_leaf_put(shadow_t *e, uint32_t instr, uint32_t node)
 {
-    unsigned s = LEAF_WAYS * (instr & (LEAF_SETS - 1));
-    memmove(&e->leaf_instr[s + 1], &e->leaf_instr[s], (LEAF_WAYS - 1) * sizeof e->leaf_instr[0]);
-    memmove(&e->leaf_node[s + 1], &e->leaf_node[s], (LEAF_WAYS - 1) * sizeof e->leaf_node[0]);
-    e->leaf_instr[s] = instr;
-    e->leaf_node[s] = node;
+    unsigned s = instr & (LEAF_SETS - 1);
+    leaf_set_t *set = &e->leaf[s];
+    if (!(e->leaf_sets & (1u << s))) {
+        e->leaf_sets |= 1u << s;
+        *set = (leaf_set_t){{instr, UINT32_MAX, UINT32_MAX, UINT32_MAX}, {node, 0, 0, 0}};
+        return;
+    }
+    memmove(&set->instr[1], &set->instr[0], (LEAF_WAYS - 1) * sizeof set->instr[0]);
+    memmove(&set->node[1], &set->node[0], (LEAF_WAYS - 1) * sizeof set->node[0]);
+    set->instr[0] = instr;
+    set->node[0] = node;
 }
 
 /* shadow.c */

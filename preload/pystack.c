@@ -67,11 +67,11 @@ static int walker_on;
 static atomic_int end_requested;
 static atomic_int script_ended;
 static int tstate_slot_ok; /* 0 not checked yet, 1 agrees, -1 not used */
-/* mp_py_leaf_node may answer: the walker is on, the runtime's "current"
+/* mp_py_leaf may answer: the walker is on, the runtime's "current"
  * slot is trusted, the end mark is requested, the script has not ended */
 static atomic_int leaf_ok;
 /* thread names wait for `import threading` to finish: walks ask again
- * now and then (so none takes mp_py_leaf_node's way meanwhile) */
+ * now and then (so none takes mp_py_leaf's way meanwhile) */
 static atomic_int names_retry;
 
 static int leaf_ok_now(void)
@@ -513,8 +513,8 @@ static inline PyThreadState *this_tstate(const mp_thread_t *t, int gil)
 
 static MP_NOINLINE uint32_t walk_segments(mp_thread_t *t, _PyInterpreterFrame *f);
 
-/* For mp_py_leaf_node and mp_py_leaf_find: the innermost shadow entry
- * when its frame is the thread's current one, else NULL. */
+/* For mp_py_leaf: the innermost shadow entry when its frame is the
+ * thread's current one, else NULL. */
 static inline shadow_t *leaf_entry(const mp_thread_t *t)
 {
     if (!atomic_load_explicit(&leaf_ok, memory_order_relaxed))
@@ -527,26 +527,27 @@ static inline shadow_t *leaf_entry(const mp_thread_t *t)
     return ts->cframe->current_frame == e->frame ? e : NULL;
 }
 
-uint32_t mp_py_leaf_node(const mp_thread_t *t)
-{
-    const shadow_t *e = leaf_entry(t);
-    if (!e || !leaf_known(e))
-        return 0;
-    /* a frame not started yet (instr before _co_firsttraceable) is never
-     * remembered here: mp_py_intern remembers started frames only */
-    const _PyInterpreterFrame *f = e->frame;
-    return shadow_leaf(e, (uint32_t)(f->prev_instr - _PyCode_CODE(f->f_code)));
-}
-
-uint32_t mp_py_leaf_find(mp_thread_t *t)
+uint32_t mp_py_leaf(mp_thread_t *t)
 {
     shadow_t *e = leaf_entry(t);
-    if (!e || not_started(e->frame) || (e->depth == SHADOW_NO_DEPTH && mp_shadow_fill(t, mp_sh_n - 1)))
+    if (!e)
         return 0;
     mp_frame_t fr;
     frame_put(&fr, e->frame);
-    uint32_t node = mp_prefix_find(e->hsum + frame_mix(&fr, e->depth), fr.code, fr.instr);
+    uint32_t node;
+    /* a frame not started yet (instr before _co_firsttraceable) is never
+     * remembered in the entry: mp_py_intern remembers started frames only */
+    if (leaf_known(e) && (node = shadow_leaf(e, fr.instr)))
+        return node;
+    if (not_started(e->frame) || (e->depth == SHADOW_NO_DEPTH && mp_shadow_fill(t, mp_sh_n - 1)))
+        return 0;
+    if ((node = mp_site_find(e->bucket, e->group, fr.code, fr.instr)))
+        return node;
+    /* not in the site table (first seen, or more sites than a line holds:
+     * then the entry's own sets keep them for this call) */
+    node = mp_prefix_find(e->hsum + frame_mix(&fr, e->depth), fr.code, fr.instr);
     if (node) {
+        mp_site_put(e->bucket, e->group, fr.code, fr.instr, node);
         shadow_leaves_mine(e);
         shadow_leaf_put(e, fr.instr, node);
     }
@@ -715,6 +716,21 @@ uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
         if (t->leaf_node)
             return t->leaf_node;
         shadow_t *e = &mp_sh[t->anchor - 1];
+        /* The hooked frame allocates (n == 1): its stack by hash first, as
+         * mp_py_leaf does; without it the bases of every entry below
+         * that has none are interned, one edge per frame (a mapping made
+         * by a new 200-frame recursion: the frame stack's next chunk). */
+        uint64_t h = 0;
+        int hashed = n == 1 && (e->depth != SHADOW_NO_DEPTH || !mp_shadow_fill(t, t->anchor - 1));
+        if (hashed) {
+            h = e->hsum + frame_mix(&frames[0], e->depth);
+            uint32_t node = mp_prefix_find(h, frames[0].code, frames[0].instr);
+            if (node) {
+                shadow_leaves_mine(e);
+                shadow_leaf_put(e, frames[0].instr, node);
+                return node;
+            }
+        }
         uint32_t node = mp_shadow_base(t, t->anchor - 1);
         for (uint32_t i = n; i--;)
             node = mp_py_edge(t, node, &frames[i]);
@@ -722,11 +738,10 @@ uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
             shadow_leaves_mine(e);
             shadow_leaf_put(e, frames[0].instr, node);
             /* and file the stack by its hash, for the next call with the
-             * same frames above (mp_py_leaf_find) */
-            if (e->depth != SHADOW_NO_DEPTH) {
-                uint64_t h = e->hsum + frame_mix(&frames[0], e->depth);
-                if (!mp_prefix_find(h, frames[0].code, frames[0].instr))
-                    mp_prefix_add(h, frames[0].code, frames[0].instr, node);
+             * same frames above (mp_py_leaf) */
+            if (hashed) {
+                mp_prefix_add(h, frames[0].code, frames[0].instr, node);
+                mp_site_put(e->bucket, e->group, frames[0].code, frames[0].instr, node);
             }
         }
         return node ? node : mp_pseudo_node;

@@ -655,7 +655,7 @@ done:
 }
 
 /* The PyMem wrappers' allocation (pymem.c) in the MEM and OBJ domains, the
- * GIL held: the stack is usually known without a walk (mp_py_leaf_node). */
+ * GIL held: the stack is usually known without a walk (mp_py_leaf). */
 void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size)
 {
     mp_thread_t *t = mp_self;
@@ -663,11 +663,11 @@ void mp_rec_pymem_alloc(unsigned allocator, const void *p, size_t size)
         mp_rec_alloc(allocator, p, size);
         return;
     }
-    uint32_t node = mp_py_leaf_node(t);
     mp_guard = MP_GUARD_REC;
     lock();
     if (MP_LIKELY(live_locked())) {
-        if (MP_UNLIKELY(!node) && !(node = mp_py_leaf_find(t))) {
+        uint32_t node = mp_py_leaf(t);
+        if (MP_UNLIKELY(!node)) {
             unlock();
             mp_guard = 0;
             mp_rec_alloc(allocator, p, size);

@@ -230,15 +230,13 @@ unsigned long mp_py_hexversion(void);
  * segments, also fills t->seg/t->nseg for the native merge. gil: the
  * caller holds the GIL (a MEM or OBJ domain allocator). */
 uint32_t mp_py_walk(mp_thread_t *t, int segments, int gil);
-/* The commonest stack under --trace-python-allocators, without a walk: a
- * MEM or OBJ domain call (the GIL held) from the innermost hooked frame, at
- * an instruction that frame allocated at before. Its node, or 0: walk. */
-uint32_t mp_py_leaf_node(const mp_thread_t *t);
-/* With the writer lock held, when mp_py_leaf_node said 0: the same case in
- * a call that has not allocated there yet, whose stack was interned for an
- * earlier call with the same frames above (found by their hash, taken as
- * the call began). Its node, or 0: walk. */
-uint32_t mp_py_leaf_find(mp_thread_t *t);
+/* The commonest stack under --trace-python-allocators, without a walk
+ * (writer lock held): a MEM or OBJ domain call (the GIL held) from the
+ * innermost hooked frame, at an instruction that this call allocated at
+ * before, or that a call with the same frames above did (the site table,
+ * else the prefix table, by the hash taken as the call began). Its node,
+ * or 0: walk. */
+uint32_t mp_py_leaf(mp_thread_t *t);
 /* With the writer lock held: interns a stack of `depth` frames (leaf
  * first, Python and native), emitting any new strings, code objects and
  * nodes; returns its node id. */
@@ -287,5 +285,10 @@ uint32_t mp_node_intern(uint32_t parent, uint32_t code, int32_t line, uint32_t f
  * interned, so "is prefix i known" is monotone in i (binary search). */
 uint32_t mp_prefix_find(uint64_t hash, const void *code, uint32_t instr); /* node or 0 */
 void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t node);
+/* The site table: a cache of the prefix table for the shadow stack, one
+ * line per group (a frame under the frames above it) with the nodes of its
+ * allocation sites (instructions). Writer lock held. */
+uint32_t mp_site_find(uint32_t bucket, uint64_t group, const void *code, uint32_t instr); /* node or 0 */
+void mp_site_put(uint32_t bucket, uint64_t group, const void *code, uint32_t instr, uint32_t node);
 
 #endif

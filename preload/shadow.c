@@ -236,6 +236,9 @@ int mp_shadow_fill(mp_thread_t *t, uint32_t i)
             sum += frame_mix(&t->scr[n - 1 - k], k);
         e->hsum = sum;
         e->depth = n;
+        const PyCodeObject *co = e->frame->f_code;
+        e->group = prefix_group(sum, co, code_fp(co), n);
+        e->bucket = prefix_bucket(e->group);
     }
     return mp_sh[i].depth == SHADOW_NO_DEPTH ? -1 : 0;
 }

@@ -261,6 +261,56 @@ void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t nod
     T.n++;
 }
 
+/* ---- sites: the nodes of a frame's allocation sites, by its group ----
+ * A call of a function under frames seen before (a recursion whose path
+ * varies: every call of deep_stacks is new) finds the nodes of its sites
+ * in one cache line, keyed by the group of the prefix table (the frames
+ * above and the frame's code): the line is missed once a call, where the
+ * prefix table, entry by entry, missed about once an allocation. Direct
+ * mapped; a line taken by another group loses its sites, which the prefix
+ * table still has. */
+
+#define SITE_WAYS 6
+#define SITE_LINES (1u << 16) /* 4 MiB, mapped when first used */
+
+typedef struct {
+    uint64_t group;
+    const void *code;
+    uint32_t instr[SITE_WAYS], node[SITE_WAYS]; /* the newest first; node 0: none */
+} site_line_t;
+
+_Static_assert(sizeof(site_line_t) == 64, "a site line is a cache line");
+
+static site_line_t *sites;
+
+uint32_t mp_site_find(uint32_t bucket, uint64_t group, const void *code, uint32_t instr)
+{
+    if (!sites)
+        return 0;
+    const site_line_t *l = &sites[bucket & (SITE_LINES - 1)];
+    if (l->group != group || l->code != code)
+        return 0;
+    for (unsigned w = 0; w < SITE_WAYS; w++)
+        if (l->instr[w] == instr)
+            return l->node[w];
+    return 0;
+}
+
+void mp_site_put(uint32_t bucket, uint64_t group, const void *code, uint32_t instr, uint32_t node)
+{
+    if (!sites && !(sites = map((size_t)SITE_LINES * sizeof *sites)))
+        return;
+    site_line_t *l = &sites[bucket & (SITE_LINES - 1)];
+    if (l->group != group || l->code != code) {
+        *l = (site_line_t){.group = group, .code = code};
+    } else {
+        memmove(&l->instr[1], &l->instr[0], (SITE_WAYS - 1) * sizeof l->instr[0]);
+        memmove(&l->node[1], &l->node[0], (SITE_WAYS - 1) * sizeof l->node[0]);
+    }
+    l->instr[0] = instr;
+    l->node[0] = node;
+}
+
 /* A new capture (a fork child's, a Tracker's): every table empty, the
  * memory of the last one released (a process may record thousands of
  * captures, a Tracker per test), small tables and one chunk kept for reuse. */
@@ -269,6 +319,9 @@ void mp_stacks_reset(void)
     mp_table_clear((void **)&S.slots, &S.cap, sizeof *S.slots, STR_FIRST);
     mp_table_clear((void **)&N.slots, &N.cap, sizeof *N.slots, NODE_FIRST);
     mp_table_clear((void **)&T.slots, &T.cap, sizeof *T.slots, PREFIX_FIRST);
+    if (sites)
+        munmap(sites, (size_t)SITE_LINES * sizeof *sites);
+    sites = NULL;
     chunk_t *keep = S.chunks && !S.chunks->prev && S.chunks->size == CHUNK_SIZE ? S.chunks : NULL;
     for (chunk_t *c = keep ? NULL : S.chunks, *prev; c; c = prev) {
         prev = c->prev;

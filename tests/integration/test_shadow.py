@@ -247,3 +247,47 @@ def test_a_code_object_at_a_dead_ones_address_is_another(tmp_path, flags):
             got.setdefault(py[0]["function"], []).append((py[0]["line"], r["bytes"], r["allocations"]))
     want = {f"f{i}": [(4, (1000 + i) * 8, 1)] for i in range(n)}
     assert got == want
+
+
+SITES = "site_lines.py"
+SITE_PATHS, SITE_ROUNDS = 1024, 3
+
+
+def site_leaks(memprof, *flags):
+    """{stack as ((function, line), ...): (bytes, allocations)} of site_lines.py's kept blocks
+    (zeroed: PyObject_Calloc traced, else the calloc under it; not the list's growth)."""
+    p, cap = memprof.run(SITES, SITE_PATHS, SITE_ROUNDS, flags=flags,
+                         out="sites" + "".join(f.strip("-")[0] for f in flags) + ".memprof")
+    t = memprof.cmd("table", "--leaks", "--json", cap)
+    assert t.returncode == 0, t.stderr
+    got = {}
+    for r in json.loads(t.stdout)["rows"]:
+        stack = tuple((f["function"], f["line"]) for f in r["stack"] if not f.get("native"))
+        if stack and stack[0][0] == "sites" and r["allocator"] in ("PyObject_Malloc", "PyObject_Calloc", "calloc"):
+            assert stack not in got
+            got[stack] = (r["bytes"], r["allocations"])
+    return got
+
+
+def test_sites_of_varying_recursions_read_as_walked(tmp_path):
+    """1024 paths of 12 frames down to one function that allocates at 5 of its lines on even
+    paths, at 10 on odd ones, 3 rounds: each block at its own line under its own path, with
+    the shadow stack as with a walk. The site table (a line per function under its frames
+    above, 65,536 lines: some of the 1024 share one) must tell them apart by more than the
+    function, and give each line its own node; a line holds 6 sites, the others come from the
+    prefix table."""
+    m = Memprof(tmp_path)
+    ln = lambda marker: script_line(SITES, marker)  # noqa: E731
+    names, lines = ("ra", "rb", "rc"), (ln("RA-LINE"), ln("RB-LINE"), ln("RC-LINE"))
+    want = {}
+    for k in range(SITE_PATHS):
+        f, above = 0, [("<module>", ln("MODULE-LINE")), ("main", ln("MAIN-LINE"))]
+        for d in range(12, -1, -1):
+            above.append((names[f], lines[f]))
+            f = ((k >> ((d - 1) % 10)) & 1) + (d & 1)
+        for i in range(0, 10, 1 if k & 1 else 2):
+            stack = (("sites", ln(f"SITE-{i}")),) + tuple(reversed(above))
+            want[stack] = (SITE_ROUNDS * (1000 + 100 * i + k + 33), SITE_ROUNDS)
+    assert len(want) == 512 * 5 + 512 * 10
+    assert site_leaks(m, "--trace-python-allocators") == want
+    assert site_leaks(m) == want
