@@ -67,8 +67,12 @@ static struct {
     int finished;
     unsigned pystack;
     pthread_t main_thread;
-    mp_enc_t enc;
-    uint64_t start_ns, block_ns;
+    /* the encoder's lines apart from the producers' counters after them:
+     * the writer thread writes one at each event it encodes while the
+     * allocating thread writes the other at each event it stages (sharing
+     * a line, by where the linker put W, cost leaky a third) */
+    _Alignas(64) mp_enc_t enc;
+    _Alignas(64) uint64_t start_ns, block_ns;
     uint64_t allocs, frees;
     uint32_t nthreads;
     mp_thread_t *free_threads, *live_threads;
@@ -136,11 +140,19 @@ typedef struct {
     uint64_t stack_meta; /* stack, and STAGE_META() << 32 */
 } stage_t;
 static _Alignas(64) stage_t stage[STAGE_N];
-static atomic_uint stage_head;  /* what the encoder may take: moved by producers */
+/* Each of these in a line of its own, or with what the same thread writes:
+ * the head is written by producers, the tail and the encoder lock by the
+ * encoder (the writer thread). */
+static struct {
+    _Alignas(64) atomic_uint head; /* what the encoder may take: moved by producers */
+} stage_pub;
 static unsigned stage_next;     /* producers (under the writer lock): the next entry to write */
 static unsigned stage_room_at;  /* producers: the head the ring is known to have room up to */
-static atomic_uint stage_tail;  /* the encoder: under enc_mutex */
-static atomic_int enc_mutex;    /* 0 free, 1 held, 2 held with sleepers */
+static struct {
+    _Alignas(64) atomic_uint tail; /* the encoder: under its mutex */
+    atomic_int mutex;              /* 0 free, 1 held, 2 held with sleepers */
+} stage_enc;
+
 /* The writer thread's wake-up word: bumped when a capture starts, a block
  * is handed over, or STAGE_WAKE events came while it slept. */
 static atomic_uint writer_kick;
@@ -272,7 +284,7 @@ static void drain_locked(void)
     write_all_pending();
 }
 
-/* Calls `enc` again after a flush when the block is full (enc_mutex held). */
+/* Calls `enc` again after a flush when the block is full (the encoder lock held). */
 #define EMIT_RAW(call)                                \
     do {                                              \
         if (MP_UNLIKELY((call) == MEMPROF_ENOSPACE)) { \
@@ -286,42 +298,42 @@ static void drain_locked(void)
 static void enc_lock(void)
 {
     int c = 0;
-    if (atomic_compare_exchange_strong_explicit(&enc_mutex, &c, 1, memory_order_acquire, memory_order_relaxed))
+    if (atomic_compare_exchange_strong_explicit(&stage_enc.mutex, &c, 1, memory_order_acquire, memory_order_relaxed))
         return;
     for (int spin = 0; spin < 200; spin++) {
         c = 0;
-        if (atomic_load_explicit(&enc_mutex, memory_order_relaxed) == 0 &&
-            atomic_compare_exchange_weak_explicit(&enc_mutex, &c, 1, memory_order_acquire, memory_order_relaxed))
+        if (atomic_load_explicit(&stage_enc.mutex, memory_order_relaxed) == 0 &&
+            atomic_compare_exchange_weak_explicit(&stage_enc.mutex, &c, 1, memory_order_acquire, memory_order_relaxed))
             return;
         __builtin_ia32_pause();
     }
-    while (atomic_exchange_explicit(&enc_mutex, 2, memory_order_acquire) != 0)
-        futex_wait_ns((atomic_uint *)&enc_mutex, 2, 1000000);
+    while (atomic_exchange_explicit(&stage_enc.mutex, 2, memory_order_acquire) != 0)
+        futex_wait_ns((atomic_uint *)&stage_enc.mutex, 2, 1000000);
 }
 
 static int enc_trylock(void)
 {
     int c = 0;
-    return atomic_compare_exchange_strong_explicit(&enc_mutex, &c, 1, memory_order_acquire, memory_order_relaxed);
+    return atomic_compare_exchange_strong_explicit(&stage_enc.mutex, &c, 1, memory_order_acquire, memory_order_relaxed);
 }
 
 static void enc_unlock(void)
 {
-    if (atomic_exchange_explicit(&enc_mutex, 0, memory_order_release) == 2)
-        syscall(SYS_futex, &enc_mutex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+    if (atomic_exchange_explicit(&stage_enc.mutex, 0, memory_order_release) == 2)
+        syscall(SYS_futex, &stage_enc.mutex, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 static inline int stage_pending(void)
 {
-    return atomic_load_explicit(&stage_head, memory_order_acquire) !=
-           atomic_load_explicit(&stage_tail, memory_order_relaxed);
+    return atomic_load_explicit(&stage_pub.head, memory_order_acquire) !=
+           atomic_load_explicit(&stage_enc.tail, memory_order_relaxed);
 }
 
-/* Encodes the staged events (enc_mutex held), the oldest first. */
+/* Encodes the staged events (the encoder lock held), the oldest first. */
 static unsigned stage_drain(void)
 {
-    unsigned t = atomic_load_explicit(&stage_tail, memory_order_relaxed), t0 = t;
-    unsigned h = atomic_load_explicit(&stage_head, memory_order_acquire);
+    unsigned t = atomic_load_explicit(&stage_enc.tail, memory_order_relaxed), t0 = t;
+    unsigned h = atomic_load_explicit(&stage_pub.head, memory_order_acquire);
     for (; t != h; t++) {
         const stage_t *e = &stage[t & (STAGE_N - 1)];
         uint32_t meta = (uint32_t)(e->stack_meta >> 32), thread = meta >> 6;
@@ -337,9 +349,9 @@ static unsigned stage_drain(void)
             EMIT_RAW(mp_enc_free_range(&W.enc, thread, a, e->addr, e->size));
         }
         if ((t & 1023) == 1023) /* room for the producers as it goes */
-            atomic_store_explicit(&stage_tail, t + 1, memory_order_release);
+            atomic_store_explicit(&stage_enc.tail, t + 1, memory_order_release);
     }
-    atomic_store_explicit(&stage_tail, t, memory_order_release);
+    atomic_store_explicit(&stage_enc.tail, t, memory_order_release);
     return t - t0;
 }
 
@@ -352,7 +364,7 @@ static unsigned stage_drain(void)
  * fence at each event cost ten times what it saved.) */
 static inline void stage_publish(void)
 {
-    atomic_store_explicit(&stage_head, stage_next, memory_order_release);
+    atomic_store_explicit(&stage_pub.head, stage_next, memory_order_release);
 }
 
 /* The encoder, with what was staged before encoded (writer lock held): for
@@ -397,10 +409,10 @@ static MP_ALWAYS_INLINE void stage_put(uint32_t meta, uint64_t addr, uint64_t si
 {
     unsigned h = stage_next;
     if (MP_UNLIKELY(h == stage_room_at)) {
-        stage_room_at = atomic_load_explicit(&stage_tail, memory_order_acquire) + STAGE_N;
+        stage_room_at = atomic_load_explicit(&stage_enc.tail, memory_order_acquire) + STAGE_N;
         if (h == stage_room_at) {
             stage_full();
-            stage_room_at = atomic_load_explicit(&stage_tail, memory_order_acquire) + STAGE_N;
+            stage_room_at = atomic_load_explicit(&stage_enc.tail, memory_order_acquire) + STAGE_N;
         }
     }
     stage_t *e = &stage[h & (STAGE_N - 1)];
@@ -816,8 +828,8 @@ void mp_rec_finish(void)
              * waiting written, before the descriptor goes (a new capture may
              * get its number) */
             enc_lock();
-            atomic_store(&stage_head, stage_next);
-            atomic_store(&stage_tail, stage_next);
+            atomic_store(&stage_pub.head, stage_next);
+            atomic_store(&stage_enc.tail, stage_next);
             stage_room_at = stage_next;
             enc_unlock();
             write_all_pending();
@@ -1055,8 +1067,8 @@ static void new_tables(void)
     LZ4_initStream(&lz4_stream, sizeof lz4_stream);
     atomic_store(&blocks_full, 0);
     atomic_store(&blocks_done, 0);
-    atomic_store(&stage_head, stage_next);
-    atomic_store(&stage_tail, stage_next);
+    atomic_store(&stage_pub.head, stage_next);
+    atomic_store(&stage_enc.tail, stage_next);
     stage_room_at = stage_next;
     mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
     enc_unlock();
@@ -1094,9 +1106,9 @@ static void fork_child(void)
     atomic_store(&wlock, 0);
     /* the events staged are the parent's, written by the parent */
     fork_holding = 0;
-    atomic_store(&enc_mutex, 0);
-    atomic_store(&stage_head, stage_next);
-    atomic_store(&stage_tail, stage_next);
+    atomic_store(&stage_enc.mutex, 0);
+    atomic_store(&stage_pub.head, stage_next);
+    atomic_store(&stage_enc.tail, stage_next);
     stage_room_at = stage_next;
     atomic_store(&writer_sleeping, 0);
     atomic_store(&waiters, 0);
