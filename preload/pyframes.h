@@ -47,8 +47,8 @@ static inline uint64_t mix(const void *code, uintptr_t fp, uint32_t instr, uint6
 static inline uint64_t frame_mix(const mp_frame_t *f, uint64_t pos) { return mix(f->code, f->fp, f->instr, pos * POS_MUL); }
 
 /* The group of a stack whose frames above f hash to above (f at position
- * pos): the stack's hash without f's instruction. Its mix is the stack's
- * bucket in the prefix table and in the site table. */
+ * pos): the stack's hash without f's instruction. Its mix is the group's
+ * line in the site table (stacks.c). */
 static inline uint64_t prefix_group(uint64_t above, const void *code, uintptr_t fp, uint64_t pos)
 {
     return above + mix(code, fp, 0, pos * POS_MUL);
@@ -116,7 +116,7 @@ typedef struct {
     uint32_t depth;
     uint32_t bucket; /* prefix_bucket(group) */
     uint64_t hsum;
-    uint64_t group;  /* prefix_group of this frame's sites */
+    uint64_t group;  /* prefix_group of this frame's sites, with depth and hsum */
     /* the frame's own node at an instruction (shadow_leaf), for the call
      * leaf_owner (in capture leaf_gen), in the sets whose bit is set */
     uint64_t leaf_owner;

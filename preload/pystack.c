@@ -728,6 +728,7 @@ uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
             if (node) {
                 shadow_leaves_mine(e);
                 shadow_leaf_put(e, frames[0].instr, node);
+                mp_site_put(e->bucket, e->group, frames[0].code, frames[0].instr, node);
                 return node;
             }
         }

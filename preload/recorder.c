@@ -140,14 +140,14 @@ typedef struct {
     uint64_t stack_meta; /* stack, and STAGE_META() << 32 */
 } stage_t;
 static _Alignas(64) stage_t stage[STAGE_N];
-/* Each of these in a line of its own, or with what the same thread writes:
- * the head is written by producers, the tail and the encoder lock by the
- * encoder (the writer thread). */
+/* Each of these in a line of its own, with what the same thread writes:
+ * the head and the producers' places by producers, the tail and the
+ * encoder lock by the encoder (mostly the writer thread). */
 static struct {
     _Alignas(64) atomic_uint head; /* what the encoder may take: moved by producers */
+    unsigned next;                 /* producers (under the writer lock): the next entry to write */
+    unsigned room_at;              /* producers: the head the ring is known to have room up to */
 } stage_pub;
-static unsigned stage_next;     /* producers (under the writer lock): the next entry to write */
-static unsigned stage_room_at;  /* producers: the head the ring is known to have room up to */
 static struct {
     _Alignas(64) atomic_uint tail; /* the encoder: under its mutex */
     atomic_int mutex;              /* 0 free, 1 held, 2 held with sleepers */
@@ -364,7 +364,7 @@ static unsigned stage_drain(void)
  * fence at each event cost ten times what it saved.) */
 static inline void stage_publish(void)
 {
-    atomic_store_explicit(&stage_pub.head, stage_next, memory_order_release);
+    atomic_store_explicit(&stage_pub.head, stage_pub.next, memory_order_release);
 }
 
 /* The encoder, with what was staged before encoded (writer lock held): for
@@ -407,19 +407,19 @@ static MP_COLD MP_NOINLINE void stage_poke(void)
 /* An event (writer lock held), in lock order. */
 static MP_ALWAYS_INLINE void stage_put(uint32_t meta, uint64_t addr, uint64_t size, uint32_t stack)
 {
-    unsigned h = stage_next;
-    if (MP_UNLIKELY(h == stage_room_at)) {
-        stage_room_at = atomic_load_explicit(&stage_enc.tail, memory_order_acquire) + STAGE_N;
-        if (h == stage_room_at) {
+    unsigned h = stage_pub.next;
+    if (MP_UNLIKELY(h == stage_pub.room_at)) {
+        stage_pub.room_at = atomic_load_explicit(&stage_enc.tail, memory_order_acquire) + STAGE_N;
+        if (h == stage_pub.room_at) {
             stage_full();
-            stage_room_at = atomic_load_explicit(&stage_enc.tail, memory_order_acquire) + STAGE_N;
+            stage_pub.room_at = atomic_load_explicit(&stage_enc.tail, memory_order_acquire) + STAGE_N;
         }
     }
     stage_t *e = &stage[h & (STAGE_N - 1)];
     e->addr = addr;
     e->size = size;
     e->stack_meta = (uint64_t)meta << 32 | stack;
-    stage_next = h + 1;
+    stage_pub.next = h + 1;
     if (MP_UNLIKELY(((h + 1) & (STAGE_PUBLISH - 1)) == 0)) {
         stage_publish();
         if (((h + 1) & (STAGE_WAKE - 1)) == 0)
@@ -828,9 +828,9 @@ void mp_rec_finish(void)
              * waiting written, before the descriptor goes (a new capture may
              * get its number) */
             enc_lock();
-            atomic_store(&stage_pub.head, stage_next);
-            atomic_store(&stage_enc.tail, stage_next);
-            stage_room_at = stage_next;
+            atomic_store(&stage_pub.head, stage_pub.next);
+            atomic_store(&stage_enc.tail, stage_pub.next);
+            stage_pub.room_at = stage_pub.next;
             enc_unlock();
             write_all_pending();
         }
@@ -1067,9 +1067,9 @@ static void new_tables(void)
     LZ4_initStream(&lz4_stream, sizeof lz4_stream);
     atomic_store(&blocks_full, 0);
     atomic_store(&blocks_done, 0);
-    atomic_store(&stage_pub.head, stage_next);
-    atomic_store(&stage_enc.tail, stage_next);
-    stage_room_at = stage_next;
+    atomic_store(&stage_pub.head, stage_pub.next);
+    atomic_store(&stage_enc.tail, stage_pub.next);
+    stage_pub.room_at = stage_pub.next;
     mp_enc_init(&W.enc, bufs.raw[0].data, sizeof bufs.raw[0].data);
     enc_unlock();
     W.allocs = W.frees = 0;
@@ -1107,9 +1107,9 @@ static void fork_child(void)
     /* the events staged are the parent's, written by the parent */
     fork_holding = 0;
     atomic_store(&stage_enc.mutex, 0);
-    atomic_store(&stage_pub.head, stage_next);
-    atomic_store(&stage_enc.tail, stage_next);
-    stage_room_at = stage_next;
+    atomic_store(&stage_pub.head, stage_pub.next);
+    atomic_store(&stage_enc.tail, stage_pub.next);
+    stage_pub.room_at = stage_pub.next;
     atomic_store(&writer_sleeping, 0);
     atomic_store(&waiters, 0);
     atomic_store(&bias_owner, 0); /* its owner may not be this thread; the next entry settles it */

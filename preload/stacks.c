@@ -276,12 +276,13 @@ void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t nod
 typedef struct {
     uint64_t group;
     const void *code;
-    uint32_t instr[SITE_WAYS], node[SITE_WAYS]; /* the newest first; node 0: none */
+    uint32_t instr[SITE_WAYS], node[SITE_WAYS]; /* node 0: a free way */
 } site_line_t;
 
 _Static_assert(sizeof(site_line_t) == 64, "a site line is a cache line");
 
 static site_line_t *sites;
+static int sites_failed; /* no memory for the table: not asked again this capture */
 
 uint32_t mp_site_find(uint32_t bucket, uint64_t group, const void *code, uint32_t instr)
 {
@@ -296,19 +297,26 @@ uint32_t mp_site_find(uint32_t bucket, uint64_t group, const void *code, uint32_
     return 0;
 }
 
+/* A group's line keeps the sites it has: a function allocating at more
+ * sites than a line holds, in the same order at each call, would evict
+ * each one just before it is looked up again. A site found full replaces
+ * the one at a way of its own instruction's choosing. */
 void mp_site_put(uint32_t bucket, uint64_t group, const void *code, uint32_t instr, uint32_t node)
 {
-    if (!sites && !(sites = map((size_t)SITE_LINES * sizeof *sites)))
+    if (!sites && (sites_failed || !(sites = map((size_t)SITE_LINES * sizeof *sites)))) {
+        sites_failed = 1;
         return;
-    site_line_t *l = &sites[bucket & (SITE_LINES - 1)];
-    if (l->group != group || l->code != code) {
-        *l = (site_line_t){.group = group, .code = code};
-    } else {
-        memmove(&l->instr[1], &l->instr[0], (SITE_WAYS - 1) * sizeof l->instr[0]);
-        memmove(&l->node[1], &l->node[0], (SITE_WAYS - 1) * sizeof l->node[0]);
     }
-    l->instr[0] = instr;
-    l->node[0] = node;
+    site_line_t *l = &sites[bucket & (SITE_LINES - 1)];
+    if (l->group != group || l->code != code)
+        *l = (site_line_t){.group = group, .code = code};
+    unsigned w = 0;
+    while (w < SITE_WAYS && l->node[w] && l->instr[w] != instr)
+        w++;
+    if (w == SITE_WAYS)
+        w = instr % SITE_WAYS;
+    l->instr[w] = instr;
+    l->node[w] = node;
 }
 
 /* A new capture (a fork child's, a Tracker's): every table empty, the
@@ -322,6 +330,7 @@ void mp_stacks_reset(void)
     if (sites)
         munmap(sites, (size_t)SITE_LINES * sizeof *sites);
     sites = NULL;
+    sites_failed = 0;
     chunk_t *keep = S.chunks && !S.chunks->prev && S.chunks->size == CHUNK_SIZE ? S.chunks : NULL;
     for (chunk_t *c = keep ? NULL : S.chunks, *prev; c; c = prev) {
         prev = c->prev;

@@ -1,7 +1,7 @@
 """Allocation sites of one function under recursions whose path varies, so that every call is
 new to the shadow stack and its stack is found by the hash of the frames above it: PATHS
-paths of 12 frames (bit (d - 1) % 10 of the path's number picks the function called at depth
-d), ROUNDS rounds of all of them. At the bottom, sites(k) allocates at 5 of its 10 lines on an
+paths of 13 frames from ra(12, k) down to depth 0 (bit (d - 1) % 10 of k, plus d & 1, picks
+the function called at depth d), ROUNDS rounds of all of them. At the bottom, sites(k) allocates at 5 of its 10 lines on an
 even path (a line of the site table holds them) and at all 10 on an odd one (more than a line
 holds). The block at site i on path k is bytes of 1000 + 100 * i + k (made before): one block of
 that plus 33, zeroed, kept. No threading import (its set-up would delay the hashed path)."""
