@@ -69,3 +69,12 @@ def test_python_threads_are_named_when_every_allocation_is_traced(memprof):
     by_name = {t["name"]: t["tid"] for t in s["threads"]}
     assert by_name["MainThread"] == s["capture"]["pid"]
     assert {n: by_name.get(n) for n in ids} == ids
+
+
+def test_the_writer_thread_is_named_and_yields_to_the_program(memprof):
+    """memprof's own thread shows as memprof-writer (top -H), under SCHED_BATCH (it does not
+    preempt the program when it wakes), and is not one of the program's threads in the capture."""
+    p, cap = memprof.run("writer_thread.py", out="writer.memprof")
+    assert p.stdout == "memprof-writer 3\n"
+    s = memprof.summary(cap)
+    assert [(t["index"], t["tid"]) for t in s["threads"]] == [(1, s["capture"]["pid"])]
