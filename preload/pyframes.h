@@ -103,8 +103,8 @@ typedef struct {
 /* An entry's nodes outlive the call they were made for: the next call
  * pushed at the same depth, from the same call (stamp) of the frame below
  * at the same instruction, running the same code, has the same ones. So a
- * loop's calls of one function intern nothing after the first. */
-/* Cache lines: the first is written as the call starts and read at each
+ * loop's calls of one function intern nothing after the first. Cache
+ * lines: the first is written as the call starts and read at each
  * allocation; the second holds the base; the sets follow. */
 typedef struct {
     _Alignas(64) _PyInterpreterFrame *frame; /* the frame this hooked call runs */

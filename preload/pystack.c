@@ -527,30 +527,37 @@ static inline shadow_t *leaf_entry(const mp_thread_t *t)
     return ts->cframe->current_frame == e->frame ? e : NULL;
 }
 
+/* The hooked frame's node at instr, found by hash: kept in the entry's sets
+ * for this call and in the site table for the next calls under the same
+ * frames above. */
+static void leaf_found(shadow_t *e, const void *code, uint32_t instr, uint32_t node)
+{
+    shadow_leaves_mine(e);
+    shadow_leaf_put(e, instr, node);
+    mp_site_put(e->bucket, e->group, code, instr, node);
+}
+
 uint32_t mp_py_leaf(mp_thread_t *t)
 {
     shadow_t *e = leaf_entry(t);
     if (!e)
         return 0;
-    mp_frame_t fr;
-    frame_put(&fr, e->frame);
-    uint32_t node;
+    const _PyInterpreterFrame *f = e->frame;
+    PyCodeObject *co = f->f_code;
+    uint32_t instr = (uint32_t)(f->prev_instr - _PyCode_CODE(co)), node;
     /* a frame not started yet (instr before _co_firsttraceable) is never
      * remembered in the entry: mp_py_intern remembers started frames only */
-    if (leaf_known(e) && (node = shadow_leaf(e, fr.instr)))
+    if (leaf_known(e) && (node = shadow_leaf(e, instr)))
         return node;
-    if (not_started(e->frame) || (e->depth == SHADOW_NO_DEPTH && mp_shadow_fill(t, mp_sh_n - 1)))
+    if (not_started(f) || (e->depth == SHADOW_NO_DEPTH && mp_shadow_fill(t, mp_sh_n - 1)))
         return 0;
-    if ((node = mp_site_find(e->bucket, e->group, fr.code, fr.instr)))
+    if ((node = mp_site_find(e->bucket, e->group, co, instr)))
         return node;
     /* not in the site table (first seen, or more sites than a line holds:
      * then the entry's own sets keep them for this call) */
-    node = mp_prefix_find(e->hsum + frame_mix(&fr, e->depth), fr.code, fr.instr);
-    if (node) {
-        mp_site_put(e->bucket, e->group, fr.code, fr.instr, node);
-        shadow_leaves_mine(e);
-        shadow_leaf_put(e, fr.instr, node);
-    }
+    mp_frame_t fr = {co, code_fp(co), instr};
+    if ((node = mp_prefix_find(e->hsum + frame_mix(&fr, e->depth), co, instr)))
+        leaf_found(e, co, instr, node);
     return node;
 }
 
@@ -726,9 +733,7 @@ uint32_t mp_py_intern(mp_thread_t *t, const mp_frame_t *frames, uint32_t n)
             h = e->hsum + frame_mix(&frames[0], e->depth);
             uint32_t node = mp_prefix_find(h, frames[0].code, frames[0].instr);
             if (node) {
-                shadow_leaves_mine(e);
-                shadow_leaf_put(e, frames[0].instr, node);
-                mp_site_put(e->bucket, e->group, frames[0].code, frames[0].instr, node);
+                leaf_found(e, frames[0].code, frames[0].instr, node);
                 return node;
             }
         }

@@ -264,9 +264,10 @@ void mp_prefix_add(uint64_t hash, const void *code, uint32_t instr, uint32_t nod
 /* ---- sites: the nodes of a frame's allocation sites, by its group ----
  * A call of a function under frames seen before (a recursion whose path
  * varies: every call of deep_stacks is new) finds the nodes of its sites
- * in one cache line, keyed by the group of the prefix table (the frames
- * above and the frame's code): the line is missed once a call, where the
- * prefix table, entry by entry, missed about once an allocation. Direct
+ * in one cache line, keyed by its group (the hash of the frames above and
+ * of the frame's code, prefix_group in pyframes.h): the line is missed
+ * once a call, where the prefix table, entry by entry, missed about once
+ * an allocation. Direct
  * mapped; a line taken by another group loses its sites, which the prefix
  * table still has. */
 
